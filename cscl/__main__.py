@@ -1,0 +1,5 @@
+import sys
+
+from cscl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per `cscl` subcommand (see cscl/cli.py for the protocol)."""

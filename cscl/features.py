@@ -1,0 +1,127 @@
+"""Patch feature files (HDF5, TRIDENT/CLAM-compatible): the contract between extraction and training.
+
+Layout (docs/CONTRACTS.md): dataset `features` (N, D), dataset `coords` (N, 2) int64 level-0
+top-left (x, y) with geometry attrs, root attrs `slide_id`, `stain`, `cscl_version`,
+`extractor_hash`. Written atomically; a file with the same extractor hash is reused.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from cscl import __version__
+from cscl.errors import InputError
+from cscl.io.storage import atomic_path
+
+COORD_ATTRS = (
+    "patch_size",
+    "patch_size_level0",
+    "level0_magnification",
+    "target_magnification",
+    "level0_width",
+    "level0_height",
+    "mpp_level0",
+    "target_mpp",
+)
+
+
+@dataclass
+class SlideFeatures:
+    """Features of one slide, in memory."""
+
+    features: np.ndarray  # (N, D)
+    coords: np.ndarray  # (N, 2) int64, level-0 top-left
+    slide_id: str
+    stain: str
+    extractor_hash: str
+    encoder: str
+    coord_attrs: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # other root attrs (e.g. random_init, qc JSON)
+
+    @property
+    def dim(self) -> int:
+        return int(self.features.shape[1])
+
+    @property
+    def patch_size_level0(self) -> int:
+        return int(self.coord_attrs.get("patch_size_level0", 0))
+
+
+def feature_path(root: str | Path, slide_id: str) -> Path:
+    return Path(root) / f"{slide_id}.h5"
+
+
+def write_features(path: str | Path, sf: SlideFeatures, dtype: str = "float16") -> Path:
+    """Write atomically: readers never see a partial file under the final name."""
+    if sf.features.ndim != 2 or sf.coords.shape != (sf.features.shape[0], 2):
+        raise ValueError(f"features {sf.features.shape} and coords {sf.coords.shape} do not match")
+    path = Path(path)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        fd = f.create_dataset("features", data=sf.features.astype(dtype))
+        cd = f.create_dataset("coords", data=sf.coords.astype(np.int64))
+        for k in COORD_ATTRS:
+            v = sf.coord_attrs.get(k, math.nan)
+            cd.attrs[k] = v if v is not None else math.nan
+        fd.attrs["encoder"] = sf.encoder
+        fd.attrs["encoder_hash"] = sf.extractor_hash
+        f.attrs["slide_id"] = sf.slide_id
+        f.attrs["stain"] = sf.stain
+        f.attrs["cscl_version"] = __version__
+        f.attrs["extractor_hash"] = sf.extractor_hash
+        for k, v in sf.extra.items():
+            f.attrs[k] = json.dumps(v) if isinstance(v, dict | list) else v
+    return path
+
+
+def _attr(v):
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def read_features(path: str | Path) -> SlideFeatures:
+    """Read a feature file; a clear error if it is not one."""
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            if "features" not in f or "coords" not in f:
+                raise InputError(
+                    f"{path} is not a cscl feature file: no 'features'/'coords' datasets"
+                )
+            feats = f["features"][:]
+            coords = f["coords"][:]
+            cattrs = {k: _attr(v) for k, v in f["coords"].attrs.items()}
+            root = {k: _attr(v) for k, v in f.attrs.items()}
+            enc = _attr(f["features"].attrs.get("encoder", "unknown"))
+    except OSError as exc:
+        raise InputError(
+            f"cannot read feature file {path}: {exc}", hint="is it an HDF5 file?"
+        ) from exc
+    known = {"slide_id", "stain", "cscl_version", "extractor_hash"}
+    return SlideFeatures(
+        features=feats,
+        coords=coords.astype(np.int64),
+        slide_id=str(root.get("slide_id", path.stem)),
+        stain=str(root.get("stain", "HE")),
+        extractor_hash=str(root.get("extractor_hash", "")),
+        encoder=str(enc),
+        coord_attrs=cattrs,
+        extra={k: v for k, v in root.items() if k not in known},
+    )
+
+
+def read_extractor_hash(path: str | Path) -> str | None:
+    """The extractor hash of an existing complete file, or None (missing or unreadable)."""
+    try:
+        with h5py.File(path, "r") as f:
+            return str(_attr(f.attrs.get("extractor_hash"))) if "features" in f else None
+    except (OSError, KeyError):
+        return None

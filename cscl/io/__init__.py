@@ -1,0 +1,1 @@
+"""Reading and writing local paths and s3:// URIs, and the cohort tables."""
