@@ -1,0 +1,78 @@
+"""`cscl extract`: slides (a manifest or one file) → one patch-feature HDF5 per slide."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "extract patch features from whole-slide images (manifest or one slide) into HDF5 files"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--manifest", help="cohort manifest (CSV/Parquet, local or s3://)")
+    src.add_argument("--slide", help="one slide file (local or s3://)")
+    p.add_argument("--out", required=True, help="output folder: <out>/<slide_id>.h5")
+    p.add_argument("--slide-id", help="with --slide: id (default: file name without extension)")
+    p.add_argument("--stain", default="HE", help="with --slide: stain name (default HE)")
+    p.add_argument("--mpp", type=float, help="with --slide: level-0 µm/px if the file lacks it")
+    p.add_argument("--backbone", default="resnet18", help="timm model name (default resnet18)")
+    p.add_argument("--weights", help="backbone weights: state-dict file or s3:// URI")
+    p.add_argument(
+        "--random-init", action="store_true", help="allow a random (seeded) backbone: tests only"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of --random-init (default 0)")
+    p.add_argument("--target-mpp", type=float, default=1.0, help="patch resolution µm/px (1.0)")
+    p.add_argument("--patch-size", type=int, default=224, help="patch side in px (224)")
+    p.add_argument("--min-tissue", type=float, default=0.25, help="min tissue share (0.25)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: CPUs)")
+    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
+    p.add_argument("--qc-png", metavar="DIR", help="write a tissue-mask overlay PNG per slide")
+    p.add_argument("--s3-endpoint", help="S3 endpoint URL (MinIO, moto…); else AWS_ENDPOINT_URL")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from cscl.errors import InputError
+    from cscl.io.manifest import slide_id_from_uri
+    from cscl.wsi.extract import ExtractConfig, extract_manifest, extract_slides
+
+    cfg = ExtractConfig(
+        backbone=args.backbone,
+        weights=args.weights,
+        allow_random=args.random_init,
+        seed=args.seed,
+        target_mpp=args.target_mpp,
+        patch_size=args.patch_size,
+        min_tissue=args.min_tissue,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        device=args.device,
+    )
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
+    common = dict(
+        qc_png_dir=args.qc_png, endpoint_url=args.s3_endpoint, show_progress=not args.quiet
+    )
+    if args.manifest:
+        if args.mpp or args.slide_id:
+            raise InputError("--mpp/--slide-id go with --slide; use the manifest columns instead")
+        summary = extract_manifest(args.manifest, args.out, cfg, **common)
+    else:
+        row = {
+            "slide_uri": args.slide,
+            "slide_id": args.slide_id or slide_id_from_uri(args.slide),
+            "stain": args.stain.upper().replace("H&E", "HE"),
+            "mpp": args.mpp,
+        }
+        summary = extract_slides(pd.DataFrame([row]), args.out, cfg, **common)
+    print(
+        f"extractor {summary.extractor_hash}: {len(summary.done)} done, "
+        f"{len(summary.skipped)} skipped (reused), {len(summary.failed)} failed → {summary.out_dir}"
+    )
+    for r in summary.failed:
+        print(f"  FAILED {r.slide_id}: {r.error}", file=sys.stderr)
+    return 0 if summary.ok else 1

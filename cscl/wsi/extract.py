@@ -1,0 +1,376 @@
+"""Whole-slide images → patch feature files (one HDF5 per slide, docs/CONTRACTS.md).
+
+Per slide: open → segment tissue → patch grid → stream patches through DataLoader workers into
+the encoder → write atomically. Memory is bounded by the batches in flight, not the slide size.
+A batch run goes on past a bad slide, reports it and writes nothing partial; a rerun reuses
+files whose extractor hash matches the configuration.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cscl.errors import CsclError, SlideError
+from cscl.features import SlideFeatures, feature_path, read_extractor_hash, write_features
+from cscl.io import storage
+from cscl.wsi.dataset import PatchDataset, patch_loader
+from cscl.wsi.encoders import Encoder, load_encoder
+from cscl.wsi.patching import PatchGrid, patch_grid
+from cscl.wsi.qc import slide_qc
+from cscl.wsi.reader import WSI, open_slide
+from cscl.wsi.tissue import TissueMask, TissueParams, save_qc_png, segment_tissue
+
+SUMMARY_NAME = "extract_summary.json"
+
+
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+@dataclass
+class ExtractConfig:
+    """Everything that decides the features (and so the extractor hash), plus speed knobs."""
+
+    backbone: str = "resnet18"
+    weights: str | None = None  # local path or s3:// URI of a state dict
+    allow_random: bool = False
+    seed: int = 0  # random-init seed
+    target_mpp: float = 1.0
+    patch_size: int = 224
+    min_tissue: float = 0.25
+    tissue: TissueParams = field(default_factory=TissueParams)
+    feature_dtype: str = "float16"
+    # speed only (not hashed)
+    batch_size: int = 64
+    num_workers: int | None = None  # None: one per CPU
+    device: str | None = None  # None: cuda if available else cpu
+    torch_threads: int | None = None  # None: one per CPU
+
+    def hashed(self, weights_digest: str) -> dict:
+        d = {
+            "v": 1,
+            "backbone": self.backbone,
+            "weights": weights_digest,
+            "target_mpp": float(self.target_mpp),
+            "patch_size": int(self.patch_size),
+            "min_tissue": float(self.min_tissue),
+            "tissue": self.tissue.as_dict(),
+            "dtype": self.feature_dtype,
+        }
+        if weights_digest.startswith("random"):
+            d["seed"] = int(self.seed)
+        return d
+
+
+def extractor_hash(cfg: ExtractConfig, weights_digest: str) -> str:
+    """Short sha256 of what decides the features: backbone, weights, mpp, patch, tissue params."""
+    blob = json.dumps(cfg.hashed(weights_digest), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass
+class SlideResult:
+    slide_id: str
+    slide_uri: str
+    status: str  # done | skipped | failed
+    path: str | None = None
+    n_patches: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+
+
+@dataclass
+class ExtractSummary:
+    out_dir: str
+    extractor_hash: str
+    results: list[SlideResult]
+
+    def by_status(self, status: str) -> list[SlideResult]:
+        return [r for r in self.results if r.status == status]
+
+    @property
+    def done(self) -> list[SlideResult]:
+        return self.by_status("done")
+
+    @property
+    def skipped(self) -> list[SlideResult]:
+        return self.by_status("skipped")
+
+    @property
+    def failed(self) -> list[SlideResult]:
+        return self.by_status("failed")
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def to_dict(self) -> dict:
+        return {
+            "out_dir": self.out_dir,
+            "extractor_hash": self.extractor_hash,
+            "n_done": len(self.done),
+            "n_skipped": len(self.skipped),
+            "n_failed": len(self.failed),
+            "results": [asdict(r) for r in self.results],
+        }
+
+
+def _workers(cfg: ExtractConfig, n_batches: int) -> int:
+    n = available_cpus() if cfg.num_workers is None else int(cfg.num_workers)
+    return max(0, min(n, n_batches - 1 if n_batches > 1 else 0))
+
+
+def configure_threads(cfg: ExtractConfig, encoder: Encoder) -> None:
+    """CPU: the model's intra-op threads share the cores with the decoding workers."""
+    if encoder.device.type == "cpu":
+        torch.set_num_threads(max(1, cfg.torch_threads or available_cpus()))
+
+
+def compute_features(
+    wsi: WSI,
+    grid: PatchGrid,
+    cfg: ExtractConfig,
+    encoder: Encoder,
+    on_batch: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """(N, dim) float32 features of the grid's patches, in grid order; streams batches."""
+    n = len(grid)
+    feats = np.empty((n, encoder.dim), np.float32)
+    ds = PatchDataset(wsi.path, grid.coords, grid.level, grid.read_size, grid.patch_size)
+    n_batches = -(-n // cfg.batch_size)
+    loader = patch_loader(
+        ds, cfg.batch_size, _workers(cfg, n_batches), pin_memory=encoder.device.type == "cuda"
+    )
+    try:
+        for item in loader:
+            if item["error"]:
+                raise SlideError(item["error"])
+            idx = item["index"].numpy()
+            feats[idx] = encoder(item["images"]).cpu().numpy()
+            if on_batch:
+                on_batch(len(idx))
+    finally:
+        ds.close()
+        del loader
+    return feats
+
+
+def _slide_features(
+    wsi: WSI,
+    cfg: ExtractConfig,
+    encoder: Encoder,
+    ehash: str,
+    slide_id: str,
+    stain: str,
+    mask: TissueMask | None = None,
+    on_grid: Callable[[int], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[SlideFeatures, TissueMask, PatchGrid]:
+    mask = mask if mask is not None else segment_tissue(wsi, cfg.tissue)
+    grid = patch_grid(wsi, mask, cfg.target_mpp, cfg.patch_size, cfg.min_tissue)
+    if len(grid) == 0:
+        raise SlideError(
+            f"no patch of {wsi.path} has >= {cfg.min_tissue:.0%} tissue "
+            f"({mask.area_mm2():.3f} mm² of tissue found)",
+            hint="lower --min-tissue or check the tissue mask with --qc-png",
+        )
+    if on_grid:
+        on_grid(len(grid))
+    feats = compute_features(wsi, grid, cfg, encoder, on_batch)
+    sf = SlideFeatures(
+        features=feats,
+        coords=grid.coords,
+        slide_id=slide_id,
+        stain=stain,
+        extractor_hash=ehash,
+        encoder=encoder.name,
+        coord_attrs=grid.coord_attrs(wsi),
+        extra={"random_init": bool(encoder.random_init), "qc": slide_qc(wsi, mask)},
+    )
+    return sf, mask, grid
+
+
+def features_in_memory(
+    wsi: WSI,
+    cfg: ExtractConfig,
+    encoder: Encoder,
+    *,
+    slide_id: str | None = None,
+    stain: str = "HE",
+    mask: TissueMask | None = None,
+) -> SlideFeatures:
+    """Features of an open slide without writing a file (serving). Same pipeline as extraction."""
+    ehash = extractor_hash(cfg, encoder.weights_digest)
+    sid = slide_id or Path(wsi.path).stem
+    sf, _, _ = _slide_features(wsi, cfg, encoder, ehash, sid, stain, mask)
+    return sf
+
+
+def _remove_stale_parts(path: Path) -> None:
+    """Temp files left by a killed run (atomic_path names them .<name>.*.part)."""
+    for p in glob.glob(str(path.parent / f".{glob.escape(path.name)}.*.part")):
+        Path(p).unlink(missing_ok=True)
+
+
+def extract_slide(
+    slide_uri: str,
+    out_dir: str | Path,
+    cfg: ExtractConfig,
+    encoder: Encoder,
+    *,
+    slide_id: str | None = None,
+    stain: str = "HE",
+    mpp: float | None = None,
+    qc_png_dir: str | Path | None = None,
+    endpoint_url: str | None = None,
+    on_grid: Callable[[int], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> SlideResult:
+    """One slide → `<out_dir>/<slide_id>.h5`; a `SlideResult`, never an exception for bad slides."""
+    from cscl.io.manifest import slide_id_from_uri
+
+    t0 = time.perf_counter()
+    sid = slide_id or slide_id_from_uri(slide_uri)
+    out = feature_path(out_dir, sid)
+    ehash = extractor_hash(cfg, encoder.weights_digest)
+    if out.exists() and read_extractor_hash(out) == ehash:
+        return SlideResult(sid, slide_uri, "skipped", str(out), seconds=time.perf_counter() - t0)
+    try:
+        _remove_stale_parts(out)
+        with open_slide(slide_uri, mpp=mpp, endpoint_url=endpoint_url) as wsi:
+            sf, mask, grid = _slide_features(
+                wsi, cfg, encoder, ehash, sid, stain, on_grid=on_grid, on_batch=on_batch
+            )
+            if qc_png_dir:
+                save_qc_png(
+                    wsi, mask, Path(qc_png_dir) / f"{sid}.png", grid.coords, grid.patch_size_level0
+                )
+        write_features(out, sf, dtype=cfg.feature_dtype)
+    except CsclError as exc:
+        return SlideResult(
+            sid, slide_uri, "failed", seconds=time.perf_counter() - t0, error=str(exc)
+        )
+    except Exception as exc:  # an unexpected failure of one slide must not stop the batch
+        return SlideResult(
+            sid,
+            slide_uri,
+            "failed",
+            seconds=time.perf_counter() - t0,
+            error=f"{type(exc).__name__}: {exc} (while extracting {slide_uri})",
+        )
+    return SlideResult(
+        sid, slide_uri, "done", str(out), len(grid), seconds=time.perf_counter() - t0
+    )
+
+
+def extract_slides(
+    slides: pd.DataFrame,
+    out_dir: str | Path,
+    cfg: ExtractConfig,
+    *,
+    encoder: Encoder | None = None,
+    qc_png_dir: str | Path | None = None,
+    endpoint_url: str | None = None,
+    show_progress: bool = True,
+) -> ExtractSummary:
+    """Extract every row (slide_uri, slide_id, stain, mpp) of a validated manifest table."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    out_dir = storage.local_path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    encoder = encoder or load_encoder(
+        cfg.backbone,
+        cfg.weights,
+        cfg.allow_random,
+        cfg.device,
+        seed=cfg.seed,
+        endpoint_url=endpoint_url,
+    )
+    configure_threads(cfg, encoder)
+    ehash = extractor_hash(cfg, encoder.weights_digest)
+    results: list[SlideResult] = []
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not show_progress,
+        transient=False,
+    )
+    with progress:
+        slides_task = progress.add_task("slides", total=len(slides))
+        patch_task = progress.add_task("patches", total=None)
+        for row in slides.itertuples(index=False):
+            sid = str(row.slide_id)
+            progress.update(patch_task, description=f"patches {sid}", completed=0, total=None)
+            mpp = getattr(row, "mpp", None)
+            mpp = None if mpp is None or pd.isna(mpp) else float(mpp)
+            res = extract_slide(
+                row.slide_uri,
+                out_dir,
+                cfg,
+                encoder,
+                slide_id=sid,
+                stain=str(row.stain),
+                mpp=mpp,
+                qc_png_dir=qc_png_dir,
+                endpoint_url=endpoint_url,
+                on_grid=lambda n: progress.update(patch_task, total=n, completed=0),
+                on_batch=lambda k: progress.advance(patch_task, k),
+            )
+            results.append(res)
+            progress.advance(slides_task)
+    summary = ExtractSummary(str(out_dir), ehash, results)
+    storage.write_bytes(
+        str(out_dir / SUMMARY_NAME), json.dumps(summary.to_dict(), indent=2).encode()
+    )
+    return summary
+
+
+def extract_manifest(
+    manifest_uri: str,
+    out_dir: str | Path,
+    cfg: ExtractConfig,
+    *,
+    encoder: Encoder | None = None,
+    qc_png_dir: str | Path | None = None,
+    endpoint_url: str | None = None,
+    show_progress: bool = True,
+) -> ExtractSummary:
+    """Every slide of a manifest → feature files + `<out_dir>/extract_summary.json`."""
+    from cscl.io.manifest import load_manifest
+
+    slides = load_manifest(manifest_uri, endpoint_url)
+    return extract_slides(
+        slides,
+        out_dir,
+        cfg,
+        encoder=encoder,
+        qc_png_dir=qc_png_dir,
+        endpoint_url=endpoint_url,
+        show_progress=show_progress,
+    )

@@ -1,0 +1,30 @@
+"""Per-slide quality numbers that travel with features and predictions.
+
+Serving returns them and drift monitoring compares them with the training slides: a new scanner
+or a different stain protocol shows up first as a shift of mpp or of the tissue's optical density.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cscl.wsi.tissue import TissueMask, optical_density
+
+
+def slide_qc(wsi, mask: TissueMask) -> dict:
+    """tissue_area_mm2, mpp, od_mean/od_std (RGB optical density of tissue), vendor, size."""
+    od = optical_density(mask.thumb[mask.mask]) if mask.mask.any() else np.zeros((0, 3))
+    mean = od.mean(0) if len(od) else np.full(3, np.nan)
+    std = od.std(0) if len(od) else np.full(3, np.nan)
+    return {
+        "tissue_area_mm2": round(mask.area_mm2(), 4),
+        "tissue_fraction": round(mask.tissue_fraction, 4),
+        "mpp": float(wsi.mpp),
+        "mpp_source": wsi.mpp_source,
+        "od_mean": [round(float(v), 5) for v in mean],
+        "od_std": [round(float(v), 5) for v in std],
+        "vendor": wsi.vendor,
+        "level0_width": int(wsi.width),
+        "level0_height": int(wsi.height),
+        "pen_fraction": round(mask.pen_fraction, 4),
+    }

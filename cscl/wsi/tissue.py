@@ -1,0 +1,253 @@
+"""Tissue segmentation on a low-resolution image of the slide (a few µm/px).
+
+Otsu on HSV saturation finds stained tissue on H&E and on IHC (hematoxylin + DAB) alike; an
+optical-density floor drops faintly tinted glass. Pen ink (strongly saturated blue/green, near
+black) is removed before morphology, then small holes are filled and tiny blobs dropped. Sizes are
+given in µm so the result does not depend on the scanner's resolution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from cscl.errors import SlideError
+from cscl.io.storage import atomic_path
+
+
+@dataclass(frozen=True)
+class TissueParams:
+    """Segmentation knobs. They enter the extractor hash: change one and features recompute."""
+
+    seg_mpp: float = 8.0  # µm/px of the image segmented
+    min_saturation: float = 0.07  # floor under Otsu's threshold (blank glass has ~0.0–0.04)
+    min_od: float = 0.05  # mean optical density floor (drops faint tint on glass)
+    pen_filter: bool = True
+    close_um: float = 16.0  # closing radius: joins fragments of one tissue piece
+    min_blob_mm2: float = 0.005  # smaller connected pieces are dropped (dust, debris)
+    max_hole_mm2: float = 0.05  # holes smaller than this are filled (fat cells, nuclei gaps)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TissueMask:
+    """Boolean tissue mask with its geometry; `thumb` is the RGB image it was computed on."""
+
+    mask: np.ndarray  # (h, w) bool
+    thumb: np.ndarray  # (h, w, 3) uint8
+    downsample: float  # level-0 px per mask px
+    mpp: float  # µm per mask px
+    threshold: float  # saturation threshold used
+    pen_fraction: float  # share of the image removed as pen ink
+
+    @property
+    def tissue_fraction(self) -> float:
+        return float(self.mask.mean())
+
+    def area_mm2(self) -> float:
+        return float(self.mask.sum()) * (self.mpp / 1000.0) ** 2
+
+    def integral(self) -> np.ndarray:
+        """Summed-area table (h+1, w+1) for O(1) tissue fraction of any box."""
+        ii = np.zeros((self.mask.shape[0] + 1, self.mask.shape[1] + 1), np.int64)
+        ii[1:, 1:] = self.mask.astype(np.int64).cumsum(0).cumsum(1)
+        return ii
+
+
+def hsv_sv(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hue (degrees), saturation and value of an RGB uint8 image, float32."""
+    x = rgb.astype(np.float32) / 255.0
+    mx, mn = x.max(-1), x.min(-1)
+    delta = mx - mn
+    s = np.where(mx > 0, delta / np.maximum(mx, 1e-6), 0.0)
+    r, g, b = x[..., 0], x[..., 1], x[..., 2]
+    d = np.maximum(delta, 1e-6)
+    h = np.select(
+        [mx == r, mx == g],
+        [((g - b) / d) % 6.0, (b - r) / d + 2.0],
+        (r - g) / d + 4.0,
+    )
+    h = np.where(delta > 0, h * 60.0, 0.0)
+    return h.astype(np.float32), s.astype(np.float32), mx.astype(np.float32)
+
+
+def optical_density(rgb: np.ndarray) -> np.ndarray:
+    """Per-channel optical density -log10(I/I0), I0 = 255 (Beer–Lambert; stain amount)."""
+    return -np.log10((rgb.astype(np.float32) + 1.0) / 256.0)
+
+
+def otsu(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold of values in [0, 1]."""
+    if values.size == 0:
+        return 1.0
+    hist, edges = np.histogram(values, bins=bins, range=(0.0, 1.0))
+    hist = hist.astype(np.float64)
+    centers = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * centers)
+    mu0 = m0 / np.maximum(w0, 1)
+    mu1 = (m0[-1] - m0) / np.maximum(w1, 1)
+    between = w0 * w1 * (mu0 - mu1) ** 2
+    return float(centers[int(np.argmax(between))])
+
+
+def pen_mask(rgb: np.ndarray) -> np.ndarray:
+    """Marker ink: saturated blue or green, or near-black. Stains are never this saturated+hued.
+
+    Hematoxylin sits at 240–300° (purple), eosin 300–360°, DAB 10–45°; blue ink 190–250° with high
+    saturation and green ink 70–170°.
+    """
+    h, s, v = hsv_sv(rgb)
+    blue = (h >= 190) & (h < 250) & (s > 0.45) & (v < 0.95)
+    green = (h >= 70) & (h < 170) & (s > 0.3)
+    black = v < 0.16
+    return blue | green | black
+
+
+def _disk(radius: int) -> np.ndarray:
+    r = max(int(radius), 1)
+    yy, xx = np.ogrid[-r : r + 1, -r : r + 1]
+    return xx * xx + yy * yy <= r * r
+
+
+def clean_mask(mask: np.ndarray, px_mm2: float, params: TissueParams, mpp: float) -> np.ndarray:
+    """Close gaps, fill small holes, drop tiny blobs (sizes from µm / mm² to pixels)."""
+    radius = int(round(params.close_um / mpp))
+    if radius >= 1:
+        pad = radius + 1
+        m = np.pad(mask, pad)
+        m = ndi.binary_closing(m, structure=_disk(radius))
+        mask = m[pad:-pad, pad:-pad]
+    # fill holes smaller than max_hole_mm2 (big holes, e.g. lumens, stay)
+    holes, n = ndi.label(~mask)
+    if n:
+        sizes = np.bincount(holes.ravel())
+        border = np.unique(np.concatenate([holes[0], holes[-1], holes[:, 0], holes[:, -1]]))
+        small = sizes * px_mm2 < params.max_hole_mm2
+        small[0] = False
+        small[border] = False
+        mask = mask | small[holes]
+    blobs, n = ndi.label(mask)
+    if n:
+        sizes = np.bincount(blobs.ravel())
+        keep = sizes * px_mm2 >= params.min_blob_mm2
+        keep[0] = False
+        mask = keep[blobs]
+    return mask
+
+
+def segment_rgb(
+    rgb: np.ndarray, mpp: float, params: TissueParams
+) -> tuple[np.ndarray, float, float]:
+    """Tissue mask of an RGB image at `mpp` µm/px → (mask, saturation threshold, pen share)."""
+    _, s, _ = hsv_sv(rgb)
+    od = optical_density(rgb).mean(-1)
+    pen = pen_mask(rgb) if params.pen_filter else np.zeros(s.shape, bool)
+    candidates = s[(~pen) & (od > 0.02)]
+    thr = max(otsu(candidates) if candidates.size > 16 else 1.0, params.min_saturation)
+    mask = (s >= thr) & (od >= params.min_od) & ~pen
+    if pen.any():  # ink edges are antialiased: grow the pen area a little
+        mask &= ~ndi.binary_dilation(pen, iterations=2)
+    px_mm2 = (mpp / 1000.0) ** 2
+    return clean_mask(mask, px_mm2, params, mpp), thr, float(pen.mean())
+
+
+def segment_tissue(wsi, params: TissueParams | None = None) -> TissueMask:
+    """Segment the slide at ~`params.seg_mpp` µm/px; no tissue → SlideError naming the slide."""
+    params = params or TissueParams()
+    downsample = max(1.0, params.seg_mpp / wsi.mpp)
+    thumb = wsi.read_downsampled(downsample)
+    mpp = wsi.mpp * downsample
+    mask, thr, pen = segment_rgb(thumb, mpp, params)
+    if not mask.any():
+        raise SlideError(
+            f"no tissue found in {wsi.path}",
+            hint="check the slide is not blank; lower --min-tissue or the tissue thresholds",
+        )
+    return TissueMask(
+        mask=mask, thumb=thumb, downsample=downsample, mpp=mpp, threshold=thr, pen_fraction=pen
+    )
+
+
+def save_qc_png(
+    wsi,
+    mask: TissueMask,
+    path: str | Path,
+    coords: np.ndarray | None = None,
+    patch_size_level0: int | None = None,
+    max_side: int = 1600,
+) -> Path:
+    """Thumbnail with the tissue mask tinted green, its outline, and the kept patches (boxes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    h, w = mask.mask.shape
+    scale = min(1.0, max_side / max(h, w))
+    fig, ax = plt.subplots(figsize=(max(2.0, w * scale / 100), max(2.0, h * scale / 100)), dpi=100)
+    ax.imshow(mask.thumb)
+    overlay = np.zeros((h, w, 4), np.float32)
+    overlay[mask.mask] = (0.0, 0.8, 0.0, 0.25)
+    ax.imshow(overlay)
+    ax.contour(mask.mask.astype(float), levels=[0.5], colors="lime", linewidths=0.8)
+    if coords is not None and patch_size_level0:
+        side = patch_size_level0 / mask.downsample
+        for x, y in np.asarray(coords)[:5000]:
+            ax.add_patch(
+                Rectangle(
+                    (x / mask.downsample, y / mask.downsample),
+                    side,
+                    side,
+                    fill=False,
+                    lw=0.3,
+                    ec="blue",
+                )
+            )
+    n = 0 if coords is None else len(coords)
+    ax.set_title(
+        f"{Path(wsi.path).name}: {mask.area_mm2():.2f} mm² tissue, {n} patches",
+        fontsize=8,
+    )
+    ax.axis("off")
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def tissue_fraction_boxes(
+    mask: TissueMask, xs: np.ndarray, ys: np.ndarray, size0: float
+) -> np.ndarray:
+    """Tissue fraction of level-0 boxes (x, y, size0 × size0) from the mask's summed-area table."""
+    ii = mask.integral()
+    h, w = mask.mask.shape
+    d = mask.downsample
+    x0 = np.clip(np.floor(xs / d).astype(np.int64), 0, w)
+    y0 = np.clip(np.floor(ys / d).astype(np.int64), 0, h)
+    x1 = np.clip(np.maximum(np.ceil((xs + size0) / d).astype(np.int64), x0 + 1), 0, w)
+    y1 = np.clip(np.maximum(np.ceil((ys + size0) / d).astype(np.int64), y0 + 1), 0, h)
+    area = np.maximum((x1 - x0) * (y1 - y0), 1)
+    s = ii[y1, x1] - ii[y0, x1] - ii[y1, x0] + ii[y0, x0]
+    return s / area
+
+
+__all__ = [
+    "TissueParams",
+    "TissueMask",
+    "segment_tissue",
+    "segment_rgb",
+    "save_qc_png",
+    "tissue_fraction_boxes",
+    "optical_density",
+    "pen_mask",
+    "otsu",
+]
