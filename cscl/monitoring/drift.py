@@ -1,0 +1,245 @@
+"""Drift between a reference set and a window of inference logs, computed with Evidently 0.7.
+
+One Evidently `Report` holds every signal, so `drift.html` shows them side by side:
+- `EmbeddingsDrift` on the slide embeddings with the domain-classifier method
+  (`embedding_drift_methods.model`): a classifier learns to tell reference from current slides on
+  the top principal components; its held-out ROC-AUC is the drift score. When nothing drifted the
+  classifier's held-out scores are independent of the held-out labels, so the AUC is distributed
+  like that of random scores: mean 0.5, variance (n0 + n1 + 1) / (12 n0 n1) for n1 reference and
+  n0 current rows in the held-out half. The threshold is that null's (1 - false_alarm_rate)
+  quantile (normal approximation), floored at `min_auc`. It works in any embedding dimension, is
+  scale-free, and "0.5 = indistinguishable" reads well in a report. (MMD was the alternative; its
+  Evidently bootstrap defaults to the 5th percentile and uses a different kernel bandwidth for
+  the statistic and its null, so its false-alarm rate is not what the policy says.)
+- `ValueDrift` per QC column (KS / chi-square p-values) and per prediction column.
+- `ValueDrift` per label column (target drift) when labels arrived for enough requests.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cscl.monitoring.logs import LogWindow
+from cscl.monitoring.policy import CAT_METHODS, NUM_METHODS, Policy
+from cscl.monitoring.reference import ReferenceSet
+from cscl.monitoring.schema import LABEL_PREFIX, QC_CATEGORICAL, QC_NUMERIC
+
+EMB = "slide_embedding"
+
+
+@dataclass
+class SignalResult:
+    """One signal's outcome: status is "drift", "ok" or "skipped" (with `reason`)."""
+
+    name: str
+    status: str
+    value: float | None = None
+    threshold: float | None = None
+    method: str = ""
+    reason: str = ""
+    columns: dict[str, dict[str, Any]] = field(default_factory=dict)
+    samples: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {
+            "status": self.status,
+            "value": self.value,
+            "threshold": self.threshold,
+            "method": self.method,
+            "reason": self.reason,
+            "samples": self.samples,
+        }
+        if self.columns:
+            d["columns"] = self.columns
+            d["drifted_columns"] = [c for c, v in self.columns.items() if v["drifted"]]
+        return d
+
+
+@dataclass
+class DriftComputation:
+    signals: dict[str, SignalResult]
+    snapshot: Any  # evidently Snapshot (save_html / dict / json)
+
+
+def null_auc_threshold(n_ref: int, n_cur: int, false_alarm_rate: float, min_auc: float) -> float:
+    """Domain-classifier AUC above which we call drift (see module docstring).
+
+    Reproduces Evidently's held-out split (`train_test_split(test_size=0.5, random_state=42)` of
+    reference rows labelled 1 followed by current rows labelled 0) to get the held-out counts.
+    """
+    from scipy.stats import norm
+    from sklearn.model_selection import train_test_split
+
+    y = np.r_[np.ones(n_ref, dtype=int), np.zeros(n_cur, dtype=int)]
+    _, y_test = train_test_split(y, test_size=0.5, random_state=42, shuffle=True)
+    n1 = int(y_test.sum())
+    n0 = len(y_test) - n1
+    if n0 == 0 or n1 == 0:
+        return 1.0
+    sd = math.sqrt((n0 + n1 + 1) / (12.0 * n0 * n1))
+    return max(float(min_auc), 0.5 + float(norm.ppf(1 - false_alarm_rate)) * sd)
+
+
+def _emb_cols(d: int) -> list[str]:
+    return [f"emb_{i}" for i in range(d)]
+
+
+def build_frames(
+    ref: ReferenceSet, cur: LogWindow, labels: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Reference and current tables with the same columns (embeddings, QC, predictions, labels).
+
+    `labels` (optional): `label__<task>` columns aligned with `cur`'s rows (NaN = not labelled).
+    """
+    d = ref.embeddings.shape[1]
+
+    def frame(emb, qc_num, vendors, preds, pcols):
+        parts = [
+            pd.DataFrame(emb, columns=_emb_cols(d)),
+            pd.DataFrame(qc_num, columns=list(QC_NUMERIC)),
+            pd.DataFrame({QC_CATEGORICAL[0]: vendors}),
+            pd.DataFrame(preds, columns=pcols),
+        ]
+        return pd.concat(parts, axis=1)
+
+    ref_df = frame(
+        ref.embeddings,
+        ref.qc[list(QC_NUMERIC)].to_numpy(np.float32),
+        ref.qc[QC_CATEGORICAL[0]].astype(str).tolist(),
+        ref.predictions.to_numpy(np.float32),
+        ref.pred_columns,
+    )
+    cur_df = frame(cur.embeddings, cur.qc_numeric, cur.vendors, cur.predictions, cur.pred_columns)
+    if labels is not None and ref.labels is not None:
+        for col in labels.columns:
+            if col in ref.labels.columns:
+                ref_df[col] = ref.labels[col].to_numpy(object)
+                cur_df[col] = labels[col].to_numpy(object)
+    return ref_df, cur_df
+
+
+def _is_p(method: str, categorical: bool) -> bool:
+    return (CAT_METHODS if categorical else NUM_METHODS)[method] == "p"
+
+
+def compute_drift(
+    ref: ReferenceSet, cur: LogWindow, policy: Policy, labels: pd.DataFrame | None = None
+) -> DriftComputation:
+    """Run the Evidently report and turn its values into per-signal verdicts under `policy`."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.legacy.metrics.data_drift.embedding_drift_methods import model
+    from evidently.metrics import EmbeddingsDrift, ValueDrift
+
+    ref_df, cur_df = build_frames(ref, cur, labels)
+    d = ref.embeddings.shape[1]
+    n_ref, n_cur = len(ref_df), len(cur_df)
+    sizes = {"reference": n_ref, "current": n_cur}
+    label_cols = [c for c in cur_df.columns if c.startswith(LABEL_PREFIX)]
+    signals: dict[str, SignalResult] = {}
+    metrics: list[Any] = []
+    plan: list[tuple[str, str, str, float, bool]] = []  # (signal, column, method, thr, is_p)
+
+    if policy.enabled("embedding"):
+        p = policy.signal("embedding")
+        k = max(1, min(int(p["pca_components"]), d, n_ref - 1))
+        method = model(bootstrap=False, pca_components=k)
+        metrics.append(EmbeddingsDrift(embeddings_name=EMB, drift_method=method))
+        thr = null_auc_threshold(n_ref, n_cur, float(p["false_alarm_rate"]), float(p["min_auc"]))
+        signals["embedding"] = SignalResult(
+            "embedding",
+            "ok",
+            threshold=thr,
+            method=f"domain classifier ROC-AUC (PCA {k})",
+            samples=sizes,
+        )
+
+    def add_columns(signal: str, cols: list[str], categorical: set[str]) -> None:
+        p = policy.signal(signal)
+        thr = float(p["threshold"])
+        signals[signal] = SignalResult(signal, "ok", method="per-column", samples=sizes)
+        for c in cols:
+            cat = c in categorical
+            m = p.get("cat_method", "chisquare") if cat else p.get("num_method", "ks")
+            metrics.append(ValueDrift(column=c, method=m, threshold=thr))
+            plan.append((signal, c, m, thr, _is_p(m, cat)))
+
+    if policy.enabled("qc"):
+        add_columns("qc", [*QC_NUMERIC, *QC_CATEGORICAL], set(QC_CATEGORICAL))
+    if policy.enabled("predictions") and ref.pred_columns:
+        add_columns("predictions", ref.pred_columns, set())
+    if policy.enabled("target"):
+        labelled = int(cur_df[label_cols].notna().any(axis=1).sum()) if label_cols else 0
+        need = int(policy.signal("target").get("min_samples", policy.min_samples))
+        if not label_cols:
+            why = (
+                "no labels for this window"
+                if labels is None
+                else "reference set has no labels for these tasks"
+            )
+            if labels is not None and ref.labels is None:
+                why = "reference set has no labels"
+            signals["target"] = SignalResult("target", "skipped", reason=why)
+        elif labelled < need:
+            signals["target"] = SignalResult(
+                "target",
+                "skipped",
+                reason=f"{labelled} labelled requests < {need}",
+                samples={"reference": n_ref, "labelled": labelled},
+            )
+        else:
+            add_columns("target", label_cols, set(label_cols))
+            signals["target"].samples = {"reference": n_ref, "labelled": labelled}
+
+    definition = DataDefinition(
+        numerical_columns=[*QC_NUMERIC, *ref.pred_columns],
+        categorical_columns=[*QC_CATEGORICAL, *label_cols],
+        embeddings={EMB: _emb_cols(d)},
+    )
+    report = Report(metrics)
+    snapshot = report.run(
+        reference_data=Dataset.from_pandas(ref_df, data_definition=definition),
+        current_data=Dataset.from_pandas(cur_df, data_definition=definition),
+    )
+    values: dict[str, float] = {}
+    for m in snapshot.dict()["metrics"]:
+        cfg = m["config"]
+        key = cfg.get("column") or cfg.get("embeddings_name")
+        v = m["value"]
+        values[key] = float(v) if isinstance(v, int | float) else float("nan")
+
+    if "embedding" in signals:
+        s = signals["embedding"]
+        s.value = values.get(EMB)
+        s.status = "drift" if s.value is not None and s.value > s.threshold else "ok"
+    for signal, col, method, thr, is_p in plan:
+        v = values.get(col, float("nan"))
+        drifted = bool(v < thr) if is_p else bool(v >= thr)
+        signals[signal].columns[col] = {
+            "value": None if math.isnan(v) else v,
+            "threshold": thr,
+            "method": method,
+            "kind": "p_value" if is_p else "distance",
+            "drifted": drifted,
+        }
+    for name in ("qc", "predictions", "target"):
+        s = signals.get(name)
+        if s is None or s.status == "skipped":
+            continue
+        p = policy.signal(name)
+        drifted = [c for c, r in s.columns.items() if r["drifted"]]
+        critical = [c for c in drifted if c in set(p.get("critical_columns", []))]
+        need = int(p.get("min_drifted_columns", 1))
+        s.value = float(len(drifted))
+        s.threshold = float(need)
+        s.status = "drift" if critical or len(drifted) >= need else "ok"
+        s.reason = (
+            f"critical column(s) drifted: {critical}"
+            if critical
+            else f"{len(drifted)} of {len(s.columns)} columns drifted (drift at >= {need})"
+        )
+    return DriftComputation(signals=signals, snapshot=snapshot)
