@@ -1,0 +1,137 @@
+"""Streamed pyramidal TIFF writer (Aperio SVS or generic tiled TIFF) with JPEG tiles.
+
+Level 0 is rendered strip by strip (one tile row high) and handed to tifffile as a tile iterator;
+each strip is also box-downsampled into the next levels, which are appended to raw temporary
+files next to the output. After level 0, each lower level is streamed from its raw file. Peak
+memory is a few strips, whatever the slide size.
+
+Aperio detection by OpenSlide needs every page written with `metadata=None` (otherwise tifffile
+puts its own JSON in ImageDescription) and the first description starting with
+"Aperio Image Library"; `MPP = …` there becomes `openslide.mpp-x`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+RenderFn = Callable[[int, int, int, int], np.ndarray]  # (x0, y0, w, h) -> uint8 (h, w, 3)
+TILE = 256
+BLOCK_W = 2048
+
+
+def level_sizes(width: int, height: int, min_levels: int = 3, max_side: int = 1024):
+    """Level sizes halving until the larger side is <= max_side, at least `min_levels`, at most 8
+    (level 0 strips are one tile = 2^8 rows high)."""
+    sizes = [(width, height)]
+    while len(sizes) < 8 and (len(sizes) < min_levels or max(sizes[-1]) > max_side):
+        w, h = sizes[-1]
+        sizes.append(((w + 1) // 2, (h + 1) // 2))
+    return sizes
+
+
+def downsample2(a: np.ndarray) -> np.ndarray:
+    """2×2 box mean of a uint8 (h, w, 3) array; odd edges replicate the last row/column."""
+    h, w = a.shape[:2]
+    if h % 2 or w % 2:
+        a = np.pad(a, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    s = a.reshape(a.shape[0] // 2, 2, a.shape[1] // 2, 2, 3).astype(np.uint16).sum(axis=(1, 3))
+    return ((s + 2) // 4).astype(np.uint8)
+
+
+def _tiles_of_strip(strip: np.ndarray, tile: int) -> Iterator[np.ndarray]:
+    for x in range(0, strip.shape[1], tile):
+        yield strip[:, x : x + tile]
+
+
+def aperio_description(
+    width: int, height: int, level_w: int, level_h: int, mpp: float, quality: int, tile: int
+) -> str:
+    base = (
+        f"Aperio Image Library v12.0.0 \r\n{width}x{height} [0,0 {width}x{height}] ({tile}x{tile})"
+    )
+    if (level_w, level_h) != (width, height):
+        base += f" -> {level_w}x{level_h}"
+    mag = 10.0 / mpp
+    return f"{base} JPEG/RGB Q={quality}|AppMag = {mag:g}|MPP = {mpp:.6g}|ScanScope ID = cscl-synthetic"
+
+
+def write_pyramid(
+    path: Path,
+    width: int,
+    height: int,
+    render: RenderFn,
+    *,
+    fmt: str = "aperio",
+    mpp: float | None = 0.5,
+    quality: int = 90,
+    tile: int = TILE,
+) -> list[tuple[int, int]]:
+    """Write the pyramid to `path` (caller makes it atomic). Returns the level sizes."""
+    import tifffile
+
+    sizes = level_sizes(width, height)
+    bigtiff = width * height * 3 * 4 // 3 > 2**31
+    tmpdir = tempfile.mkdtemp(prefix=".pyr-", dir=Path(path).parent)
+    raws = [Path(tmpdir) / f"level{k}.raw" for k in range(len(sizes))]
+    try:
+        with contextlib.ExitStack() as stack:
+            files = [stack.enter_context(open(p, "wb")) for p in raws[1:]]
+
+            def level0_tiles() -> Iterator[np.ndarray]:
+                for y in range(0, height, tile):
+                    h = min(tile, height - y)
+                    strip = np.empty((h, width, 3), np.uint8)
+                    for x in range(0, width, BLOCK_W):
+                        w = min(BLOCK_W, width - x)
+                        strip[:, x : x + w] = render(x, y, w, h)
+                    band = strip
+                    for f in files:
+                        band = downsample2(band)
+                        f.write(band.tobytes())
+                    yield from _tiles_of_strip(strip, tile)
+
+            def raw_tiles(k: int) -> Iterator[np.ndarray]:
+                w, h = sizes[k]
+                row = w * 3
+                with open(raws[k], "rb") as f:
+                    for y in range(0, h, tile):
+                        n = min(tile, h - y)
+                        strip = np.frombuffer(f.read(row * n), np.uint8).reshape(n, w, 3)
+                        yield from _tiles_of_strip(strip, tile)
+
+            with tifffile.TiffWriter(path, bigtiff=bigtiff) as tif:
+                for k, (w, h) in enumerate(sizes):
+                    if k == 1:
+                        for f in files:
+                            f.flush()
+                    desc = None
+                    if fmt == "aperio":
+                        desc = aperio_description(width, height, w, h, float(mpp), quality, tile)
+                    data = level0_tiles() if k == 0 else raw_tiles(k)
+                    tif.write(
+                        data,
+                        shape=(h, w, 3),
+                        dtype=np.uint8,
+                        tile=(tile, tile),
+                        photometric="rgb",
+                        compression="jpeg",
+                        compressionargs={"level": int(quality)},
+                        description=desc,
+                        metadata=None,
+                    )
+    finally:
+        for p in raws:
+            if p.exists():
+                p.unlink()
+        os.rmdir(tmpdir)
+    return sizes
+
+
+def n_levels(width: int, height: int) -> int:
+    return len(level_sizes(width, height))
