@@ -1,0 +1,26 @@
+"""`cscl embed`: H&E slide embeddings (Parquet) from a trained run dir or the mean-pool baseline."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "embed the H&E slides of a manifest with a trained model (or --model mean-pool)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="run dir from `cscl pretrain`, or mean-pool")
+    p.add_argument("--features", required=True, help="feature files dir (local or s3://)")
+    p.add_argument("--manifest", required=True, help="cohort manifest (CSV/Parquet)")
+    p.add_argument("--out", required=True, help="output Parquet path")
+    p.add_argument("--device", default=None, help="cpu / cuda (default: cpu)")
+    p.add_argument("--quiet", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from cscl.embed import embed_cohort
+
+    out = embed_cohort(
+        args.model, args.features, args.manifest, args.out, device=args.device, quiet=args.quiet
+    )
+    print(f"wrote {out}")
+    return 0

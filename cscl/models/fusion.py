@@ -1,0 +1,55 @@
+"""Cross-stain attention fusion: tokens of the same tissue location attend across stains.
+
+[B,S,P,D] → [B·P,S,D], multi-head self-attention over the S stains (8 heads), residual add.
+Missing stains / unmatched locations are keys masked with `key_padding_mask`.
+
+H&E-only inference (fix of reference defect 5): the reference runs fusion in training but skips
+it at inference, so H&E tokens at test time are out of distribution. Here the SAME module is run
+at inference with H&E as the only stain (S=1: each H&E token attends to itself). Training uses
+stain dropout (IHC stains randomly masked as keys, including all of them at once), so an H&E
+token that sees only itself is an input the encoder was trained on. Running it with only
+the H&E slot valid gives the same output as running it on H&E alone (tested).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from cscl.models.registry import register_model
+
+
+def _heads_for(dim: int, wanted: int) -> int:
+    """Largest head count ≤ wanted that divides dim (attention needs dim % heads == 0)."""
+    for h in range(min(wanted, dim), 0, -1):
+        if dim % h == 0:
+            return h
+    return 1
+
+
+class CrossStainFusion(nn.Module):
+    """`forward(x [B,S,P,D], valid [B,S,P] bool) -> [B,S,P,D]` (residual attention across S)."""
+
+    def __init__(self, dim: int, n_heads: int = 8, dropout: float = 0.0):
+        super().__init__()
+        self.n_heads = _heads_for(dim, n_heads)
+        self.attn = nn.MultiheadAttention(dim, self.n_heads, dropout=dropout, batch_first=True)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        B, S, P, D = x.shape
+        if valid is None:
+            valid = torch.ones(B, S, P, dtype=torch.bool, device=x.device)
+        t = x.permute(0, 2, 1, 3).reshape(B * P, S, D)
+        kpm = ~valid.permute(0, 2, 1).reshape(B * P, S)
+        # a location with no valid stain at all (padding): let it attend to itself, harmless
+        kpm = kpm & kpm.logical_not().any(dim=1, keepdim=True)
+        q = self.norm(t)
+        out, _ = self.attn(q, q, q, key_padding_mask=kpm, need_weights=False)
+        out = t + out
+        return out.reshape(B, P, S, D).permute(0, 2, 1, 3)
+
+
+@register_model("cross_stain_fusion")
+def cross_stain_fusion(**cfg) -> CrossStainFusion:
+    return CrossStainFusion(**cfg)
