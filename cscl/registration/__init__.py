@@ -1,8 +1,11 @@
 """H&E → IHC slide registration and location pairing of patches.
 
-Matrices map H&E level-0 (x, y) to IHC level-0 (x, y) (docs/CONTRACTS.md, `m00..m12`).
+Matrices map H&E level-0 (x, y) to IHC level-0 (x, y) (docs/CONTRACTS.md, `m00..m12`):
+`register_pair` / `register_manifest` estimate them, `load_registrations` reads them back (or the
+true synthetic `transforms.csv`), `pair_by_location` uses them to pair patches.
 """
 
+from cscl.registration.batch import RegisterParams, register_manifest, summarize
 from cscl.registration.io import (
     MATRIX_COLUMNS,
     REGISTRATION_COLUMNS,
@@ -14,15 +17,21 @@ from cscl.registration.io import (
     write_registrations,
 )
 from cscl.registration.pairing import pair_by_location
+from cscl.registration.register import Registration, register_pair
 
 __all__ = [
     "MATRIX_COLUMNS",
     "REGISTRATION_COLUMNS",
+    "RegisterParams",
+    "Registration",
     "apply_affine",
     "compose_affine",
     "invert_affine",
     "load_registrations",
     "matrix_of",
     "pair_by_location",
+    "register_manifest",
+    "register_pair",
+    "summarize",
     "write_registrations",
 ]

@@ -1,0 +1,186 @@
+"""Register IHC slides to their case's H&E slide: one pair (`register_pair`) or a whole manifest.
+
+The thumbnail-space estimate (`estimate.py`) is converted to level-0 pixels of both slides, so
+slides of different sizes and resolutions are fine. A pair that cannot be registered (missing
+file, blank slide, low overlap, large known error) is FLAGGED (ok=False + message), never dropped:
+training reads `ok` and must not use such pairs for location pairing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+from skimage.transform import resize
+
+from cscl.errors import CsclError, SlideError
+from cscl.registration.estimate import Estimate, estimate_transform
+from cscl.registration.io import compose_affine, invert_affine
+from cscl.registration.quality import (
+    DEFAULT_MIN_SCORE,
+    DEFAULT_MIN_TEXTURE,
+    judge,
+    texture_ncc,
+)
+
+DEFAULT_THUMB_MPP = 8.0
+
+
+@dataclass
+class SlideThumb:
+    """Tissue mask + RGB thumbnail of one slide at the registration resolution."""
+
+    slide_id: str
+    mask: np.ndarray  # (h, w) bool
+    rgb: np.ndarray  # (h, w, 3) uint8
+    to_level0: np.ndarray  # (2, 3): thumbnail px centre (x, y) → level-0 (x, y)
+    mpp: float  # level-0 µm/px
+    thumb_mpp: float  # µm per thumbnail px
+
+
+@dataclass
+class Registration:
+    """H&E level-0 (x, y) → IHC level-0 (x, y). A failed pair has ok=False and a NaN matrix."""
+
+    matrix: np.ndarray  # (2, 3)
+    score: float  # Dice of tissue masks after warping, 0–1
+    ok: bool
+    message: str = ""
+    angle_deg: float = math.nan
+    texture: float = math.nan  # hematoxylin NCC inside the common tissue (wrong-slide detector)
+    thumb_matrix: np.ndarray | None = field(default=None, repr=False)  # H&E thumb → IHC thumb px
+    he: SlideThumb | None = field(default=None, repr=False)
+    ihc: SlideThumb | None = field(default=None, repr=False)
+
+    @classmethod
+    def failed(cls, message: str) -> Registration:
+        return cls(np.full((2, 3), np.nan), 0.0, False, message)
+
+
+def registration_mask(rgb: np.ndarray, mpp: float) -> np.ndarray:
+    """Tissue vs glass for registration: anything clearly denser than the glass.
+
+    Not `segment_tissue`'s saturation/Otsu split: on IHC the pale counterstain is barely
+    saturated and Otsu separates DAB-positive from negative tissue, so the H&E and IHC masks of
+    the same section would differ. Here the glass level is the dominant low optical density and
+    the threshold sits a few noise widths above it, which treats every stain alike.
+    """
+    from cscl.wsi.tissue import optical_density, pen_mask
+
+    od = optical_density(rgb).mean(-1)
+    low = od[od <= np.percentile(od, 50)]
+    hist, edges = np.histogram(low, bins=200)
+    bg = float(edges[int(np.argmax(hist))] + (edges[1] - edges[0]) / 2)
+    near = od[np.abs(od - bg) < 0.03]
+    noise = float(1.4826 * np.median(np.abs(near - np.median(near)))) if near.size else 0.0
+    mask = (od > bg + max(0.012, 4.0 * noise)) & ~pen_mask(rgb)
+    mask = ndimage.binary_opening(mask, iterations=1)
+    # fill holes below ~0.05 mm² (fat, tears) and drop specks below ~0.005 mm² (dust)
+    px_mm2 = (mpp / 1000.0) ** 2
+    holes, n = ndimage.label(~mask)
+    if n:
+        sizes = np.bincount(holes.ravel())
+        small = sizes * px_mm2 < 0.05
+        small[0] = False
+        border = np.unique(np.concatenate([holes[0], holes[-1], holes[:, 0], holes[:, -1]]))
+        small[border] = False
+        mask |= small[holes]
+    blobs, n = ndimage.label(mask)
+    if n:
+        keep = np.bincount(blobs.ravel()) * px_mm2 >= 0.005
+        keep[0] = False
+        mask = keep[blobs]
+    return mask
+
+
+def read_thumb(
+    uri: str,
+    mpp: float | None = None,
+    thumb_mpp: float = DEFAULT_THUMB_MPP,
+    endpoint_url: str | None = None,
+    slide_id: str | None = None,
+) -> SlideThumb:
+    """Open a slide, read it at ~`thumb_mpp` µm/px and mask its tissue (SlideError if none)."""
+    from cscl.wsi.reader import open_slide
+
+    with open_slide(uri, mpp=mpp, endpoint_url=endpoint_url) as wsi:
+        ds = max(1.0, thumb_mpp / wsi.mpp)
+        rgb = wsi.read_downsampled(ds)
+        mask = registration_mask(rgb, wsi.mpp * ds)
+        if not mask.any():
+            raise SlideError(
+                f"no tissue found in {uri}", hint="is the slide blank or the wrong file?"
+            )
+        # read_downsampled: output px u covers level-0 [u·ds, (u+1)·ds) → centre (u + ½)·ds
+        to0 = np.array([[ds, 0.0, 0.5 * ds], [0.0, ds, 0.5 * ds]])
+        sid = slide_id or wsi.path.stem
+        return SlideThumb(sid, mask, rgb, to0, float(wsi.mpp), float(wsi.mpp * ds))
+
+
+def _to_common(t: SlideThumb, target_mpp: float) -> tuple[np.ndarray, np.ndarray]:
+    """Resample a mask to `target_mpp` µm/px → (mask, new px → level-0 matrix)."""
+    z = t.thumb_mpp / target_mpp  # new px per old px
+    if abs(z - 1.0) < 1e-6:
+        return t.mask, t.to_level0
+    h, w = t.mask.shape
+    shape = (max(1, int(round(h * z))), max(1, int(round(w * z))))
+    m = resize(t.mask.astype(np.float32), shape, order=1, anti_aliasing=z < 1) >= 0.5
+    zy, zx = shape[0] / h, shape[1] / w
+    # new px centre j ↔ old coordinate (j + ½)/z − ½
+    new_to_old = np.array([[1 / zx, 0.0, 0.5 / zx - 0.5], [0.0, 1 / zy, 0.5 / zy - 0.5]])
+    return m, compose_affine(t.to_level0, new_to_old)
+
+
+def register_thumbs(
+    he: SlideThumb,
+    ihc: SlideThumb,
+    *,
+    affine: bool = False,
+    min_score: float = DEFAULT_MIN_SCORE,
+    min_texture: float = DEFAULT_MIN_TEXTURE,
+) -> Registration:
+    """Estimate the H&E → IHC map from two thumbnails; both are brought to one µm/px first."""
+    common = max(he.thumb_mpp, ihc.thumb_mpp)
+    m_he, he_to0 = _to_common(he, common)
+    m_ihc, ihc_to0 = _to_common(ihc, common)
+    try:
+        est: Estimate = estimate_transform(m_he, m_ihc, affine=affine)
+    except ValueError as exc:
+        return Registration.failed(f"registration failed: {exc}")
+    level0 = compose_affine(ihc_to0, compose_affine(est.matrix, invert_affine(he_to0)))
+    # the same map between the ORIGINAL thumbnails (for overlays)
+    thumb = compose_affine(invert_affine(ihc.to_level0), compose_affine(level0, he.to_level0))
+    tex = texture_ncc(he.rgb, he.mask, ihc.rgb, ihc.mask, thumb)
+    ok, msg = judge(est.dice, texture=tex, min_score=min_score, min_texture=min_texture)
+    return Registration(level0, est.dice, ok, msg, est.angle_deg, tex, thumb, he, ihc)
+
+
+def register_pair(
+    he_uri: str,
+    ihc_uri: str,
+    he_mpp: float | None = None,
+    ihc_mpp: float | None = None,
+    *,
+    affine: bool = False,
+    thumb_mpp: float = DEFAULT_THUMB_MPP,
+    min_score: float = DEFAULT_MIN_SCORE,
+    min_texture: float = DEFAULT_MIN_TEXTURE,
+    endpoint_url: str | None = None,
+) -> Registration:
+    """Register one IHC slide to its H&E slide (paths or s3:// URIs).
+
+    Never raises for a bad slide: an unreadable/blank slide gives ok=False with the reason, so a
+    batch can list it. `score` < `min_score` or hematoxylin texture correlation < `min_texture`
+    (the slide is probably of another case) also give ok=False.
+    """
+    try:
+        he = read_thumb(he_uri, he_mpp, thumb_mpp, endpoint_url)
+    except CsclError as exc:
+        return Registration.failed(f"H&E slide unusable: {exc}")
+    try:
+        ihc = read_thumb(ihc_uri, ihc_mpp, thumb_mpp, endpoint_url)
+    except CsclError as exc:
+        return Registration.failed(f"IHC slide unusable: {exc}")
+    return register_thumbs(he, ihc, affine=affine, min_score=min_score, min_texture=min_texture)
