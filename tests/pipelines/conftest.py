@@ -24,3 +24,39 @@ def bucket(s3_endpoint) -> str:
     name = f"t-{uuid.uuid4().hex[:12]}"
     ensure_bucket(name, s3_endpoint)
     return name
+
+
+@pytest.fixture(scope="session")
+def tiny_cohort_dir(tmp_path_factory):
+    """3 cases × (HE, HER2), 1200×900 px at 0.5 µm/px: the smallest cohort that trains."""
+    from cscl.synthetic.testing import tiny_cohort
+
+    out = tmp_path_factory.mktemp("cohort")
+    tiny_cohort(out, n_cases=3, stains=("HE", "HER2"), width=1200, height=900)
+    return out
+
+
+@pytest.fixture(scope="session")
+def s3_cohort(s3_endpoint, tiny_cohort_dir):
+    """The tiny cohort uploaded to `s3://cohort-bucket/proj/cohorts/tiny/`; its manifest URI."""
+    from cscl.ingest import upload_folder
+
+    upload_folder(tiny_cohort_dir, "s3://cohort-bucket/proj/cohorts/tiny", s3_endpoint)
+    return "s3://cohort-bucket/proj/cohorts/tiny/manifest.csv"
+
+
+@pytest.fixture(scope="session")
+def tiny_extract_config():
+    """Factory of ExtractConfig for tests (keywords override)."""
+    return _tiny_extract_config
+
+
+def _tiny_extract_config(**kw):
+    """A random-init tiny timm backbone at low resolution: a few patches per slide."""
+    from cscl.wsi.extract import ExtractConfig
+
+    base = dict(
+        backbone="test_resnet", allow_random=True, target_mpp=2.0, patch_size=64, num_workers=0
+    )
+    base.update(kw)
+    return ExtractConfig(**base)
