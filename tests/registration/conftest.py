@@ -1,0 +1,12 @@
+"""One small synthetic cohort (true transforms known) shared by the registration tests."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def reg_cohort(tmp_path_factory):
+    from cscl.synthetic.testing import tiny_cohort
+
+    return tiny_cohort(tmp_path_factory.mktemp("reg_cohort"), n_cases=3, seed=7)
