@@ -1,0 +1,105 @@
+"""load_cohort: grouping, masking of missing IHC, and clear errors for bad input."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cscl.data import load_cohort
+from cscl.errors import InputError
+from cscl.features import SlideFeatures, read_features, write_features
+
+
+def _copy(sim, tmp_path):
+    fdir = tmp_path / "features"
+    shutil.copytree(sim["features"], fdir)
+    man = pd.read_csv(sim["manifest"])
+    return fdir, man
+
+
+def test_cohort_groups_cases_and_fingerprints(cohort, sim):
+    man = pd.read_csv(sim["manifest"])
+    assert len(cohort.cases) == man["case_id"].nunique()
+    assert cohort.stains[0] == "HE" and set(cohort.stains[1:]) <= {"ER", "PGR", "HER2", "KI67"}
+    assert cohort.dim == 32 and len(cohort.fingerprint) == 16
+    again = load_cohort(sim["features"], str(sim["manifest"]))
+    assert again.fingerprint == cohort.fingerprint
+
+
+def test_missing_ihc_stain_is_masked(sim, tmp_path):
+    fdir, man = _copy(sim, tmp_path)
+    drop = man[(man["case_id"] == "case0000") & (man["stain"] != "HE")].index
+    man = man.drop(drop[:2])
+    man.to_csv(tmp_path / "m.csv", index=False)
+    (tmp_path / "slides").mkdir()
+    c = load_cohort(fdir, str(tmp_path / "m.csv"))
+    case0 = next(c for c in c.cases if c.case_id == "case0000")
+    assert len(case0.ihc) == len(man[(man.case_id == "case0000") & (man.stain != "HE")])
+
+
+def test_mixed_extractor_hashes_is_an_error(sim, tmp_path):
+    fdir, man = _copy(sim, tmp_path)
+    sid = man["slide_uri"].iloc[1].split("/")[-1].rsplit(".", 1)[0]
+    sf = read_features(fdir / f"{sid}.h5")
+    sf.extractor_hash = "other-backbone"
+    write_features(fdir / f"{sid}.h5", sf)
+    with pytest.raises(InputError, match="different extractors"):
+        load_cohort(fdir, str(sim["manifest"]))
+
+
+def test_missing_feature_file_names_it(sim, tmp_path):
+    fdir, man = _copy(sim, tmp_path)
+    (fdir / "case0001_HE.h5").unlink()
+    with pytest.raises(InputError, match="case0001_HE.h5") as ei:
+        load_cohort(fdir, str(sim["manifest"]))
+    assert "cscl extract" in str(ei.value)
+    with pytest.warns(UserWarning, match="missing"):
+        c = load_cohort(fdir, str(sim["manifest"]), on_missing_file="skip")
+    assert "case0001" not in {x.case_id for x in c.cases}
+    assert any("case0001" in s for s in c.skipped)
+
+
+def test_case_without_he_skipped_or_error(sim, tmp_path):
+    fdir, man = _copy(sim, tmp_path)
+    man = man[~((man.case_id == "case0002") & (man.stain == "HE"))]
+    man.to_csv(tmp_path / "m.csv", index=False)
+    with pytest.warns(UserWarning, match="no H&E"):
+        c = load_cohort(fdir, str(tmp_path / "m.csv"))
+    assert "case0002" not in {x.case_id for x in c.cases}
+    with pytest.raises(InputError, match="no H&E"):
+        load_cohort(fdir, str(tmp_path / "m.csv"), on_missing_he="error")
+
+
+def test_registration_rows_not_ok_are_excluded(sim, tmp_path, regs):
+    c = load_cohort(sim["features"], str(sim["manifest"]))
+    bad = regs.copy()
+    first = bad.index[0]
+    bad.loc[first, "ok"] = False
+    with pytest.warns(UserWarning, match="ok=False"):
+        c.attach_pairs(bad)
+    case = next(x for x in c.cases if x.case_id == bad.loc[first, "case_id"])
+    assert bad.loc[first, "stain"] not in case.pairs
+    with pytest.raises(InputError, match="registration"):
+        c.attach_pairs(None, "location")
+
+
+def test_location_pairs_follow_the_true_transform(cohort, regs):
+    from cscl.registration import apply_affine, matrix_of
+
+    cohort.attach_pairs(regs)
+    case = cohort.cases[0]
+    stain, (hi, ii) = next(iter(case.pairs.items()))
+    row = regs[(regs.case_id == case.case_id) & (regs.stain == stain)].iloc[0]
+    ps = case.he.patch_size_level0
+    mapped = apply_affine(matrix_of(row), case.he.coords[hi] + ps / 2)
+    d = np.linalg.norm(mapped - (case.ihc[stain].coords[ii] + ps / 2), axis=1)
+    assert len(hi) > 0.5 * case.he.n and (d <= 0.75 * ps).all()
+
+
+def test_single_feature_file_api_roundtrip(tmp_path):
+    sf = SlideFeatures(np.ones((3, 4), np.float32), np.zeros((3, 2), np.int64), "s", "HE", "h", "e")
+    write_features(tmp_path / "s.h5", sf)
+    assert read_features(tmp_path / "s.h5").features.shape == (3, 4)

@@ -1,0 +1,100 @@
+"""Shapes, stain codes (batch-major), ABMIL masking, fusion H&E-only path, registry."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cscl.errors import InputError
+from cscl.models import create_model, list_models
+from cscl.models.slide_encoder import stain_codes
+
+TINY_ABMIL = dict(hidden=32, n_heads=2, head_dim=16, attn_hidden=16, embed_dim=24, token_dim=8)
+
+
+def _enc(**kw):
+    cfg = dict(in_dim=16, n_stains=3, stain_embed_dim=8, abmil=TINY_ABMIL)
+    cfg.update(kw)
+    return create_model("slide_encoder", **cfg).eval()
+
+
+def test_registry_and_unknown_name():
+    assert {"patch_adapter", "gated_abmil", "cross_stain_fusion", "slide_encoder"} <= set(
+        list_models()
+    )
+    with pytest.raises(InputError, match="unknown model"):
+        create_model("nope")
+
+
+def test_adapter_shapes_and_residual():
+    torch.manual_seed(0)
+    x = torch.randn(5, 16)
+    plain = create_model("patch_adapter", dim=16, scales=["10x", "5x"])
+    y = plain(x, "5x")
+    assert y.shape == (5, 16) and (y >= 0).all()  # final ReLU
+    res = create_model("patch_adapter", dim=16, residual=True, alpha=0.2)
+    torch.testing.assert_close(res(x), x + 0.2 * res.adapters["10x"].net(x))
+
+
+def test_abmil_shapes_and_padding_is_ignored():
+    torch.manual_seed(0)
+    m = create_model("gated_abmil", in_dim=16, **TINY_ABMIL).eval()
+    x = torch.randn(2, 7, 16)
+    mask = torch.ones(2, 7, dtype=torch.bool)
+    mask[1, 4:] = False
+    slide, tokens, attn = m(x, mask)
+    assert slide.shape == (2, 24) and tokens.shape == (2, 7, 8) and attn.shape == (2, 7)
+    torch.testing.assert_close(attn.sum(1), torch.ones(2))
+    assert (attn[1, 4:] == 0).all()
+    alone, _, _ = m(x[1:, :4])  # padding must not change the slide embedding
+    torch.testing.assert_close(slide[1], alone[0], atol=1e-5, rtol=1e-5)
+
+
+def test_stain_codes_are_batch_major():
+    B, S, P = 3, 4, 5
+    ids = torch.tensor([0, 2, 1, 3])
+    codes = stain_codes(B, S, P, ids)
+    block = torch.arange(B * S * P).view(B, S, P)  # flat position of token (b, s, p)
+    for b in range(B):
+        for s in range(S):
+            for p in range(P):
+                assert codes[block[b, s, p]] == ids[s]
+    # and the encoder concatenates the code of its own stain to every token
+    enc = _enc(n_stains=4)
+    x = torch.randn(B, S, P, 16)
+    h = enc.tokens_in(x, ids)
+    for s in range(S):
+        want = enc.stain_embed.weight[ids[s]]
+        torch.testing.assert_close(h[:, s, :, 16:], want.expand(B, P, -1))
+
+
+def test_slide_encoder_shapes_with_missing_stain():
+    torch.manual_seed(0)
+    enc = _enc()
+    x = torch.randn(2, 3, 6, 16)
+    valid = torch.ones(2, 3, 6, dtype=torch.bool)
+    valid[1, 2] = False  # case 1 has no third stain
+    out = enc(x, valid)
+    assert out["slide"].shape == (2, 3, 24)
+    assert torch.isfinite(out["slide"]).all()
+
+
+def test_fusion_he_only_matches_training_path():
+    """Training with every IHC stain dropped from fusion == inference on H&E alone."""
+    torch.manual_seed(0)
+    enc = _enc()
+    x = torch.randn(2, 3, 6, 16)
+    valid = torch.ones(2, 3, 6, dtype=torch.bool)
+    fusion_valid = valid.clone()
+    fusion_valid[:, 1:] = False
+    train_path = enc(x, valid, fusion_valid=fusion_valid)["slide"][:, 0]
+    infer, attn = enc.encode_he(x[:, 0])
+    torch.testing.assert_close(train_path, infer, atol=1e-5, rtol=1e-5)
+    # and fusion matters when IHC is visible (otherwise the test above would be vacuous)
+    fused = enc(x, valid)["slide"][:, 0]
+    assert not torch.allclose(fused, infer, atol=1e-4)
+
+
+def test_fusion_heads_divide_dim():
+    f = create_model("cross_stain_fusion", dim=20, n_heads=8)
+    assert 20 % f.n_heads == 0
