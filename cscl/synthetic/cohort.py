@@ -56,6 +56,7 @@ class SlideJob:
     stain_jitter: tuple[float, float, float]
     fmt: str
     quality: int
+    scale: int = 1
 
 
 def _stain_key(stain: str) -> int:
@@ -120,6 +121,7 @@ def render_job(job: SlideJob) -> tuple[str, float]:
         cohort_seed=job.cohort_seed,
         he_cue=job.he_cue,
         stain_jitter=np.asarray(job.stain_jitter),
+        scale=job.scale,
     )
     with atomic_path(Path(job.path)) as tmp:
         write_pyramid(
@@ -181,15 +183,20 @@ def generate_cohort(
     max_angle: float = 20.0,
     he_cue: float = 1.0,
     jpeg_quality: int = 90,
+    detail: str = "fast",
     progress: bool = True,
 ) -> Path:
     """Generate a synthetic cohort folder; returns the path of its manifest.csv.
 
+    `detail="fast"` computes tissue at ~1 µm/px and upsamples to level 0 (what 1 µm/px patch
+    extraction sees is the same, ~4× faster at 0.5 mpp); "full" computes every level-0 pixel.
     `manifest_mpp` only matters for fmt="generic" (files without mpp): True writes the mpp into
     the manifest, False leaves it blank so readers hit their "no mpp" error.
     """
     stains = tuple(s.strip().upper().replace("H&E", "HE") for s in stains)
     _validate(n_cases, seed, stains, width, height, mpp, fmt, missing_ihc_rate, max_angle, he_cue)
+    if detail not in ("fast", "full"):
+        raise InputError(f"detail must be 'fast' or 'full', got {detail!r}")
     stains = ("HE",) + tuple(s for s in stains if s != "HE")
     spec = shift if isinstance(shift, ShiftSpec) else ShiftSpec.parse(shift)
     out = Path(out_dir)
@@ -211,6 +218,7 @@ def generate_cohort(
         max_angle=max_angle,
         he_cue=he_cue,
         jpeg_quality=jpeg_quality,
+        detail=detail,
     )
     cj = out / "cohort.json"
     if cj.exists():
@@ -232,6 +240,7 @@ def generate_cohort(
     w_um, h_um = width * mpp, height * mpp
     wpx, hpx = int(round(w_um / slide_mpp)), int(round(h_um / slide_mpp))
     quality = spec.jpeg_quality(jpeg_quality)
+    scale = max(1, int(round(1.0 / slide_mpp))) if detail == "fast" else 1
     ext = ".svs" if fmt == "aperio" else ".tif"
     miss_rng = np.random.default_rng([seed, 303])
 
@@ -272,6 +281,7 @@ def generate_cohort(
                     stain_jitter=tuple(float(x) for x in jit),
                     fmt=fmt,
                     quality=quality,
+                    scale=scale,
                 )
             )
             blank_mpp = fmt == "aperio" or not manifest_mpp

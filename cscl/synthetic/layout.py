@@ -61,11 +61,15 @@ class SmoothField:
 
     def __call__(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         shape = np.shape(u)
-        uu = np.asarray(u, dtype=np.float64).reshape(-1, 1)
-        vv = np.asarray(v, dtype=np.float64).reshape(-1, 1)
-        arg = uu * self.freqs[:, 0] + vv * self.freqs[:, 1] + self.phases
-        out = np.cos(arg).sum(axis=1) * math.sqrt(2.0 / len(self.phases))
-        return out.reshape(shape).astype(np.float32)
+        f = self.freqs.astype(np.float32)
+        uu = np.asarray(u, dtype=np.float32).reshape(-1, 1)
+        vv = np.asarray(v, dtype=np.float32).reshape(-1, 1)
+        arg = uu * f[:, 0]
+        arg += vv * f[:, 1]
+        arg += self.phases.astype(np.float32)
+        np.cos(arg, out=arg)
+        out = arg.sum(axis=1) * np.float32(math.sqrt(2.0 / len(self.phases)))
+        return out.reshape(shape)
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,7 @@ class SlideRenderer:
     cohort_seed: int = 0
     he_cue: float = 1.0
     stain_jitter: np.ndarray = field(default_factory=lambda: np.ones(3))
+    scale: int = 1  # compute on a grid this many level-0 px apart, then upsample
 
     def __post_init__(self) -> None:
         A = np.asarray(self.matrix, dtype=np.float64)
@@ -78,6 +79,8 @@ class SlideRenderer:
         self._vecs = (vecs * scale[:, None]).astype(np.float32)  # rows: H, E, DAB
         self.noise_sigma = self.shift.noise_sigma()
         self.blur = self.shift.blur_sigma_px()
+        bank_rng = np.random.default_rng([*self.noise_seed, 1])
+        self._bank = bank_rng.standard_normal((2 * 256 + 64, 2048 + 512), dtype=np.float32)
 
     # ---- geometry ---------------------------------------------------------------------------
     def to_um(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -118,9 +121,11 @@ class SlideRenderer:
         cyto_e = np.where(is_tumour, 0.16, 0.0).astype(np.float32)
 
         pos = {}
-        for m in ("ER", "PGR", "HER2", "KI67"):
-            p = lay.positivity(m, u0, v0, bio.fractions[m])
-            pos[m] = is_tumour & (hash_uniform(ci, cj, key, _S_MARKER[m]) < p)
+        t_idx = np.flatnonzero(is_tumour)
+        for m in ("ER", "PGR", "HER2", "KI67") if self.stain == "HE" else (self.stain,):
+            p = lay.positivity(m, u0[t_idx], v0[t_idx], bio.fractions[m])
+            pos[m] = np.zeros(len(ci), bool)
+            pos[m][t_idx] = hash_uniform(ci[t_idx], cj[t_idx], key, _S_MARKER[m]) < p
 
         if self.stain == "HE":  # the weak H&E cue, in exactly the positive cells
             c = np.float32(self.he_cue)
@@ -136,8 +141,8 @@ class SlideRenderer:
         ry = r / np.sqrt(aspect)
         ang = hash_uniform(ci, cj, key, _S_ANG) * np.float32(np.pi)
         cs, sn = np.cos(ang), np.sin(ang)
-        rm = np.minimum(r + 2.3, g / 2 - 0.2).astype(np.float32)  # membrane radius
-        jmax = np.maximum(g / 2 - np.maximum(rx, rm) - 0.2, 0)
+        rm = np.where(is_tumour, np.minimum(r + 2.3, g / 2 - 0.2), 0).astype(np.float32)
+        jmax = np.maximum(g / 2 - np.maximum(rx, rm) - 0.2, 0)  # stay inside the cell
         jx = (2 * hash_uniform(ci, cj, key, _S_JX) - 1) * jmax
         jy = (2 * hash_uniform(ci, cj, key, _S_JY) - 1) * jmax
         big = np.float32(1e3)
@@ -161,113 +166,229 @@ class SlideRenderer:
             cyto=cyto_e,
             rm=rm,
             dab=dab,
-            tumour=is_tumour,
+            hfac=np.where(dab > 0, 0.165, 0.55).astype(np.float32),  # DAB masks counterstain
         )
 
     # ---- blocks -----------------------------------------------------------------------------
+    def _noise(self, rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+        """A (h, w) slice of N(0, 1) noise at a random offset of a per-slide bank (fast)."""
+        bank = self._bank
+        if h > bank.shape[0] or w > bank.shape[1]:
+            return rng.standard_normal((h, w), dtype=np.float32)
+        oy = int(rng.integers(0, bank.shape[0] - h + 1))
+        ox = int(rng.integers(0, bank.shape[1] - w + 1))
+        return bank[oy : oy + h, ox : ox + w]
+
     def render(self, x0: int, y0: int, w: int, h: int) -> np.ndarray:
-        """RGB uint8 (h, w, 3) of the slide rectangle at level-0 (x0, y0)."""
+        """RGB uint8 (h, w, 3) of the slide rectangle at level-0 (x0, y0).
+
+        With `scale` > 1 the tissue is computed on a grid `scale` times coarser and linearly
+        upsampled (nuclei stay several pixels wide at 1 µm/px); sensor noise is added at level 0.
+        """
         m = int(math.ceil(3 * self.blur)) if self.blur > 0 else 0
         rng = np.random.default_rng([*self.noise_seed, x0, y0])
-        od = self._render_od(x0 - m, y0 - m, w + 2 * m, h + 2 * m, rng)
+        X0, Y0, W, H = x0 - m, y0 - m, w + 2 * m, h + 2 * m
+        s = self.scale
+        c = (s - 1) / 2.0  # level-0 offset of a coarse pixel's centre
+        lx0 = math.floor((X0 - c) / s)
+        ly0 = math.floor((Y0 - c) / s)
+        if s == 1:
+            wl, hl = W, H
+        else:  # one more coarse pixel past the end, for interpolation
+            wl = math.floor((X0 + W - 1 - c) / s) + 2 - lx0
+            hl = math.floor((Y0 + H - 1 - c) / s) + 2 - ly0
+        od = self._render_od(lx0 * s + c, ly0 * s + c, float(s), wl, hl, rng)
         if od is None:
-            rgb = np.empty((h + 2 * m, w + 2 * m, 3), np.float32)
-            rgb[:] = (255.0 * np.exp(-_LN10 * GLASS_OD)).astype(np.float32)
+            rgb = np.empty((3, H, W), np.float32)
+            rgb[:] = (255.0 * np.exp(-_LN10 * GLASS_OD) + 0.5).astype(np.float32)[:, None, None]
         else:
-            rgb = 255.0 * np.exp(-_LN10 * od)
+            od *= np.float32(-_LN10)
+            rgb = np.exp(od, out=od)
+            rgb *= np.float32(255.0)
+            rgb += np.float32(0.5)  # rounding offset for the final cast
+            if s > 1:
+                rgb = _upsample(rgb, (Y0 - c) / s - ly0, H, s, axis=1)
+                rgb = _upsample(rgb, (X0 - c) / s - lx0, W, s, axis=2)
         if m:
             from scipy.ndimage import gaussian_filter
 
-            rgb = gaussian_filter(rgb, sigma=(self.blur, self.blur, 0), mode="nearest")
-            rgb = rgb[m : m + h, m : m + w]
-        rgb += rng.standard_normal(rgb.shape, dtype=np.float32) * np.float32(self.noise_sigma)
-        return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
+            rgb = gaussian_filter(rgb, sigma=(0, self.blur, self.blur), mode="nearest")
+            rgb = rgb[:, m : m + h, m : m + w]
+        sig = np.float32(self.noise_sigma)
+        for k in range(3):
+            rgb[k] += self._noise(rng, h, w) * sig
+        np.clip(rgb, 0, 255, out=rgb)
+        return rgb.transpose(1, 2, 0).astype(np.uint8)
 
-    def _coarse(self, x0: int, y0: int, w: int, h: int):
-        """Smooth fields on a coarse grid and the interpolation matrices to full resolution."""
-        nx = w // COARSE_PX + 2
-        ny = h // COARSE_PX + 2
-        xs = x0 + np.arange(nx, dtype=np.float64) * COARSE_PX
-        ys = y0 + np.arange(ny, dtype=np.float64) * COARSE_PX
-        X, Y = np.meshgrid(xs, ys)
-        U, V = self.to_um(X, Y)
-        env = self.layout.envelope(U, V)
-        return env, U, V, _interp_matrix(w, nx), _interp_matrix(h, ny)
-
-    def _render_od(self, x0: int, y0: int, w: int, h: int, rng: np.random.Generator):
+    def _render_od(self, xs0: float, ys0: float, step: float, w: int, h: int, rng):
+        """Optical densities (3, h, w) of pixels at level-0 (xs0 + i·step, ys0 + j·step);
+        None when the whole rectangle is glass."""
         lay = self.layout
-        env_c, U, V, Mx, My = self._coarse(x0, y0, w, h)
+        f32 = np.float32
+        # smooth fields on a coarse grid, upsampled only where they are not saturated
+        nx, ny = w // COARSE_PX + 2, h // COARSE_PX + 2
+        X, Y = np.meshgrid(
+            xs0 + np.arange(nx, dtype=np.float64) * COARSE_PX * step,
+            ys0 + np.arange(ny, dtype=np.float64) * COARSE_PX * step,
+        )
+        U, V = self.to_um(X, Y)
+        env_c = lay.envelope(U, V)
         if env_c.max() < -0.02:
             return None  # glass only
+        up = _Upsampler(w, h, nx, ny)
+        mt = f32(1.0) if env_c.min() > 0.02 else _soft(up(env_c), 250.0)
         tum_c = lay.tumour_score(U, V)
-        evar_c = lay.eosin_var(U, V)
+        if tum_c.max() < -0.1:
+            mu = f32(0.0)
+        else:
+            mu = mt * (f32(1.0) if tum_c.min() > 0.1 else _soft(up(tum_c), 33.0))
 
-        def up(f: np.ndarray) -> np.ndarray:
-            return My @ f.astype(np.float32) @ Mx.T
-
-        env = up(env_c)
-        mt = np.clip(env / 0.004 + 0.5, 0, 1)
-        mu = np.clip(up(tum_c) / 0.03 + 0.5, 0, 1) * mt
-        evar = up(evar_c)
-
-        # pixel -> µm
-        inv = self._inv.astype(np.float64)
-        xs = np.arange(x0, x0 + w, dtype=np.float64)
-        ys = np.arange(y0, y0 + h, dtype=np.float64)
-        u = ((inv[0, 0] * xs + inv[0, 2])[None, :] + (inv[0, 1] * ys)[:, None]).astype(np.float32)
-        v = ((inv[1, 0] * xs + inv[1, 2])[None, :] + (inv[1, 1] * ys)[:, None]).astype(np.float32)
-        g = np.float32(CELL_UM)
-        ci_px = np.floor(u / g).astype(np.int64)
-        cj_px = np.floor(v / g).astype(np.int64)
-        ci0, ci1 = int(ci_px.min()), int(ci_px.max())
-        cj0, cj1 = int(cj_px.min()), int(cj_px.max())
+        # pixel -> layout µm, and the index of the grid cell each pixel falls in
+        inv = self._inv
+        xs = xs0 + np.arange(w, dtype=np.float64) * step
+        ys = ys0 + np.arange(h, dtype=np.float64) * step
+        u = (inv[0, 0] * xs + inv[0, 2]).astype(f32)[None, :] + (inv[0, 1] * ys).astype(f32)[
+            :, None
+        ]
+        v = (inv[1, 0] * xs + inv[1, 2]).astype(f32)[None, :] + (inv[1, 1] * ys).astype(f32)[
+            :, None
+        ]
+        cu, cv = self.to_um(
+            np.array([xs[0], xs[-1], xs[0], xs[-1]]), np.array([ys[0], ys[0], ys[-1], ys[-1]])
+        )
+        ig = 1.0 / CELL_UM
+        ci0, ci1 = int(math.floor(cu.min() * ig)) - 1, int(math.floor(cu.max() * ig)) + 1
+        cj0, cj1 = int(math.floor(cv.min() * ig)) - 1, int(math.floor(cv.max() * ig)) + 1
         ncx = ci1 - ci0 + 1
         cj_grid, ci_grid = np.mgrid[cj0 : cj1 + 1, ci0 : ci1 + 1]
         cells = self._cells(ci_grid.ravel(), cj_grid.ravel())
-        idx = ((cj_px - cj0) * ncx + (ci_px - ci0)).astype(np.int32)
-        del ci_px, cj_px
+        fi = np.floor(u * f32(ig))
+        fj = np.floor(v * f32(ig))
+        fj -= f32(cj0)
+        fj *= f32(ncx)
+        fj += fi
+        fj -= f32(ci0)
+        idx = fj.astype(np.intp)
+        del fi, fj
 
-        dx = u - cells["cx"][idx]
-        dy = v - cells["cy"][idx]
-        del u, v
-        ex = dx * cells["A"][idx] + dy * cells["B"][idx]
-        ey = dx * cells["C"][idx] + dy * cells["D"][idx]
-        nuc = np.sqrt(np.clip(1.0 - (ex * ex + ey * ey), 0, 1))
-        del ex, ey
-        tex = np.float32(0.8) + np.float32(0.4) * rng.random((h, w), dtype=np.float32)
-        nuc_h = nuc * cells["h"][idx] * tex
-        re = np.sqrt(dx * dx + dy * dy)
-        del dx, dy
-        rm = cells["rm"][idx]
-        is_tum = cells["tumour"][idx]
-        cyto = np.clip((rm - re) / 0.6 + 0.5, 0, 1) * is_tum
+        # nucleus of the pixel's cell: elliptic profile, chromatin texture
+        u -= np.take(cells["cx"], idx)
+        v -= np.take(cells["cy"], idx)
+        dx, dy = u, v
+        ex = dx * np.take(cells["A"], idx)
+        ex += dy * np.take(cells["B"], idx)
+        ey = dx * np.take(cells["C"], idx)
+        ey += dy * np.take(cells["D"], idx)
+        ex *= ex
+        ey *= ey
+        ex += ey
+        nuc = np.subtract(f32(1.0), ex, out=ex)
+        np.maximum(nuc, 0, out=nuc)
+        np.sqrt(nuc, out=nuc)
+        del ey
+        tex = self._noise(rng, h, w) * f32(0.12) + f32(1.0)
+        nuc_h = nuc * np.take(cells["h"], idx)
+        nuc_h *= tex
 
-        od = np.empty((h, w, 3), np.float32)
-        vh, ve, vd = self._vecs
-        fib = np.float32(0.85) + np.float32(0.3) * rng.random((h, w), dtype=np.float32)
+        if self.stain in ("HE", "HER2"):
+            re = dx * dx
+            re += dy * dy
+            np.sqrt(re, out=re)
+            rm = np.take(cells["rm"], idx)
+            cyto = rm - re
+            cyto *= f32(1 / 0.6)
+            cyto += f32(0.5)
+            np.clip(cyto, 0, 1, out=cyto)  # tumour cells only: rm = 0 elsewhere
+        fib = self._noise(rng, h, w) * f32(0.09) + f32(1.0)
+
         if self.stain == "HE":
-            hem = mt * 0.05 + nuc_h
-            eos = mt * (0.30 + 0.06 * evar) * (1 - 0.35 * mu) * fib
-            eos = eos + cyto * cells["cyto"][idx]
-            eos *= 1 - 0.5 * nuc
+            hem = nuc_h
+            hem += mt * f32(0.05)
+            eos = up(f32(0.30) + f32(0.06) * lay.eosin_var(U, V))
+            eos *= fib
+            eos *= mt * f32(1.0) - mu * f32(0.35)
+            eos += cyto * np.take(cells["cyto"], idx)
+            nuc *= f32(-0.5)
+            nuc += f32(1.0)
+            eos *= nuc
             dab = None
         else:
-            dcell = cells["dab"][idx]
+            dcell = np.take(cells["dab"], idx)
             if self.stain == "HER2":
-                ring = np.exp(-(((re - rm) / np.float32(0.55)) ** 2)) * is_tum
-                dab = dcell * (ring + 0.12 * cyto)
-                hem = mt * 0.03 + 0.55 * nuc_h
+                ring = re - rm
+                ring *= f32(1 / 0.55)
+                ring *= ring
+                np.negative(ring, out=ring)
+                np.exp(ring, out=ring)
+                ring += cyto * f32(0.12)
+                dab = dcell * ring
+                hem = nuc_h * f32(0.55)
             else:
-                dab = dcell * nuc * tex
-                hem = mt * 0.03 + 0.55 * nuc_h * (1 - 0.7 * (dcell > 0))
-            dab = dab + mt * 0.015
-            eos = mt * 0.035 * fib
+                dab = dcell * nuc
+                dab *= tex
+                hem = nuc_h * np.take(cells["hfac"], idx)
+            hem += mt * f32(0.03)
+            dab += mt * f32(0.015)
+            eos = fib * (mt * f32(0.035))
+        od = np.empty((3, h, w), f32)
+        vh, ve, vd = self._vecs
         for k in range(3):
-            ch = hem * vh[k] + eos * ve[k] + np.float32(GLASS_OD[k])
+            ch = od[k]
+            np.multiply(hem, vh[k], out=ch)
+            ch += eos * ve[k]
             if dab is not None:
                 ch += dab * vd[k]
-            od[..., k] = ch
+            ch += f32(GLASS_OD[k])
         return od
+
+
+def _upsample(a: np.ndarray, start: float, n: int, s: int, axis: int) -> np.ndarray:
+    """Linear upsampling by the integer factor `s` along `axis`: output k samples `a` at the
+    fractional index start + k / s. Done per phase k mod s with slices (no gathers)."""
+    shape = list(a.shape)
+    shape[axis] = n
+    out = np.empty(shape, np.float32)
+    for p in range(min(s, n)):
+        cnt = len(range(p, n, s))
+        pos = start + p / s
+        i0 = math.floor(pos)
+        f = np.float32(pos - i0)
+        lo = [slice(None)] * a.ndim
+        hi = [slice(None)] * a.ndim
+        dst = [slice(None)] * a.ndim
+        lo[axis] = slice(i0, i0 + cnt)
+        hi[axis] = slice(i0 + 1, i0 + 1 + cnt)
+        dst[axis] = slice(p, n, s)
+        o = out[tuple(dst)]
+        np.multiply(a[tuple(lo)], np.float32(1) - f, out=o)
+        o += a[tuple(hi)] * f
+    return out
+
+
+def _soft(x: np.ndarray, slope: float) -> np.ndarray:
+    """clip(x * slope + 0.5, 0, 1) in place: a soft indicator of x > 0."""
+    x *= np.float32(slope)
+    x += np.float32(0.5)
+    return np.clip(x, 0, 1, out=x)
+
+
+class _Upsampler:
+    """Linear interpolation from coarse samples every COARSE_PX px to a (h, w) block:
+    a small matrix product along y, then a two-tap gather along x."""
+
+    def __init__(self, w: int, h: int, nx: int, ny: int):
+        self.My = _interp_matrix(h, ny)
+        pos = np.arange(w, dtype=np.float64) / COARSE_PX
+        self.i0 = np.clip(np.floor(pos).astype(np.intp), 0, nx - 2)
+        f = (pos - self.i0).astype(np.float32)
+        self.w0, self.w1 = 1 - f, f
+
+    def __call__(self, f: np.ndarray) -> np.ndarray:
+        F = self.My @ f.astype(np.float32)
+        out = np.take(F, self.i0, axis=1)
+        out *= self.w0
+        out += np.take(F, self.i0 + 1, axis=1) * self.w1
+        return out
 
 
 def _interp_matrix(n: int, n_coarse: int) -> np.ndarray:
