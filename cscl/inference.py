@@ -1,0 +1,225 @@
+"""Slide or patch features → embedding, predictions, top patches and QC. No server imports.
+
+`Predictor` is what TorchServe's handler (serving/handler.py), `cscl predict --bundle` and any
+other host call. It loads a model bundle once and checks every input against the bundle's
+preprocessing (feature dimension, extractor hash, encoder) so features from another backbone or
+resolution are refused with a clear `InputError` instead of producing confident nonsense.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cscl.bundle import Bundle, load_bundle
+from cscl.errors import CsclError, InputError
+from cscl.features import SlideFeatures
+from cscl.io import storage
+
+
+def _qc_of(sf: SlideFeatures) -> dict:
+    """QC dict from the feature file's `qc` root attribute (JSON), else what the coords say."""
+    qc = sf.extra.get("qc")
+    if isinstance(qc, str | bytes):
+        try:
+            qc = json.loads(qc)
+        except json.JSONDecodeError:
+            qc = None
+    if isinstance(qc, dict):
+        return qc
+    mpp = sf.coord_attrs.get("mpp_level0")
+    out: dict[str, Any] = {"source": "none: the feature file has no qc attribute"}
+    if mpp is not None and not (isinstance(mpp, float) and math.isnan(mpp)):
+        out["mpp"] = float(mpp)
+    return out
+
+
+def _clean(v):
+    """JSON-safe: NaN/inf → None, numpy scalars → Python."""
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_clean(x) for x in v]
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+class Predictor:
+    """Loads a bundle once; predicts from SlideFeatures (single or batched) or a whole slide."""
+
+    def __init__(
+        self, bundle_dir: str | Path, device: str | None = None, *, top_k: int = 8, verify=True
+    ):
+        self.bundle: Bundle = load_bundle(bundle_dir, verify=verify)
+        self.device = device or "cpu"
+        self.model = self.bundle.load_model(self.device)
+        self.heads = self.bundle.heads
+        self.top_k = int(top_k)
+        self.pre = self.bundle.preprocessing
+        self.input_dim = self.bundle.input_dim or self.model.input_dim
+        self._encoder = None
+
+    @property
+    def model_version(self) -> str:
+        return self.bundle.version
+
+    # ---- validation -------------------------------------------------------------------------
+    def validate(self, sf: SlideFeatures, source: str = "features") -> None:
+        """Refuse features the model was not trained on (InputError naming the mismatch)."""
+        f = sf.features
+        if f.ndim != 2 or f.shape[0] == 0:
+            raise InputError(
+                f"{source} holds no patches (features shape {tuple(f.shape)})",
+                hint="the slide has no tissue at the model's settings; check the slide",
+            )
+        if sf.coords.shape != (f.shape[0], 2):
+            raise InputError(
+                f"{source}: coords {tuple(sf.coords.shape)} do not match features {tuple(f.shape)}"
+            )
+        if self.input_dim is not None and f.shape[1] != self.input_dim:
+            raise InputError(
+                f"{source} has feature dimension {f.shape[1]} but model {self.model_version} "
+                f"expects {self.input_dim} ({self.pre.get('encoder')} features)",
+                hint=f"extract features with backbone {self.pre.get('encoder')!r} "
+                f"(extractor {self.pre.get('extractor_hash')})",
+            )
+        want = self.pre.get("extractor_hash")
+        if want and sf.extractor_hash != want:
+            raise InputError(
+                f"{source} comes from extractor {sf.extractor_hash or 'unknown'!r} "
+                f"(encoder {sf.encoder!r}) but model {self.model_version} needs extractor "
+                f"{want!r} (encoder {self.pre.get('encoder')!r}, "
+                f"{self.pre.get('target_mpp')} µm/px, {self.pre.get('patch_size')} px patches)",
+                hint="extract the slide again with the model's backbone and settings",
+            )
+        if not np.isfinite(f).all():
+            raise InputError(f"{source} contains NaN or infinite feature values")
+
+    # ---- prediction ---------------------------------------------------------------------------
+    def _result(self, sf: SlideFeatures, emb: np.ndarray, attn: np.ndarray, qc=None) -> dict:
+        from cscl.eval.heads import apply_heads
+
+        k = min(self.top_k, len(attn))
+        order = np.argsort(-attn, kind="stable")[:k]
+        top = [
+            {"x": int(sf.coords[i, 0]), "y": int(sf.coords[i, 1]), "attention": float(attn[i])}
+            for i in order
+        ]
+        preds = apply_heads(self.heads, emb.astype(np.float64)) if self.heads else {}
+        return _clean(
+            {
+                "model_name": self.bundle.name,
+                "model_version": self.model_version,
+                "slide_id": sf.slide_id,
+                "n_patches": int(len(attn)),
+                "patch_size_level0": sf.patch_size_level0 or None,
+                "embedding": [float(v) for v in emb],
+                "predictions": preds,
+                "top_patches": top,
+                "qc": qc if qc is not None else _qc_of(sf),
+            }
+        )
+
+    def predict_features(self, sf: SlideFeatures) -> dict:
+        """One slide's features → the Inference API answer (see docs/CONTRACTS.md)."""
+        return self.predict_many([sf])[0]
+
+    def predict_many(self, batch: list[SlideFeatures]) -> list[dict]:
+        """Several slides; heads are applied to the stacked embeddings in one call."""
+        for sf in batch:
+            self.validate(sf, f"features of {sf.slide_id}")
+        pairs = self.model.embed_batch([sf.features.astype(np.float32) for sf in batch])
+        return [self._result(sf, e, a) for sf, (e, a) in zip(batch, pairs, strict=True)]
+
+    # ---- whole slides -----------------------------------------------------------------------
+    def extract_config(self):
+        """The ExtractConfig that reproduces the training features (checked by its hash)."""
+        from cscl.wsi.extract import ExtractConfig
+        from cscl.wsi.tissue import TissueParams
+
+        bb, pre = self.bundle.backbone, self.pre
+        weights = self.bundle.backbone_weights
+        return ExtractConfig(
+            backbone=bb["name"],
+            weights=str(weights) if weights else None,
+            allow_random=bool(bb.get("random_init")),
+            seed=int(bb.get("seed", 0)),
+            target_mpp=float(pre["target_mpp"]),
+            patch_size=int(pre["patch_size"]),
+            min_tissue=float(pre.get("min_tissue", 0.25)),
+            tissue=TissueParams(**(pre.get("tissue") or {})),
+            feature_dtype=str(pre.get("feature_dtype", "float16")),
+            batch_size=int(pre.get("batch_size", 32)),
+            num_workers=0,  # inside a server worker: no extra processes
+            device=self.device,
+        )
+
+    @property
+    def encoder(self):
+        """The patch backbone, loaded on first slide request (feature requests never need it)."""
+        if self._encoder is None:
+            from cscl.wsi.encoders import load_encoder
+
+            cfg = self.extract_config()
+            self._encoder = load_encoder(
+                cfg.backbone, cfg.weights, cfg.allow_random, self.device, seed=cfg.seed
+            )
+        return self._encoder
+
+    def slide_features(
+        self, uri: str, endpoint_url: str | None = None, mpp: float | None = None
+    ) -> SlideFeatures:
+        """Tissue detection → patch grid → backbone, exactly as `cscl extract` did for training."""
+        from cscl.io.manifest import slide_id_from_uri
+        from cscl.wsi.extract import extractor_hash, features_in_memory
+        from cscl.wsi.reader import open_slide
+
+        if not self.pre.get("slide_input", True):
+            raise InputError(
+                f"model {self.model_version} was packaged for feature files only; slides refused",
+                hint="send the slide's feature file, or package with the backbone weights",
+            )
+        cfg = self.extract_config()
+        enc = self.encoder
+        ehash = extractor_hash(cfg, enc.weights_digest)
+        if ehash != self.pre["extractor_hash"]:
+            raise InputError(
+                f"bundle {self.bundle.path} cannot reproduce its training features "
+                f"(extractor {ehash} != {self.pre['extractor_hash']})",
+                hint="package the model again with the extraction settings of its features",
+            )
+        with tempfile.TemporaryDirectory(prefix="cscl-slide-") as tmp:
+            local = uri
+            if storage.is_s3(uri):  # a private copy, deleted after the request (no cache growth)
+                name = uri.rstrip("/").rsplit("/", 1)[-1] or "slide"
+                local = str(storage.download(uri, Path(tmp) / name, endpoint_url))
+            try:
+                with open_slide(local, mpp=mpp) as wsi:
+                    return features_in_memory(wsi, cfg, enc, slide_id=slide_id_from_uri(uri))
+            except CsclError as exc:  # name the client's URI, not our temporary copy
+                if local == uri:
+                    raise
+                raise type(exc)(exc.message.replace(local, uri), hint=exc.hint) from None
+
+    def predict_slide(
+        self, uri: str, endpoint_url: str | None = None, mpp: float | None = None
+    ) -> dict:
+        """A whole H&E slide (local path, file:// or s3://) → the Inference API answer."""
+        t0 = time.perf_counter()
+        sf = self.slide_features(uri, endpoint_url, mpp)
+        t1 = time.perf_counter()
+        out = self.predict_features(sf)
+        out["timing_ms"] = {
+            "features": round((t1 - t0) * 1000, 1),
+            "model": round((time.perf_counter() - t1) * 1000, 1),
+        }
+        return out
