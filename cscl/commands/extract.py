@@ -27,6 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-tissue", type=float, default=0.25, help="min tissue share (0.25)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: CPUs)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="CPU: torch threads of the model (default: auto)"
+    )
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
     p.add_argument("--qc-png", metavar="DIR", help="write a tissue-mask overlay PNG per slide")
     p.add_argument("--s3-endpoint", help="S3 endpoint URL (MinIO, moto…); else AWS_ENDPOINT_URL")
@@ -51,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         num_workers=args.workers,
         device=args.device,
+        torch_threads=args.threads,
     )
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")

@@ -157,7 +157,14 @@ def load_encoder(
                 f"cannot fetch weights {weights}: {exc.message}", hint=exc.hint
             ) from exc
         sd = load_state_dict(path)
-        missing, unexpected = model.load_state_dict(sd, strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(sd, strict=False)
+        except RuntimeError as exc:  # shape mismatches raise even when not strict
+            first = [ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln][:2]
+            raise InputError(
+                f"weights {weights} do not fit backbone {name!r}: {'; '.join(first) or exc}",
+                hint="check --backbone matches the weights",
+            ) from exc
         unexpected = [k for k in unexpected if not k.startswith(_HEAD_PREFIXES)]
         if missing or unexpected:
             raise InputError(

@@ -142,15 +142,33 @@ def clean_mask(mask: np.ndarray, px_mm2: float, params: TissueParams, mpp: float
     return mask
 
 
+def background_threshold(values: np.ndarray, floor: float) -> float:
+    """Lowest multi-Otsu (3-class) threshold: glass | light tissue | strongly stained.
+
+    Two-class Otsu puts its split between light tissue and strong stain (DAB, dense nuclei) when
+    those dominate, losing pale IHC tissue; the lowest of three splits sits above the glass.
+    """
+    from skimage.filters import threshold_multiotsu
+
+    if values.size < 64 or float(values.max() - values.min()) < 1e-3:
+        return max(floor, float(values.max()) + 1e-3 if values.size else 1.0)
+    try:
+        t = float(threshold_multiotsu(values, classes=3, nbins=128)[0])
+    except ValueError:  # too few distinct values for three classes
+        t = otsu(values)
+    return max(floor, t)
+
+
 def segment_rgb(
     rgb: np.ndarray, mpp: float, params: TissueParams
 ) -> tuple[np.ndarray, float, float]:
     """Tissue mask of an RGB image at `mpp` µm/px → (mask, saturation threshold, pen share)."""
     _, s, _ = hsv_sv(rgb)
     od = optical_density(rgb).mean(-1)
+    s = ndi.uniform_filter(s, 3)  # pixel noise/JPEG speckle must not decide
+    od = ndi.uniform_filter(od, 3)
     pen = pen_mask(rgb) if params.pen_filter else np.zeros(s.shape, bool)
-    candidates = s[(~pen) & (od > 0.02)]
-    thr = max(otsu(candidates) if candidates.size > 16 else 1.0, params.min_saturation)
+    thr = background_threshold(s[~pen], params.min_saturation)
     mask = (s >= thr) & (od >= params.min_od) & ~pen
     if pen.any():  # ink edges are antialiased: grow the pen area a little
         mask &= ~ndi.binary_dilation(pen, iterations=2)

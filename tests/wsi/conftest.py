@@ -1,0 +1,81 @@
+"""Fixtures for the wsi tests: a tiny slide cohort (real tiled TIFFs), a loopback S3 server."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from slides import make_cohort, render, write_slide  # noqa: E402
+
+from cscl.wsi.extract import ExtractConfig  # noqa: E402
+from cscl.wsi.tissue import TissueParams  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def cohort(tmp_path_factory) -> Path:
+    """Manifest of 2 cases × (HE, KI67) of 1536² px at 0.5 µm/px (read-only for tests)."""
+    return make_cohort(tmp_path_factory.mktemp("cohort"), n_cases=2)
+
+
+@pytest.fixture(scope="session")
+def he_slide(cohort) -> Path:
+    return cohort.parent / "slides" / "case000_HE.svs"
+
+
+@pytest.fixture(scope="session")
+def encoder():
+    from cscl.wsi.encoders import load_encoder
+
+    return load_encoder("test_resnet", allow_random=True, device="cpu", seed=0)
+
+
+@pytest.fixture
+def cfg() -> ExtractConfig:
+    return ExtractConfig(
+        backbone="test_resnet",
+        allow_random=True,
+        patch_size=64,
+        target_mpp=1.0,
+        batch_size=16,
+        num_workers=0,
+        torch_threads=1,  # the test machine's cores are shared: avoid spin-waiting threads
+        tissue=TissueParams(),
+    )
+
+
+@pytest.fixture
+def slide_factory(tmp_path):
+    """Write a slide: make(name, stain=..., blank=..., mpp=..., fmt=..., mag=..., size=...)."""
+
+    def make(
+        name="s.svs", stain="HE", blank=False, mpp=0.5, fmt="aperio", mag=None, size=1024, img=None
+    ):
+        img = render(size, size, stain, seed=3, blank=blank) if img is None else img
+        return write_slide(tmp_path / name, img, mpp=mpp, fmt=fmt, mag=mag)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3 API (moto) over HTTP on 127.0.0.1 with dummy credentials."""
+    from moto.server import ThreadedMotoServer
+
+    old = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    os.environ["AWS_ACCESS_KEY_ID"] = "testing"
+    os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
