@@ -57,7 +57,13 @@ class Predictor:
     """Loads a bundle once; predicts from SlideFeatures (single or batched) or a whole slide."""
 
     def __init__(
-        self, bundle_dir: str | Path, device: str | None = None, *, top_k: int = 8, verify=True
+        self,
+        bundle_dir: str | Path,
+        device: str | None = None,
+        *,
+        top_k: int = 8,
+        verify: bool = True,
+        warmup: bool = True,
     ):
         self.bundle: Bundle = load_bundle(bundle_dir, verify=verify)
         self.device = device or "cpu"
@@ -67,6 +73,19 @@ class Predictor:
         self.pre = self.bundle.preprocessing
         self.input_dim = self.bundle.input_dim or self.model.input_dim
         self._encoder = None
+        if warmup:
+            self.warmup()
+
+    def warmup(self) -> None:
+        """One prediction on random features: the first real request pays no lazy imports."""
+        if not self.input_dim:
+            return
+        x = np.random.default_rng(0).normal(size=(4, self.input_dim)).astype(np.float32)
+        emb, _ = self.model.embed(x)
+        if self.heads:
+            from cscl.eval.heads import apply_heads
+
+            apply_heads(self.heads, emb.astype(np.float64))
 
     @property
     def model_version(self) -> str:

@@ -105,8 +105,14 @@ class InferenceLogger:
     # ---- producer side ------------------------------------------------------------------------
     def log(self, record: dict) -> str | None:
         """Queue one record; returns its target URI, or None when the queue is full (dropped)."""
-        uri = record_uri(self.prefix, record)
-        data = json.dumps(record, separators=(",", ":"), allow_nan=False).encode()
+        try:
+            uri = record_uri(self.prefix, record)
+            data = json.dumps(record, separators=(",", ":"), allow_nan=False).encode()
+        except (KeyError, TypeError, ValueError) as exc:  # never fail the request over a log
+            log.warning("inference log record not serialisable, dropped: %s", exc)
+            with self._cond:
+                self._counts["unserialisable"] += 1
+            return None
         with self._cond:
             if len(self._queue) >= self.max_queue:
                 self._counts["dropped"] += 1
@@ -138,6 +144,7 @@ class InferenceLogger:
                 "failed_attempts": self._counts["failed"],
                 "pending": len(self._queue) + len(self._retry),
                 "dropped": self._counts["dropped"] + self._counts["evicted"],
+                "unserialisable": self._counts["unserialisable"],
             }
 
     def close(self, timeout: float = 5.0) -> bool:

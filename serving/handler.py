@@ -329,6 +329,7 @@ class CsclHandler(BaseHandler):
             req, answer = res
             answer["request_id"] = rid
             answer["input"] = req.kind
+            answer["batch_size"] = len(results)  # how many requests TorchServe batched with it
             if self.inference_logger is not None:
                 rec = make_record(answer, rid, uri=req.uri, source=req.kind)
                 self.inference_logger.log(rec)  # never blocks, never raises on store errors

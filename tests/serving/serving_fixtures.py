@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+LOG_BUCKET = "cscl-logs"
+DATA_BUCKET = "cscl-data"
 BACKBONE = "test_resnet"
 DIM = 96
 PATCH = 64
@@ -74,6 +76,7 @@ def tiny_run(root: Path) -> dict:
     import torch
 
     from cscl.embeddings import write_embeddings
+    from cscl.features import read_features
     from cscl.models import create_model
     from cscl.train.checkpoint import load_trained, save_run
 
@@ -102,9 +105,10 @@ def tiny_run(root: Path) -> dict:
     }
     run = save_run(root / "run", config, {"slide_encoder": enc})
     model = load_trained(run)
-    X = np.stack([model.embed(np.asarray(
-        __import__("cscl.features", fromlist=["x"]).read_features(fdir / f"{c}_HE.h5").features,
-        np.float32))[0] for c in ids])  # fmt: skip
+    X = np.stack(
+        [model.embed(read_features(fdir / f"{c}_HE.h5").features.astype(np.float32))[0]
+         for c in ids]
+    )  # fmt: skip
     meta = pd.DataFrame({"case_id": ids, "slide_id": [f"{c}_HE" for c in ids], "stain": "HE",
                          "model_version": model.model_version})  # fmt: skip
     emb = write_embeddings(root / "embeddings.parquet", meta, X)
