@@ -18,13 +18,19 @@ from cscl.wsi.tissue import TissueParams  # noqa: E402
 
 @pytest.fixture(scope="session")
 def cohort(tmp_path_factory) -> Path:
-    """Manifest of 2 cases × (HE, KI67) of 1536² px at 0.5 µm/px (read-only for tests)."""
-    return make_cohort(tmp_path_factory.mktemp("cohort"), n_cases=2)
+    """Manifest of 2 synthetic cases × (HE, KI67), 2000×1500 px at 0.5 µm/px (read-only)."""
+    root = tmp_path_factory.mktemp("cohort")
+    try:
+        from cscl.synthetic.testing import tiny_cohort
+    except ImportError:  # the generator is optional for these tests: fall back to own slides
+        return make_cohort(root, n_cases=2)
+    return tiny_cohort(root, n_cases=2, seed=0, stains=("HE", "KI67"))
 
 
 @pytest.fixture(scope="session")
-def he_slide(cohort) -> Path:
-    return cohort.parent / "slides" / "case000_HE.svs"
+def he_slide(tmp_path_factory) -> Path:
+    """An H&E slide of known geometry (two ellipses, 1536² px, 0.5 µm/px, levels 1 and 4)."""
+    return make_cohort(tmp_path_factory.mktemp("own"), n_cases=1).parent / "slides/case000_HE.svs"
 
 
 @pytest.fixture(scope="session")
