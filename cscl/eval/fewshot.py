@@ -17,6 +17,7 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from cscl.eval._threads import one_blas_thread
 from cscl.eval.bootstrap import auc_score
 from cscl.eval.tasks import encode_labels
 
@@ -26,6 +27,7 @@ def _draw_rng(seed: int, k: int, draw: int) -> np.random.Generator:
     return np.random.default_rng([seed, k, draw])
 
 
+@one_blas_thread
 def few_shot(
     X: np.ndarray,
     y: Sequence,

@@ -19,6 +19,7 @@ import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
 
 from cscl.errors import InputError
+from cscl.eval._threads import one_blas_thread
 from cscl.eval.kfold import chosen_c, make_probe
 from cscl.eval.survival import fit_cox
 from cscl.eval.tasks import (
@@ -87,6 +88,7 @@ def survival_head(
     }
 
 
+@one_blas_thread
 def fit_heads(
     X: np.ndarray,
     labels_df_aligned: pd.DataFrame,

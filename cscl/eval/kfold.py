@@ -23,6 +23,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from cscl.errors import InputError
+from cscl.eval._threads import one_blas_thread
 from cscl.eval.bootstrap import (
     CLASS_METRICS,
     bootstrap_classification,
@@ -103,6 +104,7 @@ def outer_splits(
     return list(cv.split(np.zeros(len(y_idx)), y_idx))
 
 
+@one_blas_thread
 def kfold_eval(
     X: np.ndarray,
     y: Sequence,

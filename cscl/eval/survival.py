@@ -25,6 +25,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from cscl.errors import InputError
+from cscl.eval._threads import one_blas_thread
 from cscl.eval.bootstrap import bootstrap_cindex, summarize
 
 
@@ -97,6 +98,7 @@ def logrank(time: np.ndarray, event: np.ndarray, groups: np.ndarray) -> dict:
     return {"chisq": float(chisq), "p_value": float(p), "groups": counts}
 
 
+@one_blas_thread
 def survival_eval(
     X: np.ndarray,
     time: np.ndarray,
