@@ -7,8 +7,10 @@ Model (documented so that methods can be judged against a known truth):
 - Subtype: LumA = ER+ & KI67 low & HER2-; LumB = ER+ & (KI67 high or HER2+);
   HER2+ = ER- & HER2+; TNBC = ER- & HER2- (PGR- follows).
 - Fraction of tumour cells positive for each marker (mean over the slide; it varies spatially):
-  positive/high: ER 0.75, PGR 0.6, HER2 0.8, KI67 0.45; negative/low: ER 0.03, PGR 0.03,
-  HER2 0.05, KI67 0.07; each jittered per case by N(0, 0.3) on the logit scale.
+  positive/high: ER 0.8, PGR 0.65, HER2 0.85, KI67 0.5; negative/low: ER 0.01, PGR 0.01,
+  HER2 0.02, KI67 0.05; each jittered per case by N(0, 0.3) on the logit scale. Within a slide
+  the probability varies smoothly: logit p(x) = logit(fraction) + 1.0·GaussianField(x), length
+  scale 220 µm (cscl.synthetic.layout), so positive cells come in clusters.
 - Survival: T ~ Exponential(hazard), hazard = exp(β·x) / 150 months with β: TNBC 1.0, HER2+ 0.7,
   LumB 0.45, KI67 high +0.5 (on top of subtype). Censoring C ~ Uniform(6, 120) months;
   os_time = max(min(T, C), 0.1), os_event = T <= C.
@@ -26,10 +28,10 @@ import numpy as np
 import pandas as pd
 
 POS_FRACTION = {
-    "ER": (0.03, 0.75),
-    "PGR": (0.03, 0.60),
-    "HER2": (0.05, 0.80),
-    "KI67": (0.07, 0.45),
+    "ER": (0.01, 0.80),
+    "PGR": (0.01, 0.65),
+    "HER2": (0.02, 0.85),
+    "KI67": (0.05, 0.50),
 }
 SUBTYPES = ("LumA", "LumB", "HER2+", "TNBC")
 _BETA = {"TNBC": 1.0, "HER2+": 0.7, "LumB": 0.45, "LumA": 0.0}

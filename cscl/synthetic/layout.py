@@ -10,7 +10,7 @@ own rigid transform, so a tissue location carries the same cells in every stain.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -82,7 +82,7 @@ class Blob:
 
 
 def _norm_ppf(p: float) -> float:
-    """Inverse standard normal CDF (Acklam's rational approximation; enough for thresholds)."""
+    """Inverse standard normal CDF, for turning a tumour fraction into a field threshold."""
     from statistics import NormalDist
 
     return NormalDist().inv_cdf(min(max(p, 1e-6), 1 - 1e-6))
@@ -117,7 +117,11 @@ class CaseLayout:
             a = (du * c + dv * s) / b.rx
             bb = (-du * s + dv * c) / b.ry
             np.maximum(best, 1.0 - np.sqrt(a * a + bb * bb), out=best)
-        return best + 0.12 * self.wobble(u, v)
+        env = best + 0.12 * self.wobble(u, v)
+        # safety net: never tissue within 3 % of the short side from the border
+        margin = 0.03 * min(self.width_um, self.height_um)
+        border = np.minimum(np.minimum(u, self.width_um - u), np.minimum(v, self.height_um - v))
+        return np.minimum(env, (border - margin) / (2.0 * margin))
 
     def tumour_score(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         """> 0 where tumour epithelium is (nests inside tumour regions)."""
@@ -128,10 +132,10 @@ class CaseLayout:
     def positivity(self, marker: str, u: np.ndarray, v: np.ndarray, frac: float) -> np.ndarray:
         """Spatially varying probability that a tumour cell is positive for `marker`.
 
-        logit p = logit(frac) + 1.4 * field: clusters of strongly and weakly positive tumour.
+        logit p = logit(frac) + 1.0 * field: clusters of strongly and weakly positive tumour.
         """
         f = min(max(frac, 1e-3), 1 - 1e-3)
-        z = math.log(f / (1 - f)) + 1.4 * self.pos_fields[marker](u, v)
+        z = math.log(f / (1 - f)) + 1.0 * self.pos_fields[marker](u, v)
         return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
 
 
@@ -155,7 +159,7 @@ def make_layout(
         frac = (i + 0.5) / n_blobs
         along = (0.5 + (frac - 0.5) * 0.55) * L + rng.uniform(-0.04, 0.04) * L
         across = 0.5 * S + rng.uniform(-0.05, 0.05) * S
-        r_along = (0.40 / n_blobs + 0.08) * L * rng.uniform(0.85, 1.05)
+        r_along = (0.38 / n_blobs + 0.06) * L * rng.uniform(0.85, 1.05)
         r_across = 0.33 * S * rng.uniform(0.85, 1.05)
         ang = rng.uniform(-0.25, 0.25)
         if long_w:
@@ -172,7 +176,7 @@ def make_layout(
     lymph_occ = float(rng.uniform(0.04, 0.12))
     tf = min(max(tumour_fraction + 0.3 * composition, 0.05), 0.9)
     stroma_occ *= 1.0 - 0.4 * composition
-    return CaseLayout(
+    layout = CaseLayout(
         key=int(case_seed) & 0x7FFFFFFF,
         width_um=width_um,
         height_um=height_um,
@@ -186,6 +190,26 @@ def make_layout(
         stroma_occupancy=min(max(stroma_occ, 0.02), 0.6),
         lymph_occupancy=lymph_occ,
     )
+    # shrink the blobs until the tissue keeps clear of the border (the wobble can push it out)
+    for _ in range(20):
+        pts = tissue_points(layout, step_um=min(width_um, height_um) / 50)
+        m = 0.08 * min(width_um, height_um)
+        if len(pts) == 0 or (
+            pts[:, 0].min() > m
+            and pts[:, 1].min() > m
+            and pts[:, 0].max() < width_um - m
+            and pts[:, 1].max() < height_um - m
+        ):
+            break
+        cx, cy = width_um / 2, height_um / 2
+        shrunk = tuple(
+            Blob(
+                cx + 0.95 * (b.cx - cx), cy + 0.95 * (b.cy - cy), 0.95 * b.rx, 0.95 * b.ry, b.angle
+            )
+            for b in layout.blobs
+        )
+        layout = replace(layout, blobs=shrunk)
+    return layout
 
 
 def tissue_points(layout: CaseLayout, step_um: float = 40.0) -> np.ndarray:

@@ -80,7 +80,7 @@ class SlideRenderer:
         self.noise_sigma = self.shift.noise_sigma()
         self.blur = self.shift.blur_sigma_px()
         bank_rng = np.random.default_rng([*self.noise_seed, 1])
-        self._bank = bank_rng.standard_normal((2 * 256 + 64, 2048 + 512), dtype=np.float32)
+        self._bank = bank_rng.standard_normal((256 + 64, 1024 + 128), dtype=np.float32)
 
     # ---- geometry ---------------------------------------------------------------------------
     def to_um(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -92,7 +92,7 @@ class SlideRenderer:
         """Per-cell nucleus geometry and stain amounts for cells (ci, cj) of the layout grid."""
         lay, bio, key = self.layout, self.bio, self.layout.key
         g = CELL_UM
-        u0 = ((ci + 0.5) * g).astype(np.float32)
+        u0 = ((ci + 0.5 + 0.5 * (cj & 1)) * g).astype(np.float32)  # brick rows: less grid-like
         v0 = ((cj + 0.5) * g).astype(np.float32)
         env = lay.envelope(u0, v0)
         in_tissue = env > 0
@@ -262,8 +262,12 @@ class SlideRenderer:
         ncx = ci1 - ci0 + 1
         cj_grid, ci_grid = np.mgrid[cj0 : cj1 + 1, ci0 : ci1 + 1]
         cells = self._cells(ci_grid.ravel(), cj_grid.ravel())
-        fi = np.floor(u * f32(ig))
         fj = np.floor(v * f32(ig))
+        fi = np.mod(fj, f32(2))
+        fi *= f32(-0.5 * CELL_UM)
+        fi += u
+        fi *= f32(ig)
+        np.floor(fi, out=fi)
         fj -= f32(cj0)
         fj *= f32(ncx)
         fj += fi
@@ -303,8 +307,8 @@ class SlideRenderer:
 
         if self.stain == "HE":
             hem = nuc_h
-            hem += mt * f32(0.05)
-            eos = up(f32(0.30) + f32(0.06) * lay.eosin_var(U, V))
+            hem += mt * f32(0.025)
+            eos = up(f32(0.22) + f32(0.05) * lay.eosin_var(U, V))
             eos *= fib
             eos *= mt * f32(1.0) - mu * f32(0.35)
             eos += cyto * np.take(cells["cyto"], idx)
@@ -327,9 +331,9 @@ class SlideRenderer:
                 dab = dcell * nuc
                 dab *= tex
                 hem = nuc_h * np.take(cells["hfac"], idx)
-            hem += mt * f32(0.03)
-            dab += mt * f32(0.015)
-            eos = fib * (mt * f32(0.035))
+            hem += fib * (mt * f32(0.04))
+            dab += mt * f32(0.012)
+            eos = mt * f32(0.01)
         od = np.empty((3, h, w), f32)
         vh, ve, vd = self._vecs
         for k in range(3):
