@@ -17,6 +17,7 @@ import json
 import os
 import urllib.error
 import urllib.request
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,9 +55,11 @@ def trigger_kfp(target: KfpTarget, run_name: str, params: dict[str, Any]) -> dic
 
     token = os.environ.get(target.token_env) or None
     try:
-        client = kfp.Client(
-            host=target.host, existing_token=token, namespace=target.namespace or "kubeflow"
-        )
+        with warnings.catch_warnings():  # "only works with KFP v2.0.0-beta.2 and later"
+            warnings.simplefilter("ignore", FutureWarning)
+            client = kfp.Client(
+                host=target.host, existing_token=token, namespace=target.namespace or "kubeflow"
+            )
         pipeline_id = client.get_pipeline_id(target.pipeline_name)
         if not pipeline_id:
             raise TriggerError(
