@@ -68,3 +68,27 @@ def test_bad_input_is_an_error(data):
     y[:3] = "positive"
     with pytest.raises(InputError, match="fewer than 5 folds"):
         kfold_eval(X, y, task="er_status", **FAST)
+
+
+def test_c_search_matches_randomized_search_cv(data):
+    """The loop in CSearch is the RandomizedSearchCV protocol: same inner scores, same best C."""
+    from sklearn.metrics import average_precision_score
+    from sklearn.model_selection import RandomizedSearchCV, StratifiedKFold
+
+    from cscl.eval.kfold import CSearch, _pipe, average_precision
+
+    labels, X, _ = data
+    _, y = np.unique(labels["subtype"], return_inverse=True)
+    mine = CSearch(n_iter=3, inner_folds=3, seed=4).fit(X[:, :16], y)
+    ref = RandomizedSearchCV(
+        _pipe(1.0, 5000),
+        {"lr__C": mine.candidates()},
+        n_iter=3,
+        scoring="average_precision",
+        cv=StratifiedKFold(3, shuffle=True, random_state=4),
+    ).fit(X[:, :16], y)
+    assert np.allclose(mine.cv_scores_, ref.cv_results_["mean_test_score"])
+    assert mine.best_C_ == pytest.approx(ref.best_params_["lr__C"])
+    rng = np.random.default_rng(0)
+    z = np.round(rng.normal(size=(30, 3)), 1)  # tied scores
+    assert average_precision(y[:30], z) == pytest.approx(average_precision_score(y[:30], z))
