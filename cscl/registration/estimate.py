@@ -169,7 +169,7 @@ def refine(
         cost_aff,
         np.zeros(6),
         method="Powell",
-        options={"xtol": 1e-4, "ftol": 1e-7, "maxfev": 1500},
+        options={"xtol": 1e-3, "ftol": 1e-7, "maxfev": 900},
     )
     return full(res2.x) if res2.fun <= res.fun else best
 
