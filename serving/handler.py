@@ -18,6 +18,7 @@ honoured by the frontend (verified with batch_size 4: 200/400/200/400 in one bat
 Settings (environment of the TorchServe process, or `handler:` in the .mar's model-config.yaml;
 the environment wins): CSCL_ALLOWED_PREFIXES (comma-separated s3:// or local prefixes),
 CSCL_INFERENCE_LOG_URI (object-store prefix for inference logs; unset: no logs),
+CSCL_INFERENCE_LOG_ENDPOINT (its S3 endpoint if not the data one),
 CSCL_S3_ENDPOINT / AWS_ENDPOINT_URL, CSCL_MAX_UPLOAD_BYTES (default 128 MiB), CSCL_TOP_K (8).
 """
 
@@ -58,6 +59,7 @@ class Settings:
     allowed_prefixes: list[str] = field(default_factory=list)
     log_uri: str | None = None
     endpoint_url: str | None = None
+    log_endpoint_url: str | None = None
     max_upload: int = DEFAULT_MAX_UPLOAD
     top_k: int = 8
 
@@ -73,10 +75,14 @@ class Settings:
         prefixes = pick("CSCL_ALLOWED_PREFIXES", "allowed_prefixes", [])
         if isinstance(prefixes, str):
             prefixes = [p.strip() for p in prefixes.split(",") if p.strip()]
+        endpoint = pick("CSCL_S3_ENDPOINT", "s3_endpoint", env.get("AWS_ENDPOINT_URL"))
         return cls(
             allowed_prefixes=list(prefixes),
             log_uri=pick("CSCL_INFERENCE_LOG_URI", "inference_log_uri"),
-            endpoint_url=pick("CSCL_S3_ENDPOINT", "s3_endpoint", env.get("AWS_ENDPOINT_URL")),
+            endpoint_url=endpoint,
+            log_endpoint_url=pick(
+                "CSCL_INFERENCE_LOG_ENDPOINT", "inference_log_endpoint", endpoint
+            ),
             max_upload=int(pick("CSCL_MAX_UPLOAD_BYTES", "max_upload_bytes", DEFAULT_MAX_UPLOAD)),
             top_k=int(pick("CSCL_TOP_K", "top_k", 8)),
         )
@@ -214,7 +220,7 @@ class CsclHandler(BaseHandler):
             from cscl.inference_log import InferenceLogger
 
             self.inference_logger = InferenceLogger(
-                self.settings.log_uri, self.settings.endpoint_url
+                self.settings.log_uri, self.settings.log_endpoint_url
             )
         self.initialized = True
         logger.info(
