@@ -196,8 +196,15 @@ def _comparisons(e: dict, primary: str) -> str:
             )
     if not rows:
         return ""
-    return "<h3>Comparison (one-sided Wilcoxon signed-rank)</h3>" + _table(
-        ["hypothesis", "paired scores", "pairs", "mean difference", "p"], rows
+    caveat = (
+        "<p class=note>Scores are paired (same folds, draws and bootstrap resamples for every "
+        "embeddings table). Bootstrap-paired p-values treat the resamples as independent and are "
+        "optimistic; per-fold tests are conservative (5 folds: smallest possible p = 0.031).</p>"
+    )
+    return (
+        "<h3>Comparison (one-sided Wilcoxon signed-rank)</h3>"
+        + caveat
+        + _table(["hypothesis", "paired scores", "pairs", "mean difference", "p"], rows)
     )
 
 

@@ -88,7 +88,11 @@ def _jsonable(obj):
 def _fewshot_rows(df: pd.DataFrame) -> list[dict]:
     rows = []
     for rec in df.to_dict("records"):
-        rows.append({k: v for k, v in rec.items() if not (isinstance(v, float) and math.isnan(v))})
+        row = {k: v for k, v in rec.items() if not (isinstance(v, float) and math.isnan(v))}
+        for k in ("k", "draws", "n_train", "n_test"):  # NaN of skipped rows made them floats
+            if k in row:
+                row[k] = int(row[k])
+        rows.append(row)
     return rows
 
 
