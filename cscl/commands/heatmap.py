@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "Draw the slide encoder's attention per patch over the slide thumbnail (PNG)"
+HELP = "draw the slide encoder's attention per patch over the slide thumbnail (PNG)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -147,7 +147,7 @@ def register_manifest(
 
     def save() -> None:
         df = pd.DataFrame(rows, columns=list(REGISTRATION_COLUMNS))
-        write_registrations(_join(out_dir, "registration.csv"), df)
+        write_registrations(_join(out_dir, "registration.csv"), df, endpoint_url)
         meta = {
             "params": asdict(params),
             "manifest": str(manifest_uri),

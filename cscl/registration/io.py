@@ -118,9 +118,11 @@ def load_registrations(path: str | Path, endpoint_url: str | None = None) -> pd.
     return df.reset_index(drop=True)
 
 
-def write_registrations(path: str | Path, df: pd.DataFrame) -> None:
+def write_registrations(
+    path: str | Path, df: pd.DataFrame, endpoint_url: str | None = None
+) -> None:
     """Write the table with the contract's columns first, atomically (local or S3)."""
     cols = [c for c in REGISTRATION_COLUMNS if c in df.columns]
     cols += [c for c in df.columns if c not in cols]
     data = df[cols].to_csv(index=False, float_format="%.10g").encode()
-    storage.write_bytes(str(path), data)
+    storage.write_bytes(str(path), data, endpoint_url)

@@ -126,3 +126,41 @@ def test_register_pair_api(reg_cohort):
     assert landmark_error_um(reg.matrix, matrix_of(t), pts, 0.5) < 10.0
     missing = register_pair(str(slides / "case001_HE.svs"), str(slides / "nope.svs"))
     assert not missing.ok and "nope.svs" in missing.message and np.isnan(missing.matrix).all()
+
+
+@pytest.fixture
+def s3(monkeypatch, tmp_path):
+    """A real S3 API (moto) over HTTP on 127.0.0.1, dummy credentials, a private slide cache."""
+    from moto.server import ThreadedMotoServer
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("CSCL_CACHE_DIR", str(tmp_path / "cache"))
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def test_register_manifest_on_s3(reg_cohort, tmp_path, s3):
+    """Manifest, slides, transforms and outputs all in an object store (relative slide URIs)."""
+    from cscl.io import storage
+
+    storage.s3_client(s3).create_bucket(Bucket="lab")
+    src = reg_cohort.parent
+    pd.read_csv(src / "manifest.csv").query("case_id == 'case002'").to_csv(
+        tmp_path / "m.csv", index=False
+    )
+    prefix = "s3://lab/cohorts/c"
+    storage.upload(tmp_path / "m.csv", f"{prefix}/manifest.csv", s3)
+    storage.upload(src / "transforms.csv", f"{prefix}/transforms.csv", s3)
+    for s in ("HE", "HER2", "KI67"):
+        storage.upload(src / "slides" / f"case002_{s}.svs", f"{prefix}/slides/case002_{s}.svs", s3)
+    df = register_manifest(
+        f"{prefix}/manifest.csv", "s3://lab/reg", endpoint_url=s3, progress=False
+    )
+    assert df["ok"].all() and (df["error_um"] < 15).all()  # transforms.csv found beside it
+    back = load_registrations("s3://lab/reg/registration.csv", s3)
+    assert back["ok"].all() and len(back) == 2
+    assert storage.exists("s3://lab/reg/overlays/case002_HER2.png", s3)
