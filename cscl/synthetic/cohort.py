@@ -162,8 +162,8 @@ def _validate(n_cases, seed, stains, width, height, mpp, fmt, missing_ihc_rate, 
         raise InputError(f"--missing-ihc-rate must be in [0, 1), got {missing_ihc_rate!r}")
     if not 0.0 <= max_angle <= 180.0:
         raise InputError(f"max_angle must be in [0, 180] degrees, got {max_angle!r}")
-    if not 0.0 <= he_cue <= 5.0:
-        raise InputError(f"he_cue must be in [0, 5], got {he_cue!r}")
+    if not 0.0 <= he_cue <= 3.0:
+        raise InputError(f"he_cue must be in [0, 3], got {he_cue!r}")
 
 
 def generate_cohort(

@@ -18,6 +18,8 @@ import numpy as np
 # so a pixel only ever needs the nucleus of its own cell.
 CELL_UM = 14.0
 MARKERS = ("ER", "PGR", "HER2", "KI67")
+S_OCC = 0  # hash stream of cell occupancy / type
+S_MARKER = {"ER": 8, "PGR": 9, "HER2": 10, "KI67": 11}  # hash streams of marker positivity
 
 _M1 = np.uint64(0x9E3779B97F4A7C15)
 _M2 = np.uint64(0xC2B2AE3D27D4EB4F)
@@ -219,3 +221,52 @@ def tissue_points(layout: CaseLayout, step_um: float = 40.0) -> np.ndarray:
     U, V = np.meshgrid(us, vs)
     inside = layout.envelope(U, V) > 0
     return np.stack([U[inside], V[inside]], axis=1)
+
+
+@dataclass(frozen=True)
+class CellStates:
+    """Ground truth of grid cells: centre (µm, before jitter), type, positivity per marker."""
+
+    u: np.ndarray
+    v: np.ndarray
+    tumour: np.ndarray
+    lymph: np.ndarray
+    fibro: np.ndarray
+    p_positive: dict[str, np.ndarray]  # spatial positivity probability (tumour cells; else 0)
+    positive: dict[str, np.ndarray]
+
+
+def cell_states(
+    layout: CaseLayout,
+    fractions: dict[str, float],
+    ci: np.ndarray,
+    cj: np.ndarray,
+    markers: tuple[str, ...] = MARKERS,
+) -> CellStates:
+    """Which cells (ci, cj) of the grid hold what, and which tumour cells are positive.
+
+    Every stain of a case calls this with the same arguments for the same cells, which is what
+    makes H&E and IHC agree cell by cell. Also the ground truth for tests and evaluation.
+    """
+    ci = np.asarray(ci, dtype=np.int64)
+    cj = np.asarray(cj, dtype=np.int64)
+    g = CELL_UM
+    u0 = ((ci + 0.5 + 0.5 * (cj & 1)) * g).astype(np.float32)  # brick rows: less grid-like
+    v0 = ((cj + 0.5) * g).astype(np.float32)
+    in_tissue = layout.envelope(u0, v0) > 0
+    tum = in_tissue & (layout.tumour_score(u0, v0) > 0)
+    occ = hash_uniform(ci, cj, layout.key, S_OCC)
+    is_tumour = tum & (occ < 0.92)
+    is_lymph = in_tissue & ~tum & (occ < layout.lymph_occupancy)
+    is_fibro = (
+        in_tissue & ~tum & ~is_lymph & (occ < layout.lymph_occupancy + layout.stroma_occupancy)
+    )
+    t_idx = np.flatnonzero(is_tumour)
+    pos, prob = {}, {}
+    for m in markers:
+        p = layout.positivity(m, u0[t_idx], v0[t_idx], fractions[m])
+        prob[m] = np.zeros(len(ci), np.float32)
+        prob[m][t_idx] = p
+        pos[m] = np.zeros(len(ci), bool)
+        pos[m][t_idx] = hash_uniform(ci[t_idx], cj[t_idx], layout.key, S_MARKER[m]) < p
+    return CellStates(u0, v0, is_tumour, is_lymph, is_fibro, prob, pos)

@@ -24,7 +24,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cscl.synthetic.biology import CaseBiology
-from cscl.synthetic.layout import CELL_UM, CaseLayout, hash_uniform
+from cscl.synthetic.layout import (
+    CELL_UM,
+    MARKERS,
+    S_MARKER,
+    CaseLayout,
+    cell_states,
+    hash_uniform,
+)
 from cscl.synthetic.shift import ShiftSpec
 
 
@@ -42,9 +49,8 @@ NUCLEAR_MARKERS = ("ER", "PGR", "KI67")
 COARSE_PX = 16
 _LN10 = math.log(10.0)
 
-# hash streams per cell
-_S_OCC, _S_JX, _S_JY, _S_R, _S_ASP, _S_ANG, _S_INT, _S_DAB = range(8)
-_S_MARKER = {"ER": 8, "PGR": 9, "HER2": 10, "KI67": 11}
+# hash streams per cell (0 and 8-11 are used by cell_states)
+_S_JX, _S_JY, _S_R, _S_ASP, _S_ANG, _S_INT, _S_DAB = range(1, 8)
 
 
 @dataclass
@@ -92,15 +98,10 @@ class SlideRenderer:
         """Per-cell nucleus geometry and stain amounts for cells (ci, cj) of the layout grid."""
         lay, bio, key = self.layout, self.bio, self.layout.key
         g = CELL_UM
-        u0 = ((ci + 0.5 + 0.5 * (cj & 1)) * g).astype(np.float32)  # brick rows: less grid-like
-        v0 = ((cj + 0.5) * g).astype(np.float32)
-        env = lay.envelope(u0, v0)
-        in_tissue = env > 0
-        tum = in_tissue & (lay.tumour_score(u0, v0) > 0)
-        occ = hash_uniform(ci, cj, key, _S_OCC)
-        is_tumour = tum & (occ < 0.92)
-        is_lymph = in_tissue & ~tum & (occ < lay.lymph_occupancy)
-        is_fibro = in_tissue & ~tum & ~is_lymph & (occ < lay.lymph_occupancy + lay.stroma_occupancy)
+        markers = MARKERS if self.stain == "HE" else (self.stain,)
+        st = cell_states(lay, bio.fractions, ci, cj, markers)
+        u0, v0, pos = st.u, st.v, st.positive
+        is_tumour, is_lymph, is_fibro = st.tumour, st.lymph, st.fibro
         present = is_tumour | is_lymph | is_fibro
 
         ur = hash_uniform(ci, cj, key, _S_R)
@@ -119,13 +120,11 @@ class SlideRenderer:
         )
         h_od = h_od * np.float32(bio.h_scale)
         cyto_e = np.where(is_tumour, 0.16, 0.0).astype(np.float32)
-
-        pos = {}
-        t_idx = np.flatnonzero(is_tumour)
-        for m in ("ER", "PGR", "HER2", "KI67") if self.stain == "HE" else (self.stain,):
-            p = lay.positivity(m, u0[t_idx], v0[t_idx], bio.fractions[m])
-            pos[m] = np.zeros(len(ci), bool)
-            pos[m][t_idx] = hash_uniform(ci[t_idx], cj[t_idx], key, _S_MARKER[m]) < p
+        # geometry every stain shares (computed before the H&E cue, so centres never move):
+        # jitter keeps a nucleus up to 15 % larger inside its cell
+        rx_base = r * np.sqrt(aspect)
+        rm = np.where(is_tumour, np.minimum(r + 2.3, g / 2 - 0.2), 0).astype(np.float32)
+        jmax = np.maximum(g / 2 - np.maximum(1.15 * rx_base, rm) - 0.2, 0)
 
         if self.stain == "HE":  # the weak H&E cue, in exactly the positive cells
             c = np.float32(self.he_cue)
@@ -141,8 +140,6 @@ class SlideRenderer:
         ry = r / np.sqrt(aspect)
         ang = hash_uniform(ci, cj, key, _S_ANG) * np.float32(np.pi)
         cs, sn = np.cos(ang), np.sin(ang)
-        rm = np.where(is_tumour, np.minimum(r + 2.3, g / 2 - 0.2), 0).astype(np.float32)
-        jmax = np.maximum(g / 2 - np.maximum(rx, rm) - 0.2, 0)  # stay inside the cell
         jx = (2 * hash_uniform(ci, cj, key, _S_JX) - 1) * jmax
         jy = (2 * hash_uniform(ci, cj, key, _S_JY) - 1) * jmax
         big = np.float32(1e3)
@@ -152,7 +149,7 @@ class SlideRenderer:
         D = np.where(present, cs / ry, big)
 
         dab = np.zeros_like(r)
-        if self.stain in _S_MARKER:
+        if self.stain in S_MARKER:
             level = 0.55 + 0.7 * hash_uniform(ci, cj, key, _S_DAB)
             dab = np.where(pos[self.stain], level, 0).astype(np.float32)
         return dict(

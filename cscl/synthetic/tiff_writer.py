@@ -129,6 +129,9 @@ def write_pyramid(
                         compressionargs={"level": int(quality)},
                         description=desc,
                         metadata=None,
+                        # generic TIFF readers (OpenSlide) find the pyramid by "reduced image"
+                        # pages; Aperio marks none and is recognised by its description
+                        subfiletype=1 if (k and fmt != "aperio") else 0,
                     )
     finally:
         for p in raws:

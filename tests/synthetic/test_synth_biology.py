@@ -63,9 +63,10 @@ def test_correlations_and_risk(big):
     luma_like = er & ~her2
     r_hi = big[luma_like & ki]
     r_lo = big[luma_like & ~ki]
-    assert r_hi["os_event"].sum() / r_hi["os_time"].sum() > r_lo["os_event"].sum() / r_lo[
-        "os_time"
-    ].sum()
+    assert (
+        r_hi["os_event"].sum() / r_hi["os_time"].sum()
+        > r_lo["os_event"].sum() / r_lo["os_time"].sum()
+    )
 
 
 def test_deterministic_and_seed_dependent():
