@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 
 DUMMY_AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "demo-not-a-secret",
@@ -21,8 +23,11 @@ def local_s3(set_env: bool = True) -> Iterator[str]:
     credentials and AWS_ENDPOINT_URL are exported for the duration (restored afterwards) so that
     kfp.local task subprocesses inherit them.
     """
+    import logging
+
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -40,3 +45,190 @@ def local_s3(set_env: bool = True) -> Iterator[str]:
             else:
                 os.environ[k] = v
         server.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# The demo itself
+# ---------------------------------------------------------------------------------------------
+
+BUCKET = "cscl-demo"
+PROJECT_PREFIX = f"s3://{BUCKET}"
+COHORT_PREFIX = f"{PROJECT_PREFIX}/cohorts/demo"
+
+# Plug-in steps run after the training pipeline: a module listed here that exists in the
+# checkout and defines `demo_step(ctx: DemoContext) -> None` is called in order (serving: start
+# TorchServe and print one prediction; monitoring: one drift run). Their owners add the module;
+# this file does not change.
+DEMO_STEP_MODULES = ("serving.demo", "cscl.monitoring.demo")
+
+
+@dataclass
+class DemoContext:
+    """What later demo steps need: where the S3 server, the cohort and the run's outputs are."""
+
+    endpoint_url: str
+    out_dir: Path
+    cohort_dir: Path
+    manifest_uri: str
+    labels_uri: str
+    project_prefix: str
+    run: object = None  # pipelines.local.LocalRun
+    model_uri: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def pick_tasks(labels_path: str | Path, folds: int = 2) -> str:
+    """Label tasks a tiny cohort can evaluate: categorical columns with ≥ 2 classes of ≥ `folds`
+    cases each, and `os` when it has ≥ `folds` events. A tiny synthetic cohort may lack some."""
+    import pandas as pd
+
+    lab = pd.read_csv(labels_path)
+    tasks = []
+    for col in ("subtype", "er_status", "pgr_status", "her2_status", "ki67_status"):
+        if col in lab.columns:
+            counts = lab[col].value_counts()
+            if len(counts) >= 2 and counts.min() >= folds:
+                tasks.append(col)
+    if "os_event" in lab.columns and lab["os_event"].sum() >= folds:
+        tasks.append("os")
+    if not tasks:
+        raise ValueError(f"{labels_path}: no task with ≥ {folds} cases per class; add cases")
+    return ",".join(tasks)
+
+
+def demo_params(ctx: DemoContext, fast: bool = True) -> dict:
+    """Pipeline parameters for a tiny CPU run: random tiny backbone, 1–2 epochs, small ABMIL."""
+    tasks = pick_tasks(ctx.cohort_dir / "labels.csv", folds=2)
+    protocols = "fewshot,kfold" + (",survival" if "os" in tasks.split(",") else "")
+    return dict(
+        manifest_uri=ctx.manifest_uri,
+        labels_uri=ctx.labels_uri,
+        project_prefix=ctx.project_prefix,
+        s3_endpoint=ctx.endpoint_url,
+        transforms_uri=ctx.manifest_uri.replace("manifest.csv", "transforms.csv"),
+        num_shards=2,
+        backbone="test_resnet",
+        allow_random=True,
+        target_mpp=2.0,
+        patch_size=64,
+        adapter_epochs=2 if not fast else 1,
+        adapter_batch_size=4,
+        pairs_per_case=32,
+        slide_epochs=2 if not fast else 1,
+        slide_batch_size=4,
+        n_tokens=64,
+        small_encoder=True,
+        tasks=tasks,
+        protocols=protocols,
+        folds=2,
+        n_boot=50,
+        ks="1",
+        min_score=0.0,
+    )
+
+
+def make_cohort(out_dir: Path, n_cases: int, seed: int = 0) -> Path:
+    """A small synthetic paired cohort (H&E + HER2 + KI67) on local disk; returns its folder."""
+    from cscl.synthetic import generate_cohort
+
+    manifest = generate_cohort(
+        out_dir,
+        n_cases=n_cases,
+        seed=seed,
+        stains=("HE", "HER2", "KI67"),
+        width=1600,
+        height=1200,
+        workers=1,
+        progress=False,
+    )
+    return Path(manifest).parent
+
+
+def run_demo(out_dir: Path, n_cases: int = 6, endpoint_url: str | None = None) -> DemoContext:
+    """Synth → upload → training pipeline (kfp.local) → plug-in steps. Prints where things are."""
+    import importlib
+    import importlib.util
+    import time
+
+    from cscl.ingest import ensure_bucket, upload_folder
+    from pipelines.local import run_local
+
+    out_dir = Path(out_dir).resolve()
+    t0 = time.perf_counter()
+    cohort_dir = out_dir / "cohort"
+    if not (cohort_dir / "manifest.csv").exists():
+        make_cohort(cohort_dir, n_cases)
+    _say(f"1. synthetic cohort: {n_cases} cases × HE/HER2/KI67 in {cohort_dir}")
+    ensure_bucket(BUCKET, endpoint_url)
+    uris = upload_folder(cohort_dir, COHORT_PREFIX, endpoint_url)
+    _say(f"2. uploaded {len(uris)} objects to {COHORT_PREFIX}/ at {endpoint_url}")
+    ctx = DemoContext(
+        endpoint_url=endpoint_url or "",
+        out_dir=out_dir,
+        cohort_dir=cohort_dir,
+        manifest_uri=f"{COHORT_PREFIX}/manifest.csv",
+        labels_uri=f"{COHORT_PREFIX}/labels.csv",
+        project_prefix=PROJECT_PREFIX,
+    )
+    _say("3. training pipeline with kfp.local (ingest → validate → extract ×shards → register → "
+         "pretrain ×2 → embed → evaluate → gate → package → deploy)")  # fmt: skip
+    run = run_local("training", demo_params(ctx), out_dir / "kfp")
+    ctx.run = run
+    _print_run(run)
+    model_dirs = [p for k, p in run.artifacts.items() if k.endswith("/bundle")]
+    for key, meta in run.metrics.items():
+        if key.endswith("/bundle") and meta.get("model_uri"):
+            ctx.model_uri = meta["model_uri"]
+    if ctx.model_uri:
+        _say(f"   model released to {ctx.model_uri} (bundle copy: {model_dirs[0]})")
+    else:
+        _say("   no model released (quality gate said no)")
+    for mod in DEMO_STEP_MODULES:
+        if importlib.util.find_spec(mod.rsplit(".", 1)[0]) and importlib.util.find_spec(mod):
+            step = getattr(importlib.import_module(mod), "demo_step", None)
+            if step is not None:
+                _say(f"4. {mod}.demo_step")
+                step(ctx)
+    _say(f"done in {time.perf_counter() - t0:.0f} s")
+    return ctx
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _print_run(run) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"artifacts of {run.name} run ({run.seconds:.0f} s)", show_lines=False)
+    table.add_column("task/output")
+    table.add_column("where")
+    for key, path in sorted(run.artifacts.items()):
+        table.add_row(key, str(path))
+    Console(width=200).print(table)
+    for key, meta in sorted(run.metrics.items()):
+        shown = {k: v for k, v in list(meta.items())[:6]}
+        print(f"   {key}: {shown}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m cscl.demo", description=__doc__)
+    p.add_argument("--out", default="data/demo", help="working folder (default data/demo)")
+    p.add_argument("--cases", type=int, default=6, help="synthetic cases (default 6)")
+    p.add_argument("--s3-endpoint", help="use this S3 endpoint instead of a loopback moto server")
+    args = p.parse_args(argv)
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    if args.s3_endpoint:
+        run_demo(Path(args.out), args.cases, args.s3_endpoint)
+        return 0
+    with local_s3() as url:
+        run_demo(Path(args.out), args.cases, url)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

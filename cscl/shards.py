@@ -234,3 +234,23 @@ def extract_shard_features(
         log(f"        {row['slide_id']}: {res.n_patches} patches in {res.seconds:.1f}s")
 
     return ehash, extract_shard(rows, one, ehash, prefix, scratch, endpoint_url, log=log)
+
+
+def training_inputs(
+    slide_index: pd.DataFrame,
+    feature_index: pd.DataFrame,
+    dest: str | Path,
+    endpoint_url: str | None = None,
+) -> tuple[Path, pd.DataFrame]:
+    """(local features dir, manifest of the slides that have features) for the training steps.
+
+    Slides whose extraction failed (and was allowed to) are left out of the manifest, so
+    training never trips over a missing file; the collect step has already reported them.
+    """
+    usable = set(
+        feature_index.loc[feature_index["status"].isin(["extracted", "reused"]), "slide_id"]
+    )
+    manifest = slide_index[slide_index["slide_id"].isin(usable)].reset_index(drop=True)
+    if manifest.empty:
+        raise InputError("no slide has features; nothing to train on")
+    return fetch_features(feature_index, dest, endpoint_url), manifest

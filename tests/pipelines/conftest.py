@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
+
+# pytest puts tests/ on sys.path (tests/conftest.py has no package), so this folder would shadow
+# the top-level `pipelines` package as a namespace package. Put the repository root first.
+_ROOT = str(Path(__file__).resolve().parents[2])
+if sys.path[:1] != [_ROOT]:
+    sys.path.insert(0, _ROOT)
+_mod = sys.modules.get("pipelines")
+if _mod is not None and getattr(_mod, "__file__", None) is None:
+    del sys.modules["pipelines"]
 
 from cscl.demo import local_s3
 

@@ -1,0 +1,1 @@
+"""KFP component: see README.md."""
