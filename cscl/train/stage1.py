@@ -201,13 +201,16 @@ def _batch_loss(adapter, items, idx, scale, cfg: AdapterConfig, g, dev) -> torch
         q = adapter(torch.cat([p[0] for p in pairs]).to(dev), scale)
         k = adapter(torch.cat([p[1] for p in pairs]).to(dev), scale)
         loss = loss + cfg.nce_weight * patch_nce(q, k, cfg.temperature)
-        if cfg.got_weight > 0:
+        if cfg.got_weight > 0:  # OT between the sampled H&E and IHC tokens of each case
             sizes = [len(p[0]) for p in pairs]
-            gl, off = [], 0
-            for n in sizes:
-                qs, ks = q[off : off + n][None], k[off : off + n][None]
-                m = torch.ones(1, n, dtype=torch.bool, device=dev)
-                gl.append(got_loss(qs, m, ks, m, n_tokens=cfg.got_tokens, generator=g))
-                off += n
-            loss = loss + cfg.got_weight * torch.stack(gl).mean()
+            n = max(sizes)
+            qs = q.new_zeros(len(sizes), n, q.shape[1])
+            ks = k.new_zeros(len(sizes), n, k.shape[1])
+            msk = torch.zeros(len(sizes), n, dtype=torch.bool, device=dev)
+            off = 0
+            for j, sz in enumerate(sizes):
+                qs[j, :sz], ks[j, :sz], msk[j, :sz] = q[off : off + sz], k[off : off + sz], True
+                off += sz
+            gl = got_loss(qs, msk, ks, msk, n_tokens=cfg.got_tokens, generator=g)
+            loss = loss + cfg.got_weight * gl
     return loss / max(1, len(per_stain))
