@@ -21,8 +21,13 @@ def _kv(items: list[str] | None, flag: str) -> dict[str, str]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-version", required=True, help="model version whose logs to check")
-    p.add_argument("--since", required=True, help="first day of the window (YYYY-MM-DD, UTC)")
+    p.add_argument("--since", help="first day of the window (YYYY-MM-DD, UTC)")
     p.add_argument("--until", help="last day of the window, inclusive (default: today UTC)")
+    p.add_argument(
+        "--window-days",
+        type=int,
+        help="instead of --since: the last N complete days (until = yesterday); for schedules",
+    )
     p.add_argument(
         "--logs",
         required=True,
@@ -87,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         reference=args.reference,
         since=args.since,
         until=args.until,
+        window_days=args.window_days,
         policy=args.policy,
         out=args.out,
         labels=args.labels,

@@ -65,6 +65,44 @@ class MonitoringResult:
         return "\n".join(lines)
 
 
+def resolve_window(
+    since: str | dt.date | None,
+    until: str | dt.date | None,
+    window_days: int | None,
+    today: dt.date,
+) -> tuple[str, str]:
+    """(since, until) as ISO dates.
+
+    With `since`: until defaults to today. Without (scheduled runs): the last `window_days`
+    complete days, i.e. until = yesterday, since = until - window_days + 1.
+    """
+    if since:
+        u = parse_date(until or today, "--until")
+        return str(parse_date(since, "--since")), str(u)
+    if not window_days or int(window_days) < 1:
+        raise InputError("give --since, or --window-days N (>= 1)")
+    u = parse_date(until, "--until") if until else today - dt.timedelta(days=1)
+    return str(u - dt.timedelta(days=int(window_days) - 1)), str(u)
+
+
+def drift_metrics(drift: dict[str, Any]) -> dict[str, float]:
+    """The numbers a dashboard/KFP `Metrics` shows for a drift.json."""
+    out: dict[str, float] = {
+        "drift": float(drift["verdict"] == DRIFT),
+        "insufficient_data": float(drift["verdict"] == INSUFFICIENT),
+        "n_current": float(drift["sample_sizes"]["current"]),
+        "n_reference": float(drift["sample_sizes"]["reference"]),
+        "n_skipped_records": float(sum(drift["records"]["skipped"].values())),
+        "retraining_triggered": float(drift["retraining"].get("action") == "triggered"),
+    }
+    for name, sig in drift["signals"].items():
+        if sig.get("value") is not None:
+            key = "embedding_auc" if name == "embedding" else f"{name}_drifted_columns"
+            out[key] = float(sig["value"])
+            out[f"{name}_threshold"] = float(sig["threshold"])
+    return out
+
+
 def prefix_of(logs: str) -> str:
     """The project prefix from `--logs` (which may name `<prefix>/inference-logs` itself)."""
     p = str(logs).rstrip("/")
@@ -236,8 +274,9 @@ def run_monitoring(
     model_version: str,
     logs: str,
     reference: str,
-    since: str | dt.date,
+    since: str | dt.date | None = None,
     until: str | dt.date | None = None,
+    window_days: int | None = None,
     policy: str | Path | dict | Policy | None = None,
     out: str | None = None,
     labels: str | None = None,
@@ -248,16 +287,17 @@ def run_monitoring(
     progress: bool = True,
     now: dt.datetime | None = None,
 ) -> MonitoringResult:
-    """Monitor `model_version` over the inclusive date window [since, until] (until: today UTC).
+    """Monitor `model_version` over the inclusive date window [since, until] (UTC dates).
 
+    Window: `since` (+ `until`, default today), or `window_days` complete days ending yesterday
+    (`resolve_window`).
     logs: the project prefix (`<prefix>/inference-logs/date=…/` below it) or that folder.
     reference: reference.parquet, a bundle dir or `models/<name>/<V>/` (local or s3://).
     out: report folder (default `<prefix>/monitoring/<model_version>_<since>_<until>`).
     state_root: idempotency state (default `<prefix>/monitoring/state`).
     """
     now = now or st.utcnow()
-    since_s = str(parse_date(since, "--since"))
-    until_s = str(parse_date(until or now.date(), "--until"))
+    since_s, until_s = resolve_window(since, until, window_days, now.date())
     pol = policy if isinstance(policy, Policy) else load_policy(policy, endpoint_url)
     trigger = trigger or TriggerConfig()
     prefix = prefix_of(logs)
