@@ -11,9 +11,11 @@ Ruifrok & Johnston H&E and H-DAB), pixels are 255 · 10^-(ΣOD). What each stain
 Whether a tumour cell is positive is decided once per cell (hash uniform < spatial positivity
 field), so H&E and IHC agree cell by cell at the same tissue location.
 
-Smooth fields are evaluated on a coarse grid (every 16 px) and upsampled by separable linear
-interpolation (two small matrix products); nuclei are evaluated per pixel in the cell of the
-pixel only, all vectorised — no per-slide arrays, so any slide size renders block by block.
+Speed without per-slide arrays (any slide size renders block by block): smooth fields are
+evaluated on a coarse grid (every 16 px) and upsampled linearly, only where they are not
+saturated; nuclei are evaluated per pixel against the one cell the pixel falls in (vectorised
+gathers). With `scale` = s > 1 all of this runs on a grid s level-0 px apart (~1 µm/px) and is
+upsampled per phase with slices; sensor noise (from a per-slide bank) is added at level 0.
 """
 
 from __future__ import annotations
