@@ -93,12 +93,12 @@ def run(args: argparse.Namespace) -> int:
         since=args.since,
         until=args.until,
         window_days=args.window_days,
-        policy=args.policy,
-        out=args.out,
-        labels=args.labels,
+        policy=args.policy or None,  # '' from a manifest's empty variable = default
+        out=args.out or None,
+        labels=args.labels or None,
         trigger=trig,
-        state_root=args.state,
-        endpoint_url=args.s3_endpoint,
+        state_root=args.state or None,
+        endpoint_url=args.s3_endpoint or None,
     )
     rec = res.drift["records"]
     print(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -12,8 +13,12 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from cscl.monitoring.reference import write_reference
-from cscl.monitoring.simulate import RecordModel, make_records, write_records
+# `pipelines` must be the repository package, not the tests/pipelines folder (which a bare
+# `pytest` puts on sys.path as a namespace package).
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from cscl.monitoring.reference import write_reference  # noqa: E402
+from cscl.monitoring.simulate import RecordModel, make_records, write_records  # noqa: E402
 
 VERSION = "v1"
 DAY = "2026-11-02"
@@ -84,7 +89,10 @@ class StandIn:
                 u = urlparse(self.path)
                 n = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(n) if n else b""
-                body = json.loads(raw) if raw else None
+                try:
+                    body = json.loads(raw) if raw else None
+                except ValueError:  # multipart upload of a pipeline package
+                    body = raw
                 outer.requests.append(
                     {
                         "method": self.command,

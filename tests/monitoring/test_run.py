@@ -196,3 +196,14 @@ def test_labels_file_joins_by_request_id(tmp_path, bundle, record_model, mon):
     bad.write_text("case,er_status\nx,positive\n")
     with pytest.raises(InputError, match="neither a request_id nor a slide_id"):
         _run(tmp_path, bundle, mon, labels=str(bad))
+
+
+def test_resolve_window():
+    from cscl.monitoring.run import resolve_window
+
+    today = dt.date(2026, 11, 10)
+    assert resolve_window("2026-11-01", None, None, today) == ("2026-11-01", "2026-11-10")
+    assert resolve_window(None, None, 7, today) == ("2026-11-03", "2026-11-09")
+    assert resolve_window("", "2026-11-05", 1, today) == ("2026-11-05", "2026-11-05")
+    with pytest.raises(InputError, match="--window-days"):
+        resolve_window(None, None, None, today)
