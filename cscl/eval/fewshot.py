@@ -19,7 +19,7 @@ from sklearn.preprocessing import StandardScaler
 
 from cscl.eval._threads import one_blas_thread
 from cscl.eval.bootstrap import auc_score
-from cscl.eval.tasks import encode_labels
+from cscl.eval.tasks import drop_missing, encode_labels
 
 
 def _draw_rng(seed: int, k: int, draw: int) -> np.random.Generator:
@@ -39,19 +39,21 @@ def few_shot(
     scale: bool = False,
     max_iter: int = 10_000,
 ) -> pd.DataFrame:
-    """One row per k: k, status ('ok'/'skipped'), reason, n_train, n_test, auc_mean, auc_std,
+    """One row per k: k, status ('ok'/'skipped'), reason, draws, n_missing_labels (rows with no
+    label, dropped), n_train, n_test, auc_mean, auc_std,
     balanced_accuracy_mean, balanced_accuracy_std, and the per-draw lists `auc_draws`,
     `balanced_accuracy_draws` (paired across methods: same y and seed → same draws)."""
-    X = np.asarray(X, dtype=np.float64)
-    y = np.asarray(y).astype(str)
     if len(X) != len(y):
         raise ValueError(f"{len(X)} embeddings but {len(y)} labels")
+    y, X, n_missing = drop_missing(y, X)
+    X = np.asarray(X, dtype=np.float64)
     classes, y_idx = encode_labels(y)
     by_class = [np.flatnonzero(y_idx == c) for c in range(len(classes))]
     smallest = min(len(m) for m in by_class)
     rows = []
     for k in ks:
         row: dict = {"k": int(k), "status": "ok", "reason": "", "draws": int(draws)}
+        row["n_missing_labels"] = n_missing
         if len(classes) < 2:
             row.update(status="skipped", reason=f"only one class {classes.tolist()}")
         elif smallest <= k:
@@ -90,6 +92,7 @@ def few_shot(
         "status",
         "reason",
         "draws",
+        "n_missing_labels",
         "n_train",
         "n_test",
         "auc_mean",

@@ -28,9 +28,10 @@ from cscl.eval.bootstrap import (
     CLASS_METRICS,
     bootstrap_classification,
     classification_metrics,
+    fast_classification_metrics,
     summarize,
 )
-from cscl.eval.tasks import encode_labels
+from cscl.eval.tasks import drop_missing, encode_labels
 
 C_GRID = np.logspace(-3, 2, 50)
 
@@ -179,8 +180,10 @@ def kfold_eval(
     task: str = "task",
 ) -> KFoldResult:
     """Outer-fold probe with pooled predictions; see the module docstring for the protocol."""
+    if len(X) != len(y):
+        raise ValueError(f"{len(X)} embeddings but {len(y)} labels")
+    y, X, case_ids, n_missing = drop_missing(y, X, case_ids)
     X = np.asarray(X, dtype=np.float64)
-    y = np.asarray(y).astype(str)
     classes, y_idx = encode_labels(y)
     if len(classes) < 2:
         raise InputError(f"task {task!r} has only one class {classes.tolist()}")
@@ -189,6 +192,8 @@ def kfold_eval(
     proba = np.zeros((len(y), len(classes)))
     fold_of = np.zeros(len(y), dtype=int)
     per_fold, notes = [], []
+    if n_missing:
+        notes.append(f"{n_missing} case(s) without a label dropped")
     for f, (tr, te) in enumerate(outer_splits(y_idx, groups, folds, seed, task)):
         model, note = make_probe(y_idx[tr], n_iter, inner_folds, seed)
         if note and note not in notes:
@@ -199,8 +204,9 @@ def kfold_eval(
         proba[te] = model.predict_proba(X[te])
         fold_of[te] = f
         fold_metrics = {"fold": f, "n_test": int(len(te)), "C": chosen_c(model)}
-        if len(np.unique(y_idx[te])) == len(classes):
-            fold_metrics.update(classification_metrics(y_idx[te], proba[te]))
+        if len(np.unique(y_idx[te])) == len(classes):  # numpy metrics, tested equal to sklearn
+            fast = fast_classification_metrics(y_idx[te][None], proba[te][None])
+            fold_metrics.update({m: float(v[0]) for m, v in fast.items()})
         per_fold.append(fold_metrics)
     point = classification_metrics(y_idx, proba)
     boot = bootstrap_classification(y_idx, proba, n_boot=n_boot, seed=boot_seed)

@@ -23,7 +23,7 @@ def _plt():
 def _save(fig, path: Path) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        fig.savefig(tmp, format="png", dpi=100)
     _plt().close(fig)
     return path
 
@@ -31,7 +31,7 @@ def _save(fig, path: Path) -> Path:
 def roc_png(curves: dict[str, dict], path: Path, title: str) -> Path:
     """ROC curves of several methods on one axis: curves[name] = {fpr, tpr, auc, ci}."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(4.6, 4.4))
+    fig, ax = plt.subplots(layout="constrained", figsize=(4.6, 4.4))
     for i, (name, c) in enumerate(curves.items()):
         label = f"{name}  AUC {c['auc']:.3f}"
         if c.get("ci"):
@@ -51,7 +51,7 @@ def confusion_png(matrix, classes: list[str], path: Path, title: str) -> Path:
     m = np.asarray(matrix, dtype=float)
     k = len(classes)
     size = max(3.2, 0.9 * k + 1.8)
-    fig, ax = plt.subplots(figsize=(size, size * 0.9))
+    fig, ax = plt.subplots(layout="constrained", figsize=(size, size * 0.9))
     rows = m.sum(axis=1, keepdims=True)
     frac = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
     ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
@@ -79,7 +79,7 @@ def km_png(time, event, groups, path: Path, title: str, p_value: float | None) -
 
     plt = _plt()
     time, event, groups = np.asarray(time), np.asarray(event, bool), np.asarray(groups)
-    fig, ax = plt.subplots(figsize=(5.2, 4.2))
+    fig, ax = plt.subplots(layout="constrained", figsize=(5.2, 4.2))
     colors = {"low": "#1f77b4", "high": "#d62728"}
     for g in ("low", "high"):
         sel = groups == g
@@ -103,7 +103,7 @@ def km_png(time, event, groups, path: Path, title: str, p_value: float | None) -
 def fewshot_png(series: dict[str, dict], path: Path, title: str, metric: str = "AUC") -> Path:
     """Mean ± std of a few-shot metric against k for several methods: series[name] = {k, mean, std}."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(4.6, 3.6))
+    fig, ax = plt.subplots(layout="constrained", figsize=(4.6, 3.6))
     for i, (name, s) in enumerate(series.items()):
         ks, mu, sd = (np.asarray(s[key], float) for key in ("k", "mean", "std"))
         c = _COLORS[i % len(_COLORS)]

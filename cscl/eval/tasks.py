@@ -193,3 +193,16 @@ def encode_labels(y) -> tuple[np.ndarray, np.ndarray]:
         classes = classes[::-1].copy()
     lookup = {c: i for i, c in enumerate(classes)}
     return classes, np.array([lookup[v] for v in y], dtype=int)
+
+
+def drop_missing(y, *arrays):
+    """Drop rows whose label is missing (None/NaN/empty) — never let 'nan' become a class.
+
+    Returns (y, *arrays, n_dropped) with the same rows kept in every array.
+    """
+    y = np.asarray(y, dtype=object)
+    missing = pd.isna(y) | (pd.Series(y).astype(str).str.strip() == "").to_numpy()
+    keep = ~missing
+    kept = [None if a is None else np.asarray(a)[keep] for a in arrays]
+    y_str = label_strings(pd.Series(y[keep])).to_numpy(dtype=object).astype(str)
+    return (y_str, *kept, int(missing.sum()))

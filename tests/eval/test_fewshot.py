@@ -59,3 +59,11 @@ def test_scale_option_changes_the_probe(data):
     plain = few_shot(X * 100, y, ks=(5,), draws=2)
     scaled = few_shot(X * 100, y, ks=(5,), draws=2, scale=True)
     assert plain.loc[0, "auc_draws"] != scaled.loc[0, "auc_draws"]
+
+
+def test_missing_labels_are_dropped_and_counted(data):
+    labels, X, _ = data
+    y = labels["er_status"].to_numpy(dtype=object).copy()
+    y[[0, 1, 2]] = [None, np.nan, ""]
+    res = few_shot(X, y, ks=(5,), draws=1)
+    assert res.loc[0, "n_missing_labels"] == 3 and res.loc[0, "n_test"] == 60 - 3 - 10

@@ -24,7 +24,7 @@ def cli_run(cohort, tmp_path_factory):
         "--tasks", "er_status,subtype,os",
         "--out", str(out),
         "--bootstrap", "200", "--n-iter", "2", "--inner-folds", "3", "--draws", "2",
-        "--ks", "1,5,25",
+        "--ks", "5,25",
         "--baseline", str(cohort / "noise.parquet"), "--baseline-name", "noise",
         "--no-progress",
     ]  # fmt: skip
