@@ -1,6 +1,6 @@
 """evaluate: the method's evaluation against baselines → Metrics, ClassificationMetrics, HTML."""
 
-from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Metrics, Output
+from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Output
 
 from components.common import cscl_component
 
@@ -67,3 +67,33 @@ def evaluate(
         print("note:", note)
     print(f"quality score ({score_metric}, {method_name}) = {score:.4f}")
     return score
+
+
+@cscl_component
+def compare_models(
+    eval_results: Input[Dataset],
+    comparison: Output[Markdown],
+    metrics: Output[Metrics],
+    candidate_name: str = "candidate",
+    current_name: str = "current",
+    score_metric: str = "kfold_auc",
+    min_improvement: float = 0.0,
+) -> bool:
+    """Decide promotion from one evaluation of both models; the report shows in the UI."""
+    import json
+    import math
+    from pathlib import Path
+
+    from components.evaluate.compare import compare
+    from cscl.eval.run import flat_metrics
+
+    flat = flat_metrics(json.loads(Path(eval_results.path, "metrics.json").read_text()))
+    promote, report, numbers = compare(
+        flat, candidate_name, current_name, score_metric, min_improvement
+    )
+    Path(comparison.path).write_text(report)
+    for k, v in numbers.items():
+        if not math.isnan(v):
+            metrics.log_metric(k, v)
+    print(report)
+    return promote

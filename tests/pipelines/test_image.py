@@ -58,9 +58,7 @@ def test_image_installs_the_pinned_dependencies():
     assert project, "the image must `pip install .`"
     assert not any("-e" in r.split() or "[dev]" in r for r in pip_lines)
     # the torch line comes before the project line
-    assert pip_lines.index(project[0]) > min(
-        i for i, r in enumerate(pip_lines) if "torch==" in r
-    )
+    assert pip_lines.index(project[0]) > min(i for i, r in enumerate(pip_lines) if "torch==" in r)
 
 
 def test_base_python_matches_requires_python():
@@ -72,9 +70,9 @@ def test_base_python_matches_requires_python():
 
 
 def test_components_use_the_project_image():
-    from cscl import __version__
     from components.common import BASE_IMAGE
     from components.ingest.component import ingest
+    from cscl import __version__
 
     assert BASE_IMAGE.endswith(f":{__version__}")
     assert ingest.component_spec.implementation.container.image == BASE_IMAGE

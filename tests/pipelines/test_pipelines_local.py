@@ -1,0 +1,122 @@
+"""Every pipeline runs end to end with kfp.local (SubprocessRunner, use_venv=False) on a tiny
+cohort served by a real S3 API on loopback: 4 cases × (HE, HER2), random tiny backbone, 1 epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+
+from cscl.demo import DemoContext, demo_params
+from cscl.io import storage
+
+pytestmark = pytest.mark.slow
+PREFIX = "s3://pipe-bucket/proj"
+
+
+@pytest.fixture(scope="session")
+def pipeline_cohort(tmp_path_factory, s3_endpoint):
+    from cscl.ingest import ensure_bucket, upload_folder
+    from cscl.synthetic.testing import tiny_cohort
+
+    folder = tmp_path_factory.mktemp("pipe-cohort")
+    tiny_cohort(folder, n_cases=4, stains=("HE", "HER2"), width=1200, height=900)
+    ensure_bucket("pipe-bucket", s3_endpoint)
+    upload_folder(folder, f"{PREFIX}/cohorts/tiny4", s3_endpoint)
+    return folder
+
+
+def _params(folder, s3_endpoint, cohort="tiny4", **kw):
+    ctx = DemoContext(
+        endpoint_url=s3_endpoint,
+        out_dir=folder,
+        cohort_dir=folder,
+        manifest_uri=f"{PREFIX}/cohorts/{cohort}/manifest.csv",
+        labels_uri=f"{PREFIX}/cohorts/{cohort}/labels.csv",
+        project_prefix=PREFIX,
+    )
+    p = demo_params(ctx)
+    p.update(kw)
+    return p
+
+
+@pytest.fixture(scope="session")
+def training_run(pipeline_cohort, s3_endpoint, tmp_path_factory):
+    from pipelines.local import run_local
+
+    root = tmp_path_factory.mktemp("kfp-training")
+    return run_local("training", _params(pipeline_cohort, s3_endpoint), root)
+
+
+def test_training_pipeline_end_to_end(training_run, s3_endpoint):
+    run = training_run
+    # validation report + metrics
+    assert "PASSED" in run.find("validate", "report").read_text()
+    assert run.metrics["validate/metrics"]["pass_rate"] == 1.0
+    # fan-out: two shards, all 8 slides extracted once, features stored by extractor hash
+    shards = [k for k in run.artifacts if k.endswith("extract-features/shard_report")]
+    assert len(shards) == 2
+    ehash = run.metrics["collect-features/features"]["extractor_hash"]
+    stored = storage.list_uris(f"{PREFIX}/features/{ehash}/", s3_endpoint)
+    assert len(stored) == 8
+    assert run.metrics["collect-features/metrics"]["slides_failed"] == 0
+    # method stages
+    assert run.metrics["register/metrics"]["pairs_ok"] == 4
+    assert (run.find("pretrain-slide-encoder", "model") / "config.json").is_file()
+    emb = pd.read_parquet(run.find("embed", "embeddings"))
+    assert len(emb) == 4 and (emb["stain"] == "HE").all()
+    # evaluation artifacts the UI shows
+    assert "<html" in run.find("evaluate", "report").read_text().lower()
+    assert "confusionMatrix" in run.metrics["evaluate/classification"]
+    assert "quality_score" in run.metrics["evaluate/metrics"]
+    # gate passed (min_score 0) → packaged under models/<name>/<version>/ → deploy recorded
+    uri = run.metrics["package/bundle"]["model_uri"]
+    assert uri.startswith(f"{PREFIX}/models/cscl/")
+    names = {u[len(uri) :] for u in storage.list_uris(uri, s3_endpoint)}
+    assert {"model.mar", "bundle/bundle.json", "model_card.md", "metrics.json"} <= names
+    assert "# Model card" in run.find("package", "model_card").read_text()
+    assert "InferenceService" in run.find("deploy", "deployment").read_text()
+
+
+def test_retraining_reuses_features_and_promotes_only_if_better(
+    training_run, pipeline_cohort, s3_endpoint, tmp_path_factory
+):
+    from pipelines.local import run_local
+
+    current = training_run.metrics["package/bundle"]["model_uri"]
+    root = tmp_path_factory.mktemp("kfp-retraining")
+    # min_improvement -1: any candidate counts as better, so the promote branch runs
+    params = _params(pipeline_cohort, s3_endpoint, current_model_uri=current, min_improvement=-1.0)
+    params.pop("min_score")
+    run = run_local("retraining", params, root)
+    assert run.metrics["collect-features/metrics"]["slides_reused"] == 8  # nothing re-extracted
+    assert run.metrics["collect-features/metrics"]["slides_extracted"] == 0
+    report = run.find("compare-models", "comparison").read_text()
+    assert "PROMOTE" in report and "| candidate | current |" in report
+    assert run.metrics["embed-released/embeddings"]["model_uri"] == current
+    new_uri = run.metrics["package/bundle"]["model_uri"]
+    assert new_uri != current and storage.exists(f"{new_uri}model.mar", s3_endpoint)
+
+
+def test_pipeline_stops_when_validation_fails(pipeline_cohort, s3_endpoint, tmp_path):
+    """A case without H&E: the validate task stores its report, then the run fails."""
+    from cscl.ingest import upload_folder
+    from pipelines.local import run_local
+
+    bad = tmp_path / "bad"
+    shutil.copytree(pipeline_cohort, bad)
+    m = pd.read_csv(bad / "manifest.csv")
+    m[~((m.case_id == "case001") & (m.stain == "HE"))].to_csv(bad / "manifest.csv", index=False)
+    upload_folder(bad, f"{PREFIX}/cohorts/bad", s3_endpoint)
+    root = tmp_path / "kfp"
+    with pytest.raises(RuntimeError, match="stop-run"):
+        run_local("training", _params(pipeline_cohort, s3_endpoint, cohort="bad"), root)
+    [run_dir] = list(root.iterdir())
+    report = (run_dir / "validate" / "report").read_text()
+    assert "FAILED" in report and "case_has_he" in report
+    assert not (run_dir / "collect-features").exists()  # nothing after the gate ran
+    out = json.loads((run_dir / "validate" / "executor_output.json").read_text())
+    assert out["parameterValues"]["Output"] is False
