@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from cscl.errors import CsclError
+from cscl.errors import CsclError, InputError
 from cscl.io import storage
 from cscl.io.manifest import HE, load_manifest
 from cscl.registration.io import (
@@ -141,6 +141,14 @@ def register_manifest(
 
     he_rows = manifest[manifest["stain"] == HE].set_index("case_id")
     ihc_rows = manifest[manifest["stain"] != HE].sort_values(["case_id", "stain"])
+    dup = ihc_rows.duplicated(["case_id", "stain"], keep=False)
+    if dup.any():
+        raise InputError(
+            f"{manifest_uri}: several slides of one stain in a case: "
+            f"{ihc_rows.loc[dup, 'slide_id'].tolist()[:6]}",
+            hint="registration tables are keyed by (case_id, stain): keep one slide per stain "
+            "per case, or give the extra section its own stain name (e.g. HER2_2)",
+        )
     rows: list[dict] = []
     details: dict[str, dict] = {}
     he_cache: dict[str, SlideThumb | str] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,7 @@ import pytest
 from PIL import Image
 
 from cscl.cli import main
+from cscl.errors import InputError
 from cscl.registration import (
     REGISTRATION_COLUMNS,
     RegisterParams,
@@ -29,9 +31,8 @@ def _blank_slide(path):
     return path
 
 
-def test_register_manifest_matches_true_transforms(reg_cohort, tmp_path):
-    out = tmp_path / "reg"
-    df = register_manifest(str(reg_cohort), str(out), progress=False)
+def test_register_manifest_matches_true_transforms(reg_cohort, reg_run):
+    df, out = reg_run
     truth = load_registrations(reg_cohort.parent / "transforms.csv")
     assert list(df.columns) == list(REGISTRATION_COLUMNS)
     assert len(df) == len(truth) == 6
@@ -59,9 +60,10 @@ def test_register_manifest_matches_true_transforms(reg_cohort, tmp_path):
             assert np.asarray(im.convert("L")).std() > 10
 
 
-def test_rerun_resumes_without_reading_slides(reg_cohort, tmp_path, monkeypatch):
+def test_rerun_resumes_without_reading_slides(reg_cohort, reg_run, tmp_path, monkeypatch):
+    first, done = reg_run
     out = tmp_path / "reg"
-    first = register_manifest(str(reg_cohort), str(out), progress=False)
+    shutil.copytree(done, out)
 
     def boom(*a, **k):
         raise AssertionError("slides must not be read again on a resumed run")
@@ -164,3 +166,16 @@ def test_register_manifest_on_s3(reg_cohort, tmp_path, s3):
     back = load_registrations("s3://lab/reg/registration.csv", s3)
     assert back["ok"].all() and len(back) == 2
     assert storage.exists("s3://lab/reg/overlays/case002_HER2.png", s3)
+
+
+def test_two_slides_of_one_stain_in_a_case_is_an_input_error(reg_cohort, tmp_path):
+    m = pd.read_csv(reg_cohort)
+    m["slide_uri"] = [str(reg_cohort.parent / u) for u in m.slide_uri]
+    shutil.copy(reg_cohort.parent / "slides" / "case000_KI67.svs", tmp_path / "second.svs")
+    extra = pd.DataFrame(
+        {"case_id": ["case000"], "stain": ["HER2"], "slide_uri": [str(tmp_path / "second.svs")]}
+    )
+    bad = tmp_path / "dup.csv"
+    pd.concat([m, extra]).to_csv(bad, index=False)
+    with pytest.raises(InputError, match="one stain in a case"):
+        register_manifest(str(bad), str(tmp_path / "out"), progress=False)
