@@ -73,6 +73,8 @@ def registration_mask(rgb: np.ndarray, mpp: float) -> np.ndarray:
     low = od[od <= np.percentile(od, 50)]
     hist, edges = np.histogram(low, bins=200)
     bg = float(edges[int(np.argmax(hist))] + (edges[1] - edges[0]) / 2)
+    # glass is near-transparent: a "background" this dense means tissue fills the image
+    bg = min(bg, 0.1)
     near = od[np.abs(od - bg) < 0.03]
     noise = float(1.4826 * np.median(np.abs(near - np.median(near)))) if near.size else 0.0
     mask = (od > bg + max(0.012, 4.0 * noise)) & ~pen_mask(rgb)

@@ -88,3 +88,17 @@ def test_affine_refinement_recovers_shear_and_scale():
     aff = estimate_transform(m, fixed, affine=True)
     assert err(aff.matrix) < 0.6 < err(rigid.matrix)
     assert aff.dice >= rigid.dice
+
+
+def test_registration_mask_keeps_pale_counterstain():
+    """IHC tissue is mostly pale hematoxylin with some DAB: the whole section must be tissue
+    (an Otsu split would keep only the brown part and the H&E/IHC masks would disagree)."""
+    from cscl.registration.register import registration_mask
+
+    rgb = np.full((120, 160, 3), 243, np.uint8)
+    rgb[20:100, 30:130] = [228, 222, 235]  # pale counterstain, barely denser than glass
+    rgb[40:70, 40:80] = [150, 110, 80]  # DAB-positive region
+    mask = registration_mask(rgb, 8.0)
+    assert mask[20:100, 30:130].mean() > 0.97
+    assert mask.sum() < 1.05 * 80 * 100  # and not the glass
+    assert registration_mask(np.full((50, 50, 3), 243, np.uint8), 8.0).sum() == 0
