@@ -207,9 +207,10 @@ def register_manifest(
             rows.append(row)
             details[key] = {"seconds": round(time.perf_counter() - t0, 2), **row.pop("_details")}
             if overlays:
+                tex = details[key].get("texture_ncc", math.nan)
                 title = (
-                    f"{key}: score {row['score']:.3f}, error "
-                    f"{row['error_um']:.1f} µm, {'OK' if row['ok'] else 'FLAGGED'}"
+                    f"{key}: overlap {row['score']:.3f}, texture {tex:.2f}, error "
+                    f"{row['error_um']:.1f} µm — {'OK' if row['ok'] else 'FLAGGED'}"
                 )
                 data = (
                     overlay_png(*he_img, title=title)
