@@ -181,3 +181,27 @@ def test_cli_bad_input_is_a_clear_error(tmp_path, capsys, args, message):
     assert rc == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "x" / "manifest.csv").exists()
+
+
+def test_failed_slide_is_reported_and_the_rest_kept(tmp_path, monkeypatch):
+    from cscl.errors import CsclError
+    from cscl.synthetic import render
+
+    real = render.SlideRenderer.render
+
+    def flaky(self, x0, y0, w, h):
+        if self.stain == "KI67":
+            raise OSError("disk on fire")
+        return real(self, x0, y0, w, h)
+
+    monkeypatch.setattr(render.SlideRenderer, "render", flaky)
+    out = tmp_path / "f"
+    msg = r"2 of 4 slide\(s\) failed: case000_KI67.svs: disk on fire; case001_KI67.svs"
+    with pytest.raises(CsclError, match=msg):
+        generate_cohort(out, n_cases=2, seed=0, stains=("HE", "KI67"), **SMALL | {"width": 600})
+    names = sorted(p.name for p in (out / "slides").iterdir())
+    assert names == ["case000_HE.svs", "case001_HE.svs"]  # the others finished, no leftovers
+    assert not (out / "manifest.csv").exists()
+    monkeypatch.setattr(render.SlideRenderer, "render", real)
+    generate_cohort(out, n_cases=2, seed=0, stains=("HE", "KI67"), **SMALL | {"width": 600})
+    assert len(pd.read_csv(out / "manifest.csv")) == 4
