@@ -25,6 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "default: transforms.csv beside the manifest when present",
     )
     p.add_argument("--affine", action="store_true", help="refine to a full affine map")
+    p.add_argument(
+        "--allow-flip", action="store_true", help="also try mirrored sections (mounted face down)"
+    )
     p.add_argument("--thumb-mpp", type=float, default=8.0, help="µm/px of the thumbnails (8)")
     p.add_argument(
         "--min-score",
@@ -61,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     params = RegisterParams(
         thumb_mpp=args.thumb_mpp,
         affine=args.affine,
+        allow_flip=args.allow_flip,
         min_score=args.min_score,
         min_texture=args.min_texture,
         max_error_um=args.max_error_um,

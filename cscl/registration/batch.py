@@ -51,6 +51,7 @@ class RegisterParams:
 
     thumb_mpp: float = DEFAULT_THUMB_MPP
     affine: bool = False
+    allow_flip: bool = False
     min_score: float = DEFAULT_MIN_SCORE
     min_texture: float = DEFAULT_MIN_TEXTURE
     max_error_um: float = DEFAULT_MAX_ERROR_UM
@@ -251,6 +252,7 @@ def _register_one(
             he,
             ihc_t,
             affine=params.affine,
+            allow_flip=params.allow_flip,
             min_score=params.min_score,
             min_texture=params.min_texture,
         )

@@ -28,6 +28,7 @@ class Estimate:
     matrix: np.ndarray  # (2, 3)
     dice: float
     angle_deg: float
+    flipped: bool = False  # the IHC section lies mirrored (only with allow_flip=True)
 
 
 def rotation(angle_deg: float, centre: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
@@ -191,22 +192,47 @@ def estimate_transform(
     fixed: np.ndarray,
     *,
     affine: bool = False,
+    allow_flip: bool = False,
+    **kw,
+) -> Estimate:
+    """Register boolean tissue masks of the same µm/px: moving (H&E) → fixed (IHC) pixels.
+
+    `allow_flip=True` also tries the mirrored H&E (a section mounted face down) and keeps the
+    better fit; off by default because a mirror fit of a roughly symmetric piece can win by
+    chance, and mirrored sections are rare. See `_estimate` for the search itself.
+    """
+    moving = np.asarray(moving, dtype=bool)
+    fixed = np.asarray(fixed, dtype=bool)
+    if not moving.any() or not fixed.any():
+        raise ValueError("no tissue in " + ("the H&E" if not moving.any() else "the IHC") + " mask")
+    best = _estimate(moving, fixed, affine=affine, **kw)
+    if allow_flip:
+        w = moving.shape[1]
+        flip = np.array([[-1.0, 0.0, w - 1.0], [0.0, 1.0, 0.0]])
+        alt = _estimate(moving[:, ::-1].copy(), fixed, affine=affine, **kw)
+        m = compose_affine(alt.matrix, flip)
+        if alt.dice > best.dice:
+            best = Estimate(m, warped_dice(moving, fixed, m), alt.angle_deg, flipped=True)
+    return best
+
+
+def _estimate(
+    moving: np.ndarray,
+    fixed: np.ndarray,
+    *,
+    affine: bool = False,
     sweep_max_px: int = 128,
     candidate_max_px: int = 256,
     polish_max_px: int = 768,
     step_deg: float = 3.0,
     n_candidates: int = 3,
 ) -> Estimate:
-    """Register boolean tissue masks of the same µm/px: moving (H&E) → fixed (IHC) pixels.
+    """The proper (no mirror) fit of two non-empty boolean masks.
 
     Coarse-to-fine so big thumbnails stay cheap: a 360° sweep at ≤`sweep_max_px`, refinement of
     the best `n_candidates` angles at ≤`candidate_max_px`, a final polish of the winner at
-    ≤`polish_max_px`. Raises ValueError when a mask is empty (the caller flags the pair).
+    ≤`polish_max_px`.
     """
-    moving = np.asarray(moving, dtype=bool)
-    fixed = np.asarray(fixed, dtype=bool)
-    if not moving.any() or not fixed.any():
-        raise ValueError("no tissue in " + ("the H&E" if not moving.any() else "the IHC") + " mask")
     k0 = _level(moving, fixed, sweep_max_px)
     sweep = sorted(
         angle_sweep(_downscale(moving, k0), _downscale(fixed, k0), step_deg), key=lambda t: -t[0]

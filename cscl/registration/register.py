@@ -141,6 +141,7 @@ def register_thumbs(
     ihc: SlideThumb,
     *,
     affine: bool = False,
+    allow_flip: bool = False,
     min_score: float = DEFAULT_MIN_SCORE,
     min_texture: float = DEFAULT_MIN_TEXTURE,
 ) -> Registration:
@@ -149,7 +150,7 @@ def register_thumbs(
     m_he, he_to0 = _to_common(he, common)
     m_ihc, ihc_to0 = _to_common(ihc, common)
     try:
-        est: Estimate = estimate_transform(m_he, m_ihc, affine=affine)
+        est: Estimate = estimate_transform(m_he, m_ihc, affine=affine, allow_flip=allow_flip)
     except ValueError as exc:
         return Registration.failed(f"registration failed: {exc}")
     level0 = compose_affine(ihc_to0, compose_affine(est.matrix, invert_affine(he_to0)))
@@ -167,6 +168,7 @@ def register_pair(
     ihc_mpp: float | None = None,
     *,
     affine: bool = False,
+    allow_flip: bool = False,
     thumb_mpp: float = DEFAULT_THUMB_MPP,
     min_score: float = DEFAULT_MIN_SCORE,
     min_texture: float = DEFAULT_MIN_TEXTURE,
@@ -186,4 +188,6 @@ def register_pair(
         ihc = read_thumb(ihc_uri, ihc_mpp, thumb_mpp, endpoint_url)
     except CsclError as exc:
         return Registration.failed(f"IHC slide unusable: {exc}")
-    return register_thumbs(he, ihc, affine=affine, min_score=min_score, min_texture=min_texture)
+    return register_thumbs(
+        he, ihc, affine=affine, allow_flip=allow_flip, min_score=min_score, min_texture=min_texture
+    )

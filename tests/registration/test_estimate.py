@@ -102,3 +102,16 @@ def test_registration_mask_keeps_pale_counterstain():
     assert mask[20:100, 30:130].mean() > 0.97
     assert mask.sum() < 1.05 * 80 * 100  # and not the glass
     assert registration_mask(np.full((50, 50, 3), 243, np.uint8), 8.0).sum() == 0
+
+
+def test_mirrored_section_needs_allow_flip():
+    m, _ = _tissue(seed=3)
+    mirror = np.array([[-1.0, 0.0, 199.0], [0.0, 1.0, 0.0]])
+    true = compose_affine(rotation(40, (100, 75)), mirror)
+    fixed = warp(m.astype(np.float32), true, (180, 220)) >= 0.5
+    proper = estimate_transform(m, fixed)
+    flip = estimate_transform(m, fixed, allow_flip=True)
+    assert flip.flipped and flip.dice > 0.98 > proper.dice
+    assert np.linalg.det(flip.matrix[:, :2]) < 0
+    pts = np.argwhere(m)[:, ::-1].astype(float)
+    assert np.abs(apply_affine(flip.matrix, pts) - apply_affine(true, pts)).mean() < 0.5
