@@ -450,20 +450,25 @@ def build_mar(
     return out
 
 
-def cluster_config(name: str, mar: str, *, batch_size: int = 8, max_batch_delay: int = 20,
+def cluster_config(name: str, mar: str, version: str = "1.0", *, batch_size: int = 8,
+                   max_batch_delay: int = 20,
                    response_timeout: int = 900, workers: int = 1) -> str:  # fmt: skip
     """config.properties for TorchServe in a pod (KServe `storageUri` layout or the Deployment).
 
-    Differs from serving/config.properties in the listen address (0.0.0.0 inside the pod, with
-    the Service/NetworkPolicy deciding who reaches it) and in registering the model through
-    `model_snapshot`, which is what KServe's TorchServe runtime expects.
+    Differs from serving/config.properties (local, loopback) in three ways: inference (8080) and
+    metrics (8082) listen on the pod address; the model is registered through `model_snapshot`,
+    as KServe's TorchServe runtime expects; and token authorization is off, because TorchServe
+    0.12 generates its keys inside the container where no client can read them — access is
+    decided by the NetworkPolicy of manifests/base/serving and the ingress instead. The
+    management API stays on 127.0.0.1 with the model API disabled; env-var config stays off so
+    the runtime's TS_* variables cannot change any of this.
     """
     snapshot = {
         "name": "startup.cfg",
         "modelCount": 1,
         "models": {
             name: {
-                "1.0": {
+                version: {
                     "defaultVersion": True,
                     "marName": mar,
                     "minWorkers": workers,
@@ -478,14 +483,17 @@ def cluster_config(name: str, mar: str, *, batch_size: int = 8, max_batch_delay:
     return "\n".join(
         [
             "# written by cscl package: TorchServe inside a pod (see serving/config.properties)",
-            "inference_address=http://0.0.0.0:8085",
+            "inference_address=http://0.0.0.0:8080",
             "management_address=http://127.0.0.1:8081",
             "metrics_address=http://0.0.0.0:8082",
+            "grpc_inference_address=127.0.0.1",
+            "grpc_management_address=127.0.0.1",
             "grpc_inference_port=7070",
             "grpc_management_port=7071",
             "enable_metrics_api=true",
             "metrics_mode=prometheus",
             "enable_model_api=false",
+            "disable_token_authorization=true",
             "enable_envvars_config=false",
             "install_py_dep_per_model=false",
             "model_store=/mnt/models/model-store",
@@ -534,7 +542,7 @@ def upload_release(
         storage.upload(Path(mar), f"{dest}/serving/model-store/{name}.mar", endpoint_url)
         storage.write_bytes(
             f"{dest}/serving/config/config.properties",
-            cluster_config(name, f"{name}.mar").encode(),
+            cluster_config(name, f"{name}.mar", version).encode(),
             endpoint_url,
         )
     return dest + "/"
