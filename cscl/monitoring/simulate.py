@@ -152,3 +152,63 @@ def write_records(
     with ThreadPoolExecutor(max(1, workers)) as pool:
         list(pool.map(put, recs))
     return len(recs)
+
+
+def slide_records(
+    manifest_uri: str,
+    model_version: str,
+    *,
+    day: dt.date | str,
+    backbone: str = "test_resnet",
+    target_mpp: float = 2.0,
+    patch_size: int = 64,
+    head_seed: int = 0,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Log records made by the real slide path: open → tissue → QC (`cscl.wsi.qc`) → patch
+    features (`cscl.wsi.extract`, a seeded random-init backbone) → mean-pooled embedding.
+
+    Predictions come from a fixed random linear head on the embedding (3-class softmax + a risk
+    score): enough for drift tests, not a trained model. The H&E slides of the manifest only.
+    """
+    from cscl.io.manifest import load_manifest
+    from cscl.wsi.encoders import load_encoder
+    from cscl.wsi.extract import ExtractConfig, features_in_memory
+    from cscl.wsi.reader import open_slide
+
+    enc = load_encoder(backbone, allow_random=True, device="cpu", seed=0)
+    cfg = ExtractConfig(
+        backbone=backbone,
+        allow_random=True,
+        patch_size=patch_size,
+        target_mpp=target_mpp,
+        batch_size=32,
+        num_workers=0,
+        torch_threads=1,
+    )
+    slides = load_manifest(manifest_uri)
+    slides = slides[slides["stain"] == "HE"]
+    emb, preds, qcs = [], [], []
+    head = None
+    for uri, sid in zip(slides["slide_uri"], slides["slide_id"], strict=True):
+        sf = features_in_memory(open_slide(uri), cfg, enc, slide_id=sid)
+        e = np.asarray(sf.features, dtype=np.float32).mean(0)
+        if head is None:
+            head = np.random.default_rng([head_seed, 5]).normal(size=(e.size, 4)) / np.sqrt(e.size)
+        z = e @ head
+        p = np.exp(z[:3] - z[:3].max())
+        p /= p.sum()
+        emb.append(e)
+        preds.append(
+            {
+                "subtype": {c: float(v) for c, v in zip(("A", "B", "C"), p, strict=True)},
+                "os": {"risk_score": float(z[3])},
+            }
+        )
+        qc = sf.extra["qc"]
+        qcs.append(json.loads(qc) if isinstance(qc, str) else dict(qc))
+    cohort = {"embeddings": np.stack(emb), "predictions": preds, "qc": qcs}
+    recs = make_records(cohort, model_version, day, seed=seed)
+    for r, sid in zip(recs, slides["slide_id"], strict=True):
+        r["slide_id"] = str(sid)
+    return recs
