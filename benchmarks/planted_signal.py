@@ -208,7 +208,7 @@ def throughput_and_scaling(models_dir: Path, d: dict, args) -> None:
             x = torch.randn(B, 5, P, 64)
             valid = torch.ones(B, 5, P, dtype=torch.bool)
             ts = []
-            for rep in range(4):
+            for rep in range(3):
                 t = time.perf_counter()
                 out = enc(x, valid, fusion_valid=stain_drop_mask(valid, c, g))
                 loss = alignment_loss(out, valid, valid.any(2), c, g)
@@ -231,12 +231,14 @@ def main() -> int:
     ap.add_argument("--lr1", type=float, default=1e-3)
     ap.add_argument("--lr2", type=float, default=3e-4)
     ap.add_argument("--draws", type=int, default=10)
-    ap.add_argument("--scale-n", type=int, default=256)
+    ap.add_argument("--scale-n", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default=None)
     ap.add_argument("--root", default=str(ROOT / "data" / "bench"))
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: shared CPU)")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     args.cases = args.cases or (200 if args.quick else 300)
     args.epochs1 = args.epochs1 or (15 if args.quick else 40)
     args.epochs2 = args.epochs2 or (20 if args.quick else 60)

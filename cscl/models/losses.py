@@ -6,7 +6,7 @@
   scale-invariant and saturate).
 - `symmetric_infonce`: CLIP loss between H&E and IHC slide embeddings; cases missing the stain
   are masked out entirely (they are neither positives nor negatives).
-- `got_loss`: optimal-transport token loss (entropic OT, log-domain Sinkhorn, cosine cost)
+- `got_loss`: optimal-transport token loss (entropic OT, batched Sinkhorn, cosine cost)
   between the token embeddings of the two slides of a case. Up to `n_tokens` TOKENS per slide
   are subsampled (fix of reference defect 4, which subsampled `batch_size` tokens).
 - `masked_view_mse`: HistoStainAlign intra-modal loss.
@@ -63,9 +63,12 @@ def sinkhorn(
     row_mask: torch.Tensor | None = None,
     col_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Entropic OT plans with uniform marginals over the valid rows/columns (log-domain).
+    """Entropic OT plans with uniform marginals over the valid rows/columns.
 
-    cost [n, m] or batched [B, n, m]; masks [B, n] / [B, m] mark padding. Padding gets ~0 mass.
+    cost [n, m] or batched [B, n, m] (cosine cost, in [0, 2]); masks [B, n] / [B, m] mark
+    padding, which gets zero mass. Plain-domain scaling iterations (batched mat-vecs): with a
+    cost bounded by 2 and eps >= 0.03 the kernel exp(-C/eps) stays far above float32 underflow,
+    and this is ~10× faster on CPU than the log-domain form.
     """
     squeeze = cost.dim() == 2
     if squeeze:
@@ -74,16 +77,15 @@ def sinkhorn(
     dev = cost.device
     rm = torch.ones(B, n, dtype=torch.bool, device=dev) if row_mask is None else row_mask
     cm = torch.ones(B, m, dtype=torch.bool, device=dev) if col_mask is None else col_mask
-    big = -1e9
-    log_a = torch.where(rm, -torch.log(rm.sum(1, keepdim=True).clamp(min=1).float()), big)
-    log_b = torch.where(cm, -torch.log(cm.sum(1, keepdim=True).clamp(min=1).float()), big)
-    K = torch.where(rm[:, :, None] & cm[:, None, :], -cost.float() / eps, big)
-    u = torch.zeros(B, n, device=dev)
-    v = torch.zeros(B, m, device=dev)
+    a = rm.float() / rm.sum(1, keepdim=True).clamp(min=1)
+    b = cm.float() / cm.sum(1, keepdim=True).clamp(min=1)
+    K = torch.exp(-cost.float() / eps) * (rm[:, :, None] & cm[:, None, :])
+    tiny = 1e-30
+    v = cm.float()
     for _ in range(iters):
-        u = log_a - torch.logsumexp(K + v[:, None, :], dim=2)
-        v = log_b - torch.logsumexp(K + u[:, :, None], dim=1)
-    plan = torch.exp(K + u[:, :, None] + v[:, None, :])
+        u = a / (torch.bmm(K, v[:, :, None]).squeeze(2) + tiny)
+        v = b / (torch.bmm(K.transpose(1, 2), u[:, :, None]).squeeze(2) + tiny)
+    plan = u[:, :, None] * K * v[:, None, :]
     return plan[0] if squeeze else plan
 
 
