@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--workers must be >= 1, got {args.workers}")
     stains = [s for s in args.stains.split(",") if s.strip()]
     t0 = time.perf_counter()
+    stats: dict = {}
     manifest = generate_cohort(
         args.out,
         n_cases=args.cases,
@@ -84,6 +85,11 @@ def run(args: argparse.Namespace) -> int:
         he_cue=args.he_cue,
         max_angle=args.max_angle,
         progress=not args.quiet,
+        stats=stats,
     )
-    print(f"wrote {manifest} in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"wrote {manifest} in {time.perf_counter() - t0:.1f} s "
+        f"({stats['slides_rendered']} slides rendered, {stats['slides_kept']} kept from an "
+        f"earlier run, {stats['render_cpu_s']:.1f} CPU-s)"
+    )
     return 0

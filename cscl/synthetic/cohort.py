@@ -79,34 +79,38 @@ def rigid_matrix(angle_deg: float, t_um: tuple[float, float], center_um, mpp: fl
 def sample_transform(
     cseed: int, stain: str, width_um: float, height_um: float, pts_um: np.ndarray, max_angle: float
 ) -> tuple[float, tuple[float, float]]:
-    """Random rigid placement of an IHC section that keeps all tissue on the glass."""
+    """Random rigid placement of an IHC section that keeps all tissue on the glass.
+
+    The angle is drawn first (and shrunk if the rotated tissue cannot fit at all), then the
+    translation within the range that keeps the rotated tissue inside (at most 5 % of the size).
+    """
     rng = np.random.default_rng([cseed, 202, _stain_key(stain)])
-    c = np.array([width_um / 2, height_um / 2])
+    size = np.array([width_um, height_um])
+    c = size / 2
     margin = 0.01 * min(width_um, height_um)
-    shrink = 1.0
-    for _ in range(60):
-        ang = rng.uniform(-max_angle, max_angle) * shrink
-        t = rng.uniform(-0.05, 0.05, size=2) * np.array([width_um, height_um]) * shrink
+    ang = rng.uniform(-max_angle, max_angle)
+    u_t = rng.uniform(0, 1, size=2)
+    if len(pts_um) == 0:
+        return float(ang), tuple(float(x) for x in (u_t - 0.5) * 0.1 * size)
+    for _ in range(80):
         a = math.radians(ang)
         R = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
-        q = (pts_um - c) @ R.T + c + t
-        if len(q) == 0 or (
-            q[:, 0].min() > margin
-            and q[:, 1].min() > margin
-            and q[:, 0].max() < width_um - margin
-            and q[:, 1].max() < height_um - margin
-        ):
+        q = (pts_um - c) @ R.T + c
+        lo = np.maximum(margin - q.min(axis=0), -0.05 * size)
+        hi = np.minimum(size - margin - q.max(axis=0), 0.05 * size)
+        if np.all(lo <= hi):
+            t = lo + u_t * (hi - lo)
             return float(ang), (float(t[0]), float(t[1]))
-        shrink *= 0.93
+        ang *= 0.9
     return 0.0, (0.0, 0.0)
 
 
-def render_job(job: SlideJob) -> tuple[str, float]:
-    """Render and write one slide atomically (runs in a worker). Returns (path, seconds)."""
+def render_job(job: SlideJob) -> tuple[str, float, float]:
+    """Render and write one slide atomically (runs in a worker): (path, wall s, CPU s)."""
     from cscl.synthetic.render import SlideRenderer
     from cscl.synthetic.tiff_writer import write_pyramid
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     layout = make_layout(
         job.case_seed, job.width_um, job.height_um, job.bio.tumour_fraction, job.shift.composition
     )
@@ -133,7 +137,7 @@ def render_job(job: SlideJob) -> tuple[str, float]:
             mpp=job.mpp,
             quality=job.quality,
         )
-    return job.path, time.perf_counter() - t0
+    return job.path, time.perf_counter() - t0, time.process_time() - c0
 
 
 def _validate(n_cases, seed, stains, width, height, mpp, fmt, missing_ihc_rate, max_angle, he_cue):
@@ -185,12 +189,14 @@ def generate_cohort(
     jpeg_quality: int = 90,
     detail: str = "fast",
     progress: bool = True,
+    stats: dict | None = None,
 ) -> Path:
     """Generate a synthetic cohort folder; returns the path of its manifest.csv.
 
     `detail="fast"` computes tissue at ~1 µm/px and upsamples to level 0 (what 1 µm/px patch
     extraction sees is the same, ~4× faster at 0.5 mpp); "full" computes every level-0 pixel.
-    `manifest_mpp` only matters for fmt="generic" (files without mpp): True writes the mpp into
+    `stats`, if given, receives slides_rendered, slides_kept and render_cpu_s (CPU seconds of
+    all workers). `manifest_mpp` only matters for fmt="generic" (files without mpp): True writes the mpp into
     the manifest, False leaves it blank so readers hit their "no mpp" error.
     """
     stains = tuple(s.strip().upper().replace("H&E", "HE") for s in stains)
@@ -311,7 +317,9 @@ def generate_cohort(
                 )
 
     todo = [j for j in jobs if not Path(j.path).exists()]
-    _run_jobs(todo, workers, progress)
+    cpu = _run_jobs(todo, workers, progress)
+    if stats is not None:
+        stats.update(slides_rendered=len(todo), slides_kept=len(jobs) - len(todo), render_cpu_s=cpu)
 
     _write_csv(out / "labels.csv", labels_frame(bios))
     _write_csv(
@@ -334,10 +342,12 @@ def _write_csv(path: Path, df: pd.DataFrame) -> None:
         df.to_csv(tmp, index=False)
 
 
-def _run_jobs(jobs: list[SlideJob], workers: int | None, progress: bool) -> None:
-    """Render all jobs; a failing slide is reported by name after the others finish."""
+def _run_jobs(jobs: list[SlideJob], workers: int | None, progress: bool) -> float:
+    """Render all jobs; a failing slide is reported by name after the others finish.
+    Returns the CPU seconds the jobs used."""
     if not jobs:
-        return
+        return 0.0
+    cpu = [0.0]
     n = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
     failures: list[str] = []
     bar = None
@@ -348,7 +358,9 @@ def _run_jobs(jobs: list[SlideJob], workers: int | None, progress: bool) -> None
         bar.start()
         task = bar.add_task("rendering slides", total=len(jobs))
 
-    def done(path: str | None, exc: BaseException | None, job: SlideJob) -> None:
+    def done(result: tuple | None, exc: BaseException | None, job: SlideJob) -> None:
+        if result is not None:
+            cpu[0] += result[2]
         if exc is not None:
             failures.append(f"{Path(job.path).name}: {exc}")
         if bar is not None:
@@ -358,8 +370,7 @@ def _run_jobs(jobs: list[SlideJob], workers: int | None, progress: bool) -> None
         if n == 1:
             for job in jobs:
                 try:
-                    render_job(job)
-                    done(job.path, None, job)
+                    done(render_job(job), None, job)
                 except CsclError:
                     raise
                 except Exception as exc:  # reported below, after the rest are rendered
@@ -371,7 +382,7 @@ def _run_jobs(jobs: list[SlideJob], workers: int | None, progress: bool) -> None
                 futs = {pool.submit(render_job, j): j for j in jobs}
                 for fut in as_completed(futs):
                     exc = fut.exception()
-                    done(None if exc else futs[fut].path, exc, futs[fut])
+                    done(None if exc else fut.result(), exc, futs[fut])
     finally:
         if bar is not None:
             bar.stop()
@@ -380,3 +391,4 @@ def _run_jobs(jobs: list[SlideJob], workers: int | None, progress: bool) -> None
             f"{len(failures)} of {len(jobs)} slide(s) failed: " + "; ".join(failures[:5]),
             hint="fix the cause and rerun the same command: finished slides are kept",
         )
+    return cpu[0]

@@ -161,8 +161,8 @@ def make_layout(
         frac = (i + 0.5) / n_blobs
         along = (0.5 + (frac - 0.5) * 0.55) * L + rng.uniform(-0.04, 0.04) * L
         across = 0.5 * S + rng.uniform(-0.05, 0.05) * S
-        r_along = (0.38 / n_blobs + 0.06) * L * rng.uniform(0.85, 1.05)
-        r_across = 0.33 * S * rng.uniform(0.85, 1.05)
+        r_along = (0.45 / n_blobs + 0.09) * L * rng.uniform(0.85, 1.05)
+        r_across = 0.43 * S * rng.uniform(0.85, 1.05)
         ang = rng.uniform(-0.25, 0.25)
         if long_w:
             blobs.append(Blob(along, across, r_along, r_across, ang))
@@ -195,7 +195,7 @@ def make_layout(
     # shrink the blobs until the tissue keeps clear of the border (the wobble can push it out)
     for _ in range(20):
         pts = tissue_points(layout, step_um=min(width_um, height_um) / 50)
-        m = 0.08 * min(width_um, height_um)
+        m = 0.04 * min(width_um, height_um)
         if len(pts) == 0 or (
             pts[:, 0].min() > m
             and pts[:, 1].min() > m
