@@ -178,8 +178,8 @@ class SlideRenderer:
         ox = int(rng.integers(0, bank.shape[1] - w + 1))
         return bank[oy : oy + h, ox : ox + w]
 
-    def render(self, x0: int, y0: int, w: int, h: int) -> np.ndarray:
-        """RGB uint8 (h, w, 3) of the slide rectangle at level-0 (x0, y0).
+    def render(self, x0: int, y0: int, w: int, h: int, out: np.ndarray | None = None) -> np.ndarray:
+        """RGB uint8 (h, w, 3) of the slide rectangle at level-0 (x0, y0), into `out` if given.
 
         With `scale` > 1 the tissue is computed on a grid `scale` times coarser and linearly
         upsampled (nuclei stay several pixels wide at 1 µm/px); sensor noise is added at level 0.
@@ -217,7 +217,10 @@ class SlideRenderer:
         for k in range(3):
             rgb[k] += self._noise(rng, h, w) * sig
         np.clip(rgb, 0, 255, out=rgb)
-        return rgb.transpose(1, 2, 0).astype(np.uint8)
+        if out is None:
+            out = np.empty((h, w, 3), np.uint8)
+        np.copyto(out, rgb.transpose(1, 2, 0), casting="unsafe")
+        return out
 
     def _render_od(self, xs0: float, ys0: float, step: float, w: int, h: int, rng):
         """Optical densities (3, h, w) of pixels at level-0 (xs0 + i·step, ys0 + j·step);

@@ -189,10 +189,10 @@ def test_failed_slide_is_reported_and_the_rest_kept(tmp_path, monkeypatch):
 
     real = render.SlideRenderer.render
 
-    def flaky(self, x0, y0, w, h):
+    def flaky(self, x0, y0, w, h, out=None):
         if self.stain == "KI67":
             raise OSError("disk on fire")
-        return real(self, x0, y0, w, h)
+        return real(self, x0, y0, w, h, out=out)
 
     monkeypatch.setattr(render.SlideRenderer, "render", flaky)
     out = tmp_path / "f"
