@@ -39,11 +39,11 @@ def bucket(s3_endpoint) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_cohort_dir(tmp_path_factory):
-    """3 cases × (HE, HER2), 1200×900 px at 0.5 µm/px: the smallest cohort that trains."""
+    """3 cases × (HE, HER2), 1600×1200 px at 0.5 µm/px: the smallest cohort that trains."""
     from cscl.synthetic.testing import tiny_cohort
 
     out = tmp_path_factory.mktemp("cohort")
-    tiny_cohort(out, n_cases=3, stains=("HE", "HER2"), width=1200, height=900)
+    tiny_cohort(out, n_cases=3, stains=("HE", "HER2"), width=1600, height=1200)
     return out
 
 

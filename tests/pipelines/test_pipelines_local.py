@@ -23,7 +23,7 @@ def pipeline_cohort(tmp_path_factory, s3_endpoint):
     from cscl.synthetic.testing import tiny_cohort
 
     folder = tmp_path_factory.mktemp("pipe-cohort")
-    tiny_cohort(folder, n_cases=4, stains=("HE", "HER2"), width=1200, height=900)
+    tiny_cohort(folder, n_cases=4, stains=("HE", "HER2"), width=1600, height=1200)
     ensure_bucket("pipe-bucket", s3_endpoint)
     upload_folder(folder, f"{PREFIX}/cohorts/tiny4", s3_endpoint)
     return folder
