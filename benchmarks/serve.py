@@ -199,6 +199,7 @@ def main() -> int:
         "--abmil", choices=("small", "default"), default="small", help="slide encoder size"
     )
     ap.add_argument("--quick", action="store_true", help="30 requests, 10 s load")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads, served and in-process")
     ap.add_argument("--json", help="also write the figures to this JSON file")
     args = ap.parse_args()
     if args.quick:
@@ -212,10 +213,10 @@ def main() -> int:
     from serving.client import ServingClient
     from serving.server import start_torchserve
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     res: dict = {"config": {"patches": args.patches, "dim": DIM, "backbone": BACKBONE,
                             "abmil": args.abmil,
-                            "requests": args.requests}}  # fmt: skip
+                            "requests": args.requests, "threads": args.threads}}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="cscl-bench-serve-") as d:
         root = Path(d)
         t = time.perf_counter()
@@ -245,7 +246,10 @@ def main() -> int:
         inst = start_torchserve(
             built["store"],
             {"cscl": "cscl.mar"},
-            env={"CSCL_ALLOWED_PREFIXES": str(slide.parent)},
+            env={
+                "CSCL_ALLOWED_PREFIXES": str(slide.parent),
+                "CSCL_TORCH_THREADS": str(args.threads),
+            },
             ready_timeout=300,
         )
         res["server_start_s"] = round(time.perf_counter() - t, 1)

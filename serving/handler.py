@@ -19,7 +19,8 @@ Settings (environment of the TorchServe process, or `handler:` in the .mar's mod
 the environment wins): CSCL_ALLOWED_PREFIXES (comma-separated s3:// or local prefixes),
 CSCL_INFERENCE_LOG_URI (object-store prefix for inference logs; unset: no logs),
 CSCL_INFERENCE_LOG_ENDPOINT (its S3 endpoint if not the data one),
-CSCL_S3_ENDPOINT / AWS_ENDPOINT_URL, CSCL_MAX_UPLOAD_BYTES (default 128 MiB), CSCL_TOP_K (8).
+CSCL_S3_ENDPOINT / AWS_ENDPOINT_URL, CSCL_MAX_UPLOAD_BYTES (default 128 MiB), CSCL_TOP_K (8),
+CSCL_TORCH_THREADS (CPU intra-op threads per worker; default half the usable CPUs).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class Settings:
     log_endpoint_url: str | None = None
     max_upload: int = DEFAULT_MAX_UPLOAD
     top_k: int = 8
+    torch_threads: int = 0  # 0: half the CPUs this worker may use (at least 1)
 
     @classmethod
     def load(cls, yaml_cfg: dict | None = None, env: dict | None = None) -> Settings:
@@ -85,6 +87,7 @@ class Settings:
             ),
             max_upload=int(pick("CSCL_MAX_UPLOAD_BYTES", "max_upload_bytes", DEFAULT_MAX_UPLOAD)),
             top_k=int(pick("CSCL_TOP_K", "top_k", 8)),
+            torch_threads=int(pick("CSCL_TORCH_THREADS", "torch_threads", 0)),
         )
 
 
@@ -214,6 +217,11 @@ class CsclHandler(BaseHandler):
         gpu = props.get("gpu_id")
         self.device = f"cuda:{gpu}" if torch.cuda.is_available() and gpu is not None else "cpu"
         self.settings = Settings.load(getattr(context, "model_yaml_config", None))
+        if self.device == "cpu":
+            # Few intra-op threads: on a busy or shared CPU, OpenMP threads waiting on each other
+            # made one request 5-7x slower with 2 threads than with 1 (benchmarks/serve.py).
+            n = self.settings.torch_threads or max(1, len(os.sched_getaffinity(0)) // 2)
+            torch.set_num_threads(n)
         self.predictor = Predictor(props["model_dir"], self.device, top_k=self.settings.top_k)
         self.inference_logger = None
         if self.settings.log_uri:

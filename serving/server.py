@@ -69,6 +69,10 @@ def render_config(
     return text
 
 
+def _auth(keys: dict, which: str) -> dict:
+    return {"Authorization": f"Bearer {keys[which]}"} if keys else {}
+
+
 @dataclass
 class TorchServeInstance:
     """A running TorchServe: URLs, key file, and how to stop it."""
@@ -85,8 +89,14 @@ class TorchServeInstance:
     def key_file(self) -> Path:
         return self.workdir / "key_file.json"
 
+    @property
+    def token_auth(self) -> bool:
+        return "disable_token_authorization=true" not in self.config_path.read_text()
+
     def keys(self) -> dict:
-        """{"inference": ..., "management": ...} from key_file.json (token authorization)."""
+        """{"inference": ..., "management": ...} from key_file.json ({} without token auth)."""
+        if not self.token_auth:
+            return {}
         data = json.loads(self.key_file.read_text())
         return {name: data[name]["key"] for name in ("inference", "management") if name in data}
 
@@ -108,8 +118,8 @@ class TorchServeInstance:
             if not self.alive():
                 raise RuntimeError(f"TorchServe exited early; see {self.log_dir}")
             try:
-                if self.key_file.exists():
-                    auth = {"Authorization": f"Bearer {self.keys()['inference']}"}
+                if self.key_file.exists() or not self.token_auth:
+                    auth = _auth(self.keys(), "inference")
                     r = requests.get(f"{self.inference_url}/ping", headers=auth, timeout=2)
                     ok = r.status_code == 200
                     if ok and all(self.model_ready(m) for m in models):
@@ -127,7 +137,7 @@ class TorchServeInstance:
         """Management API `GET /models/<model>` (read-only; works with enable_model_api=false)."""
         import requests
 
-        headers = {"Authorization": f"Bearer {self.keys()['management']}"}
+        headers = _auth(self.keys(), "management")
         r = requests.get(f"{self.management_url}/models/{model}", headers=headers, timeout=5)
         r.raise_for_status()
         return r.json()
@@ -179,6 +189,7 @@ def start_torchserve(
     max_request_size: int = DEFAULT_MAX_REQUEST,
     extra_config: dict[str, str] | None = None,
     env: dict[str, str] | None = None,
+    config_text: str | None = None,
     wait: bool = True,
     ready_timeout: float = 180.0,
 ) -> TorchServeInstance:
@@ -186,6 +197,8 @@ def start_torchserve(
 
     `port` 0 picks a free inference port (others always free ones). `env` adds handler settings
     (CSCL_ALLOWED_PREFIXES, CSCL_INFERENCE_LOG_URI, AWS_ENDPOINT_URL…) to the workers' environment.
+    `config_text` replaces the template (e.g. a cluster config with loopback addresses swapped in);
+    its inference/management/metrics addresses are read back from it.
     """
     store = Path(model_store).resolve()
     if not store.is_dir():
@@ -209,8 +222,8 @@ def start_torchserve(
         ports["inference_port"] = port
     cfg = workdir / "config.properties"
     load = ",".join(f"{n}={m}" for n, m in models.items())
-    cfg.write_text(
-        render_config(
+    if config_text is None:
+        config_text = render_config(
             store,
             ports,
             load_models=load,
@@ -219,7 +232,9 @@ def start_torchserve(
             max_request_size=max_request_size,
             extra=extra_config,
         )
-    )
+    cfg.write_text(config_text)
+    props = dict(ln.split("=", 1) for ln in config_text.splitlines() if "=" in ln and ln[:1] != "#")
+    urls = {k: props[f"{k}_address"].strip() for k in ("inference", "management", "metrics")}
     full_env = {**os.environ, "TMPDIR": str(tmp), "TEMP": str(tmp), **(env or {})}
     full_env.pop("TS_CONFIG_FILE", None)  # it would override --ts-config
     exe = Path(sys.executable).with_name("torchserve")
@@ -237,9 +252,9 @@ def start_torchserve(
     inst = TorchServeInstance(
         process=proc,
         workdir=workdir,
-        inference_url=f"http://127.0.0.1:{ports['inference_port']}",
-        management_url=f"http://127.0.0.1:{ports['management_port']}",
-        metrics_url=f"http://127.0.0.1:{ports['metrics_port']}",
+        inference_url=urls["inference"],
+        management_url=urls["management"],
+        metrics_url=urls["metrics"],
         config_path=cfg,
         env=full_env,
     )
