@@ -126,7 +126,7 @@ def write_reference(
     for task, values in (labels or {}).items():
         if len(values) != n:
             raise InputError(f"reference labels for {task!r}: {len(values)} values, expected {n}")
-        cols[f"{LABEL_PREFIX}{task}"] = [None if v is None else str(v) for v in values]
+        cols[f"{LABEL_PREFIX}{task}"] = [None if _missing(v) else str(v) for v in values]
     table = pa.Table.from_pydict(cols)
     table = table.append_column(
         "embedding", pa.FixedSizeListArray.from_arrays(pa.array(X.ravel()), X.shape[1])
@@ -144,6 +144,10 @@ def write_reference(
         with storage.atomic_path(storage.local_path(uri)) as tmp:
             pq.write_table(table, tmp)
     return uri
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and v != v)  # None or NaN: not labelled
 
 
 def resolve_reference_uri(ref: str, endpoint_url: str | None = None) -> str:
