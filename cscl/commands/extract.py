@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 
 HELP = "extract patch features from whole-slide images (manifest or one slide) into HDF5 files"
 
@@ -25,6 +26,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target-mpp", type=float, default=1.0, help="patch resolution µm/px (1.0)")
     p.add_argument("--patch-size", type=int, default=224, help="patch side in px (224)")
     p.add_argument("--min-tissue", type=float, default=0.25, help="min tissue share (0.25)")
+    p.add_argument(
+        "--min-saturation",
+        type=float,
+        default=None,
+        help="tissue: floor of the saturation threshold (default 0.07; lower for pale stains)",
+    )
+    p.add_argument(
+        "--no-pen-filter", action="store_true", help="tissue: keep blue/green/black ink pixels"
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: CPUs)")
     p.add_argument(
@@ -42,6 +52,11 @@ def run(args: argparse.Namespace) -> int:
     from cscl.errors import InputError
     from cscl.io.manifest import slide_id_from_uri
     from cscl.wsi.extract import ExtractConfig, extract_manifest, extract_slides
+    from cscl.wsi.tissue import TissueParams
+
+    tissue = TissueParams(pen_filter=not args.no_pen_filter)
+    if args.min_saturation is not None:
+        tissue = replace(tissue, min_saturation=args.min_saturation)
 
     cfg = ExtractConfig(
         backbone=args.backbone,
@@ -51,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         target_mpp=args.target_mpp,
         patch_size=args.patch_size,
         min_tissue=args.min_tissue,
+        tissue=tissue,
         batch_size=args.batch_size,
         num_workers=args.workers,
         device=args.device,

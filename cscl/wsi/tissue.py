@@ -186,7 +186,7 @@ def segment_tissue(wsi, params: TissueParams | None = None) -> TissueMask:
     if not mask.any():
         raise SlideError(
             f"no tissue found in {wsi.path}",
-            hint="check the slide is not blank; lower --min-tissue or the tissue thresholds",
+            hint="check the slide is not blank; for pale stains lower --min-saturation",
         )
     return TissueMask(
         mask=mask, thumb=thumb, downsample=downsample, mpp=mpp, threshold=thr, pen_fraction=pen

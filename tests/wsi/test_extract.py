@@ -237,3 +237,30 @@ def test_manifest_errors_exit_2(cohort, tmp_path, capsys):
 def test_extract_manifest_api(cohort, cfg, encoder, tmp_path):
     s = extract_manifest(str(cohort), tmp_path / "o", cfg, encoder=encoder, show_progress=False)
     assert s.ok and len(s.done) == 4 and all(r.n_patches > 0 for r in s.done)
+
+
+def test_manifest_and_slides_on_s3(he_slide, s3_endpoint, tmp_path, monkeypatch, capsys):
+    from cscl.io import storage
+
+    monkeypatch.setenv("CSCL_CACHE_DIR", str(tmp_path / "cache"))
+    storage.s3_client(s3_endpoint).create_bucket(Bucket="cohort")
+    storage.upload(he_slide, "s3://cohort/c1/slides/case000_HE.svs", s3_endpoint)
+    manifest = "case_id,stain,slide_uri\ncase000,HE,slides/case000_HE.svs\n"
+    storage.write_bytes("s3://cohort/c1/manifest.csv", manifest.encode(), s3_endpoint)
+    out = tmp_path / "f"
+    argv = [
+        "extract",
+        "--manifest",
+        "s3://cohort/c1/manifest.csv",
+        "--out",
+        str(out),
+        "--s3-endpoint",
+        s3_endpoint,
+        "--quiet",
+        "--workers",
+        "0",
+        *CLI,
+    ]
+    assert main(argv) == 0
+    assert "1 done" in capsys.readouterr().out
+    assert read_features(out / "case000_HE.h5").features.shape[0] > 20
