@@ -145,7 +145,7 @@ def _validate(n_cases, seed, stains, width, height, mpp, fmt, missing_ihc_rate, 
         raise InputError(f"--cases must be a positive integer, got {n_cases!r}")
     if not isinstance(seed, int) or seed < 0:
         raise InputError(f"--seed must be a non-negative integer, got {seed!r}")
-    if not stains or stains[0] != "HE" and "HE" not in stains:
+    if "HE" not in stains:
         raise InputError(f"stains {list(stains)} lack HE", hint="every case needs one HE slide")
     unknown = [s for s in stains if s not in KNOWN_STAINS]
     if unknown:

@@ -379,30 +379,27 @@ def _soft(x: np.ndarray, slope: float) -> np.ndarray:
 
 
 class _Upsampler:
-    """Linear interpolation from coarse samples every COARSE_PX px to a (h, w) block:
-    a small matrix product along y, then a two-tap gather along x."""
+    """Linear interpolation from coarse samples every COARSE_PX px to a (h, w) block, as
+    two-tap gathers along y then x (no BLAS: workers stay single-threaded)."""
 
     def __init__(self, w: int, h: int, nx: int, ny: int):
-        self.My = _interp_matrix(h, ny)
-        pos = np.arange(w, dtype=np.float64) / COARSE_PX
-        self.i0 = np.clip(np.floor(pos).astype(np.intp), 0, nx - 2)
-        f = (pos - self.i0).astype(np.float32)
-        self.w0, self.w1 = 1 - f, f
+        self.y = _taps(h, ny)
+        self.x = _taps(w, nx)
 
     def __call__(self, f: np.ndarray) -> np.ndarray:
-        F = self.My @ f.astype(np.float32)
-        out = np.take(F, self.i0, axis=1)
-        out *= self.w0
-        out += np.take(F, self.i0 + 1, axis=1) * self.w1
+        i0, w0, w1 = self.y
+        f = f.astype(np.float32)
+        F = np.take(f, i0, axis=0) * w0[:, None]
+        F += np.take(f, i0 + 1, axis=0) * w1[:, None]
+        i0, w0, w1 = self.x
+        out = np.take(F, i0, axis=1)
+        out *= w0
+        out += np.take(F, i0 + 1, axis=1) * w1
         return out
 
 
-def _interp_matrix(n: int, n_coarse: int) -> np.ndarray:
-    """(n, n_coarse) linear interpolation from coarse samples every COARSE_PX to n pixels."""
+def _taps(n: int, n_coarse: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     pos = np.arange(n, dtype=np.float64) / COARSE_PX
-    i0 = np.clip(np.floor(pos).astype(int), 0, n_coarse - 2)
-    f = pos - i0
-    M = np.zeros((n, n_coarse), np.float32)
-    M[np.arange(n), i0] = 1 - f
-    M[np.arange(n), i0 + 1] = f
-    return M
+    i0 = np.clip(np.floor(pos).astype(np.intp), 0, n_coarse - 2)
+    f = (pos - i0).astype(np.float32)
+    return i0, 1 - f, f

@@ -10,7 +10,7 @@ import numpy as np
 import openslide
 import pandas as pd
 import pytest
-from _helpers import od_sum, read_level
+from _synth_helpers import od_sum, read_level
 
 from cscl.cli import main
 from cscl.errors import InputError

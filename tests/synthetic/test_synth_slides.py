@@ -6,7 +6,7 @@ import numpy as np
 import openslide
 import pandas as pd
 import pytest
-from _helpers import dab_fraction, od_sum, read_level, tissue_centroid
+from _synth_helpers import dab_fraction, od_sum, read_level, tissue_centroid
 from scipy.ndimage import map_coordinates
 
 from cscl.io.manifest import load_manifest
