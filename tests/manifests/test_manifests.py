@@ -36,6 +36,7 @@ def test_kustomize_builds_and_core_kinds_validate(target):
     docs = build(target)
     kinds = {d["kind"] for d in docs}
     assert {"Namespace", "ServiceAccount", "Secret", "Role", "RoleBinding"} <= kinds
+    assert {"InferenceService", "CronJob"} <= kinds  # serving/ and monitoring/ folded in
     validated = 0
     for doc in docs:
         try:
