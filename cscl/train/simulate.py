@@ -36,10 +36,10 @@ class SimConfig:
     grid: int = 14
     patch_size_level0: int = 512
     n_texture: int = 8
-    he_marker_amp: float = 0.35  # weak
-    ihc_marker_amp: float = 3.0  # strong
+    he_marker_amp: float = 0.6  # weak
+    ihc_marker_amp: float = 4.0  # strong
     texture_amp: float = 1.5
-    nuisance_sd: float = 1.5
+    nuisance_sd: float = 0.5
     noise_sd: float = 1.0
     missing_ihc: float = 0.1
     max_angle_deg: float = 8.0

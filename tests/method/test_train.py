@@ -89,7 +89,7 @@ def test_training_is_deterministic_with_seed(cohort, regs, tmp_path):
     from cscl.train.stage2 import SlideConfig, train_slide_encoder
 
     def run(out, seed):
-        cfg = SlideConfig(epochs=2, batch_size=4, n_tokens=16, rankme_after=1, abmil=TINY,
+        cfg = SlideConfig(epochs=1, batch_size=5, n_tokens=16, rankme_after=1, abmil=TINY,
                           seed=seed, quiet=True, device="cpu")  # fmt: skip
         train_slide_encoder(cohort, out, cfg, registrations=regs)
         return torch.load(out / "slide_encoder.pt", weights_only=True)
@@ -121,13 +121,13 @@ def test_histostainalign_and_supervised_predict_status(sim, cohort, tmp_path):
     c = _common(sim)
     lab = ["--labels", str(sim["labels"]), "--label-task", "er_status"]
     assert main(["pretrain", *c, "--stage", "slide", "--objective", "histostainalign", *lab,
-                 "--out", str(tmp_path / "hsa"), "--epochs", "2", "--tokens", "16",
+                 "--out", str(tmp_path / "hsa"), "--epochs", "1", "--tokens", "16",
                  "--small", "--rankme-after", "1"]) == 0  # fmt: skip
     m = load_trained(tmp_path / "hsa")
     p = m.predict_status(cohort.cases[0].he.features.astype(np.float32))
     assert m.classes == ["negative", "positive"] and abs(p.sum() - 1) < 1e-5
     assert main(["pretrain", *c, "--stage", "slide", "--objective", "supervised", *lab,
-                 "--out", str(tmp_path / "sup"), "--epochs", "2", "--tokens", "16",
+                 "--out", str(tmp_path / "sup"), "--epochs", "1", "--tokens", "16",
                  "--small", "--rankme-after", "1"]) == 0  # fmt: skip
     assert load_trained(tmp_path / "sup").predict_status(cohort.cases[1].he.features).shape == (2,)
 
