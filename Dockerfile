@@ -29,6 +29,9 @@ COPY cscl ./cscl
 COPY components ./components
 COPY pipelines ./pipelines
 COPY serving ./serving
+# The InferenceService the deploy component applies (see components/deploy/logic.py).
+COPY manifests/base/serving/kserve/inferenceservice.yaml ./manifests/inferenceservice.yaml
+ENV CSCL_ISVC_TEMPLATE=/opt/cscl/manifests/inferenceservice.yaml
 RUN pip install . \
     && useradd --create-home --uid 1000 cscl
 

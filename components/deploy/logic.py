@@ -8,7 +8,9 @@ API from inside the cluster).
 
 from __future__ import annotations
 
+import copy
 import json
+import os
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -20,6 +22,21 @@ from cscl.errors import CsclError, InputError
 from cscl.io import storage
 
 KSERVE_GROUP, KSERVE_VERSION, KSERVE_PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
+# The serving owner's InferenceService (manifests/base/serving/kserve); the image carries a copy.
+TEMPLATE_ENV = "CSCL_ISVC_TEMPLATE"
+REPO_TEMPLATE = (
+    Path(__file__).resolve().parents[2]
+    / "manifests" / "base" / "serving" / "kserve" / "inferenceservice.yaml"
+)  # fmt: skip
+
+
+def load_template() -> dict | None:
+    """The committed InferenceService (env CSCL_ISVC_TEMPLATE, else the repository copy)."""
+    path = Path(os.environ.get(TEMPLATE_ENV) or REPO_TEMPLATE)
+    if not path.is_file():
+        return None
+    doc = yaml.safe_load(path.read_text())
+    return doc if isinstance(doc, dict) and doc.get("kind") == "InferenceService" else None
 
 
 def register_torchserve(
@@ -85,35 +102,33 @@ def render_inference_service(
     namespace: str = "cscl",
     service_account: str = "cscl-serving",
     gpu: bool = False,
+    template: dict | None = None,
 ) -> dict:
-    """KServe InferenceService (TorchServe runtime) reading `<model_uri>serving/` from S3.
+    """KServe InferenceService (TorchServe) reading `<model_uri>serving/` from S3.
 
-    The service account carries the S3 credentials annotation KServe's storage initializer uses
-    (manifests/base/serving).
+    Starts from the serving manifests' InferenceService (`load_template()`) so the pipeline
+    deploys exactly what manifests/base/serving describes, with name, namespace and storageUri
+    set for this model; a minimal built-in spec is used when no template is available.
     """
-    limits = {"cpu": "2", "memory": "8Gi"}
-    if gpu:
-        limits["nvidia.com/gpu"] = "1"
-    return {
+    template = template if template is not None else load_template()
+    isvc = copy.deepcopy(template) if template else {
         "apiVersion": f"{KSERVE_GROUP}/{KSERVE_VERSION}",
         "kind": "InferenceService",
-        "metadata": {
-            "name": model_name,
-            "namespace": namespace,
-            "annotations": {"cscl.io/model-uri": model_uri},
-        },
-        "spec": {
-            "predictor": {
-                "serviceAccountName": service_account,
-                "model": {
-                    "modelFormat": {"name": "pytorch"},
-                    "protocolVersion": "v1",
-                    "storageUri": f"{model_uri.rstrip('/')}/serving",
-                    "resources": {"requests": {"cpu": "1", "memory": "4Gi"}, "limits": limits},
-                },
-            }
-        },
-    }
+        "metadata": {},
+        "spec": {"predictor": {"serviceAccountName": service_account, "model": {
+            "modelFormat": {"name": "pytorch"}, "protocolVersion": "v1",
+            "resources": {"requests": {"cpu": "1", "memory": "4Gi"},
+                          "limits": {"cpu": "2", "memory": "8Gi"}}}}},
+    }  # fmt: skip
+    md = isvc.setdefault("metadata", {})
+    md["name"], md["namespace"] = model_name, namespace
+    md.setdefault("annotations", {})["cscl.io/model-uri"] = model_uri
+    model = isvc["spec"]["predictor"]["model"]
+    model["storageUri"] = f"{model_uri.rstrip('/')}/serving"
+    if gpu:
+        limits = model.setdefault("resources", {}).setdefault("limits", {})
+        limits["nvidia.com/gpu"] = "1"
+    return isvc
 
 
 def apply_inference_service(isvc: dict) -> str:

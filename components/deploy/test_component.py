@@ -18,8 +18,23 @@ def test_interface():
     assert spec.inputs["target"].default == "none"
 
 
+def test_render_uses_the_serving_manifest():
+    from components.deploy.logic import load_template
+
+    tpl = load_template()
+    assert tpl is not None, "manifests/base/serving/kserve/inferenceservice.yaml is the template"
+    isvc = render_inference_service("s3://b/p/models/m/2.0/", "m", "prod")
+    assert isvc["metadata"]["name"] == "m" and isvc["metadata"]["namespace"] == "prod"
+    model = isvc["spec"]["predictor"]["model"]
+    assert model["storageUri"] == "s3://b/p/models/m/2.0/serving"
+    assert model["runtime"] == tpl["spec"]["predictor"]["model"]["runtime"]  # rest kept as is
+    assert tpl["spec"]["predictor"]["model"]["storageUri"] != model["storageUri"]  # not mutated
+
+
 def test_render_inference_service():
-    isvc = render_inference_service("s3://b/p/models/cscl/1.0/", "cscl", "ns", gpu=True)
+    isvc = render_inference_service(
+        "s3://b/p/models/cscl/1.0/", "cscl", "ns", gpu=True, template={}
+    )
     assert isvc["kind"] == "InferenceService"
     model = isvc["spec"]["predictor"]["model"]
     assert model["storageUri"] == "s3://b/p/models/cscl/1.0/serving"
