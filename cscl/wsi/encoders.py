@@ -120,7 +120,16 @@ def load_state_dict(path: Path) -> dict:
 def _pick_device(device: str | torch.device | None) -> torch.device:
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise InputError(f"unknown device {device!r}", hint="use cpu, cuda or cuda:N") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(
+            f"device {device!r} asked for, but no CUDA GPU is visible",
+            hint="drop --device to use the CPU",
+        )
+    return dev
 
 
 def load_encoder(

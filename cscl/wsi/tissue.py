@@ -54,8 +54,8 @@ class TissueMask:
 
     def integral(self) -> np.ndarray:
         """Summed-area table (h+1, w+1) for O(1) tissue fraction of any box."""
-        ii = np.zeros((self.mask.shape[0] + 1, self.mask.shape[1] + 1), np.int64)
-        ii[1:, 1:] = self.mask.astype(np.int64).cumsum(0).cumsum(1)
+        ii = np.zeros((self.mask.shape[0] + 1, self.mask.shape[1] + 1), np.int32)
+        ii[1:, 1:] = self.mask.astype(np.int32).cumsum(0, dtype=np.int32).cumsum(1, dtype=np.int32)
         return ii
 
 
@@ -142,6 +142,22 @@ def clean_mask(mask: np.ndarray, px_mm2: float, params: TissueParams, mpp: float
     return mask
 
 
+def _features(rgb: np.ndarray, pen_filter: bool, rows: int = 256):
+    """Saturation, mean OD and pen mask, computed in row blocks so the float temporaries stay
+    small whatever the thumbnail size."""
+    h, w = rgb.shape[:2]
+    s = np.empty((h, w), np.float32)
+    od = np.empty((h, w), np.float32)
+    pen = np.zeros((h, w), bool)
+    for y in range(0, h, rows):
+        block = rgb[y : y + rows]
+        s[y : y + rows] = hsv_sv(block)[1]
+        od[y : y + rows] = optical_density(block).mean(-1)
+        if pen_filter:
+            pen[y : y + rows] = pen_mask(block)
+    return s, od, pen
+
+
 def background_threshold(values: np.ndarray, floor: float) -> float:
     """Lowest multi-Otsu (3-class) threshold: glass | light tissue | strongly stained.
 
@@ -163,11 +179,9 @@ def segment_rgb(
     rgb: np.ndarray, mpp: float, params: TissueParams
 ) -> tuple[np.ndarray, float, float]:
     """Tissue mask of an RGB image at `mpp` µm/px → (mask, saturation threshold, pen share)."""
-    _, s, _ = hsv_sv(rgb)
-    od = optical_density(rgb).mean(-1)
+    s, od, pen = _features(rgb, params.pen_filter)
     s = ndi.uniform_filter(s, 3)  # pixel noise/JPEG speckle must not decide
     od = ndi.uniform_filter(od, 3)
-    pen = pen_mask(rgb) if params.pen_filter else np.zeros(s.shape, bool)
     thr = background_threshold(s[~pen], params.min_saturation)
     mask = (s >= thr) & (od >= params.min_od) & ~pen
     if pen.any():  # ink edges are antialiased: grow the pen area a little

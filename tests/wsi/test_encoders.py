@@ -75,3 +75,16 @@ def test_mismatched_or_bad_weights(tmp_path):
         load_encoder("test_resnet", weights=tmp_path / "missing.pth")
     with pytest.raises(InputError, match="unknown timm backbone"):
         load_encoder("no_such_model_xyz", allow_random=True)
+
+
+def test_fixed_size_vit_gets_resized_patches():
+    enc = load_encoder("test_vit", allow_random=True, device="cpu")
+    assert enc.input_size == 160  # timm's config says fixed input size
+    assert enc(_batch(size=64)).shape == (2, enc.dim)
+
+
+def test_cuda_without_gpu_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible here")
+    with pytest.raises(InputError, match="no CUDA GPU"):
+        load_encoder("test_resnet", allow_random=True, device="cuda")

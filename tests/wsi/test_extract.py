@@ -264,3 +264,14 @@ def test_manifest_and_slides_on_s3(he_slide, s3_endpoint, tmp_path, monkeypatch,
     assert main(argv) == 0
     assert "1 done" in capsys.readouterr().out
     assert read_features(out / "case000_HE.h5").features.shape[0] > 20
+
+
+def test_manifest_mpp_column_overrides(tmp_path, capsys):
+    write_slide(tmp_path / "nompp.tiff", render(768, 768, "HE"), mpp=None, fmt="generic")
+    m = tmp_path / "m.csv"
+    pd.DataFrame(
+        {"case_id": ["a"], "stain": ["HE"], "slide_uri": ["nompp.tiff"], "mpp": [0.5]}
+    ).to_csv(m, index=False)
+    out = tmp_path / "f"
+    assert main(["extract", "--manifest", str(m), "--out", str(out), "--quiet", *CLI]) == 0
+    assert read_features(out / "nompp.h5").coord_attrs["mpp_level0"] == 0.5
