@@ -183,6 +183,10 @@ def run_demo(out_dir: Path, n_cases: int = 6, endpoint_url: str | None = None) -
         _say(f"   model released to {ctx.model_uri} (bundle copy: {model_dirs[0]})")
     else:
         _say("   no model released (quality gate said no)")
+    if endpoint_url and ctx.project_prefix.startswith("s3://"):
+        files = mirror_store(ctx.project_prefix, out_dir / "s3", endpoint_url)
+        _say(f"   object store ({ctx.project_prefix}: cohort, features/<extractor-hash>/, "
+             f"models/<name>/<version>/) mirrored to {out_dir / 's3'} ({len(files)} files)")  # fmt: skip
     for mod in DEMO_STEP_MODULES:
         if importlib.util.find_spec(mod.rsplit(".", 1)[0]) and importlib.util.find_spec(mod):
             step = getattr(importlib.import_module(mod), "demo_step", None)
@@ -197,19 +201,49 @@ def _say(msg: str) -> None:
     print(msg, flush=True)
 
 
+KEY_OUTPUTS = {
+    "validate/report": "data validation report (HTML)",
+    "evaluate/report": "evaluation report (HTML)",
+    "package/model_card": "model card (Markdown)",
+    "package/bundle": "model bundle",
+    "deploy/deployment": "deployment record (Markdown)",
+}
+
+
 def _print_run(run) -> None:
+    """Every artifact of the run (paths relative to the run folder), key ones first."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"artifacts of {run.name} run ({run.seconds:.0f} s)", show_lines=False)
+    console = Console(width=160)
+    console.print(f"\nrun folder: {run.run_dir}  ({run.seconds:.0f} s)")
+    table = Table(title="artifacts", show_lines=False)
     table.add_column("task/output")
-    table.add_column("where")
-    for key, path in sorted(run.artifacts.items()):
-        table.add_row(key, str(path))
-    Console(width=200).print(table)
-    for key, meta in sorted(run.metrics.items()):
-        shown = {k: v for k, v in list(meta.items())[:6]}
-        print(f"   {key}: {shown}")
+    table.add_column("what")
+    table.add_column("path (under the run folder)")
+    for key, path in sorted(
+        run.artifacts.items(), key=lambda kv: (kv[0] not in KEY_OUTPUTS, kv[0])
+    ):
+        table.add_row(key, KEY_OUTPUTS.get(key, ""), str(path.relative_to(run.run_dir)))
+    console.print(table)
+    for key in ("validate/metrics", "collect-features/metrics", "register/metrics"):
+        if key in run.metrics:
+            console.print(f"{key}: {run.metrics[key]}")
+    score = run.metrics.get("evaluate/metrics", {}).get("quality_score")
+    if score is not None:
+        console.print(f"evaluate/metrics: quality_score = {score:.3f} (+ per-task metrics)")
+
+
+def mirror_store(prefix: str, dest: Path, endpoint_url: str | None) -> list[Path]:
+    """Copy every object under `prefix` to `dest` (the loopback S3 server dies with the demo)."""
+    from cscl.io import storage
+
+    bucket, _ = storage.parse_s3_uri(prefix)
+    out = []
+    for uri in storage.list_uris(prefix, endpoint_url):
+        _, key = storage.parse_s3_uri(uri)
+        out.append(storage.download(uri, dest / bucket / key, endpoint_url))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,47 @@
+"""Pieces of `make demo` (the whole pipeline run is tests/pipelines/test_pipelines_local.py)."""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import pytest
+
+from cscl.demo import local_s3, mirror_store, pick_tasks
+
+
+def test_local_s3_sets_and_restores_environment():
+    before = os.environ.get("AWS_ENDPOINT_URL")
+    with local_s3() as url:
+        assert url.startswith("http://127.0.0.1:")
+        assert os.environ["AWS_ENDPOINT_URL"] == url
+        assert os.environ["AWS_ACCESS_KEY_ID"]  # dummy, set only while the demo runs
+    assert os.environ.get("AWS_ENDPOINT_URL") == before
+
+
+def test_pick_tasks(tmp_path):
+    lab = pd.DataFrame(
+        {
+            "case_id": list("abcd"),
+            "subtype": ["LumA", "LumA", "LumB", "LumB"],
+            "er_status": ["positive"] * 4,  # one class: not evaluable
+            "her2_status": ["positive", "negative", "negative", "negative"],  # 1 < folds
+            "os_time": [1.0, 2, 3, 4],
+            "os_event": [1, 1, 0, 0],
+        }
+    )
+    lab.to_csv(tmp_path / "labels.csv", index=False)
+    assert pick_tasks(tmp_path / "labels.csv", folds=2) == "subtype,os"
+    lab.drop(columns=["subtype", "os_event", "os_time"]).to_csv(tmp_path / "l2.csv", index=False)
+    with pytest.raises(ValueError, match="no task"):
+        pick_tasks(tmp_path / "l2.csv")
+
+
+def test_mirror_store(s3_endpoint, bucket, tmp_path):
+    from cscl.io import storage
+
+    storage.write_bytes(f"s3://{bucket}/p/models/m/1/model.mar", b"x", s3_endpoint)
+    storage.write_bytes(f"s3://{bucket}/p/features/h/a.h5", b"y", s3_endpoint)
+    files = mirror_store(f"s3://{bucket}/p", tmp_path, s3_endpoint)
+    assert len(files) == 2
+    assert (tmp_path / bucket / "p" / "models" / "m" / "1" / "model.mar").read_bytes() == b"x"
