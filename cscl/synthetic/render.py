@@ -333,8 +333,8 @@ class SlideRenderer:
                 dab = dcell * nuc
                 dab *= tex
                 hem = nuc_h * np.take(cells["hfac"], idx)
-            hem += fib * (mt * f32(0.04))
-            dab += mt * f32(0.012)
+            hem += fib * (mt * f32(0.10))  # counterstained stroma: visibly tinted tissue
+            dab += mt * f32(0.02)
             eos = mt * f32(0.01)
         od = np.empty((3, h, w), f32)
         vh, ve, vd = self._vecs
