@@ -237,6 +237,7 @@ def main() -> int:
         payload = [files[i % len(files)] for i in range(args.requests)]
         lat, wall, _ = timed_calls(lambda f: pred.predict_features(read_features(f)), payload, 1)
         res["in_process"] = {**pct(lat), "per_request_ms": round(wall / len(lat) * 1000, 2)}
+        pred.predict_slide(str(slide))  # loads the backbone once
         t = time.perf_counter()
         pred.predict_slide(str(slide))
         res["in_process"]["slide_e2e_s"] = round(time.perf_counter() - t, 2)
@@ -278,6 +279,7 @@ def main() -> int:
             per_req_c8 = 1000 / res["served_c8"]["throughput_rps"]
             res["overhead_c8_per_request"] = round(per_req_c8 / ip["per_request_ms"], 2)
             c = mk()
+            c.predict_slide_uri(str(slide))  # the worker loaded the backbone at start; warm caches
             t = time.perf_counter()
             out = c.predict_slide_uri(str(slide))
             res["served_slide_e2e_s"] = round(time.perf_counter() - t, 2)

@@ -223,6 +223,8 @@ class CsclHandler(BaseHandler):
             n = self.settings.torch_threads or max(1, len(os.sched_getaffinity(0)) // 2)
             torch.set_num_threads(n)
         self.predictor = Predictor(props["model_dir"], self.device, top_k=self.settings.top_k)
+        if self.predictor.pre.get("slide_input", True) and self.settings.allowed_prefixes:
+            _ = self.predictor.encoder  # load the backbone now, not on the first slide request
         self.inference_logger = None
         if self.settings.log_uri:
             from cscl.inference_log import InferenceLogger
