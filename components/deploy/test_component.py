@@ -71,3 +71,47 @@ def test_bad_target_and_unreachable_torchserve(tmp_path):
     with pytest.raises(CsclError, match="cannot reach the TorchServe management API"):
         register_torchserve(str(release), "cscl", f"http://127.0.0.1:{port}", store, timeout=5)
     assert (store / "cscl-rel.mar").exists()  # the archive was staged before the call
+
+
+@pytest.mark.slow
+@pytest.mark.torchserve
+def test_register_with_a_real_torchserve(chain, tmp_path):
+    """package → deploy(target=torchserve) against a real TorchServe (model API enabled)."""
+    import json
+    import shutil
+    import urllib.request
+
+    from components.package.component import package
+
+    if shutil.which("java") is None:
+        pytest.skip("TorchServe needs Java 17")
+    from serving.server import start_torchserve
+
+    uri = package.python_func(
+        model=chain["model"], embeddings=chain["embeddings"], features=chain["features"],
+        slide_index=chain["index"], eval_results=chain["eval_results"],
+        project_prefix=str(tmp_path / "store"), bundle=art(dsl.Model, tmp_path / "bundle"),
+        model_card=art(dsl.Markdown, tmp_path / "card.md"), labels_uri=chain["labels"],
+        tasks=chain["tasks"], model_version="9.9.9",
+    )  # fmt: skip
+    store = tmp_path / "model-store"
+    store.mkdir()
+    ts = start_torchserve(store, models={}, extra_config={"enable_model_api": "true"})
+    try:
+        key = ts.keys().get("management")
+        md = art(dsl.Markdown, tmp_path / "deploy.md")
+        done = deploy.python_func(
+            model_uri=uri, deployment=md, target="torchserve",
+            torchserve_management_url=ts.management_url, torchserve_model_store=str(store),
+            torchserve_token=key or "",
+        )  # fmt: skip
+        assert "registered with TorchServe" in done
+        req = urllib.request.Request(f"{ts.management_url}/models/cscl")
+        if key:
+            req.add_header("Authorization", f"Bearer {key}")
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            desc = json.loads(resp.read())
+        assert desc[0]["modelName"] == "cscl" and desc[0]["workers"]
+        assert (store / "cscl-9.9.9.mar").is_file()
+    finally:
+        ts.stop()
