@@ -89,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         stop["now"] = True
 
     signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)  # also when started with SIGINT ignored (background job)
     try:
         while not stop["now"] and inst.alive():
             time.sleep(0.5)
