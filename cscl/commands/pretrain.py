@@ -40,6 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-missing", action="store_true", help="skip missing feature files")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all)")
     p.add_argument("--quiet", action="store_true")
 
 
@@ -53,9 +54,14 @@ def _set(cfg, **kv) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from cscl.data import load_cohort
     from cscl.errors import InputError
     from cscl.registration import load_registrations
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     data_info = {"features_dir": str(args.features), "manifest": str(args.manifest)}
     cohort = load_cohort(
