@@ -128,3 +128,23 @@ def test_reader_feeds_drift(tmp_path, ref, record_model, mon):
     comp = compute_drift(ref, w, load_policy(), report=False)
     assert comp.signals["qc"].status == "drift"
     assert "qc_vendor" in comp.signals["qc"].reason
+
+
+def test_embedding_shift_outside_the_reference_subspace_is_seen(tmp_path):
+    """A stain shift moves 128-d embeddings along a direction the training slides never varied
+    in; the pooled PCA keeps it (a PCA fitted on the reference alone would project it away)."""
+    from cscl.monitoring.reference import write_reference
+    from cscl.monitoring.simulate import RecordModel
+
+    model = RecordModel(dim=128, seed=4)
+    c = model.sample(150, seed=1)
+    write_reference(tmp_path, c["embeddings"], c["predictions"], c["qc"], "v1")
+    ref = load_reference(str(tmp_path))
+    policy = load_policy({"signals": {"qc": {"enabled": False}, "predictions": {"enabled": False}}})
+    null = compute_drift(ref, _window(model, ref, 60, 7), policy, report=False)
+    shifted = compute_drift(
+        ref, _window(model, ref, 60, 7, ShiftSpec(stain=0.6)), policy, report=False
+    )
+    assert null.signals["embedding"].status == "ok"
+    s = shifted.signals["embedding"]
+    assert s.status == "drift" and "pooled PCA 16" in s.method, (s.value, s.threshold)
