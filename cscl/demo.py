@@ -183,16 +183,18 @@ def run_demo(out_dir: Path, n_cases: int = 6, endpoint_url: str | None = None) -
         _say(f"   model released to {ctx.model_uri} (bundle copy: {model_dirs[0]})")
     else:
         _say("   no model released (quality gate said no)")
-    if endpoint_url and ctx.project_prefix.startswith("s3://"):
-        files = mirror_store(ctx.project_prefix, out_dir / "s3", endpoint_url)
-        _say(f"   object store ({ctx.project_prefix}: cohort, features/<extractor-hash>/, "
-             f"models/<name>/<version>/) mirrored to {out_dir / 's3'} ({len(files)} files)")  # fmt: skip
+    step_no = 4
     for mod in DEMO_STEP_MODULES:
         if importlib.util.find_spec(mod.rsplit(".", 1)[0]) and importlib.util.find_spec(mod):
             step = getattr(importlib.import_module(mod), "demo_step", None)
             if step is not None:
-                _say(f"4. {mod}.demo_step")
+                _say(f"{step_no}. {mod}.demo_step")
                 step(ctx)
+                step_no += 1
+    if endpoint_url and ctx.project_prefix.startswith("s3://"):
+        files = mirror_store(ctx.project_prefix, out_dir / "s3", endpoint_url)
+        _say(f"   object store ({ctx.project_prefix}: cohort, features/<extractor-hash>/, "
+             f"models/<name>/<version>/) mirrored to {out_dir / 's3'} ({len(files)} files)")  # fmt: skip
     _say(f"done in {time.perf_counter() - t0:.0f} s")
     return ctx
 
