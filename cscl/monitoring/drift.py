@@ -105,19 +105,29 @@ def _pca_picture():
         embeddings_drift.TSNE = saved
 
 
-def null_auc_threshold(n_ref: int, n_cur: int, false_alarm_rate: float, min_auc: float) -> float:
-    """Domain-classifier AUC above which we call drift (see module docstring).
+def _split_counts(n_ref: int, n_cur: int) -> tuple[int, int, int, int]:
+    """(reference, current) rows in Evidently's train half, then in its held-out half.
 
-    Reproduces Evidently's held-out split (`train_test_split(test_size=0.5, random_state=42)` of
-    reference rows labelled 1 followed by current rows labelled 0) to get the held-out counts.
+    Reproduces `train_test_split(test_size=0.5, random_state=42)` of reference rows labelled 1
+    followed by current rows labelled 0 (ModelDriftMethod).
     """
-    from scipy.stats import norm
     from sklearn.model_selection import train_test_split
 
     y = np.r_[np.ones(n_ref, dtype=int), np.zeros(n_cur, dtype=int)]
-    _, y_test = train_test_split(y, test_size=0.5, random_state=42, shuffle=True)
-    n1 = int(y_test.sum())
-    n0 = len(y_test) - n1
+    y_train, y_test = train_test_split(y, test_size=0.5, random_state=42, shuffle=True)
+    return (
+        int(y_train.sum()),
+        int(len(y_train) - y_train.sum()),
+        int(y_test.sum()),
+        int(len(y_test) - y_test.sum()),
+    )
+
+
+def null_auc_threshold(n_ref: int, n_cur: int, false_alarm_rate: float, min_auc: float) -> float:
+    """Domain-classifier AUC above which we call drift (see module docstring)."""
+    from scipy.stats import norm
+
+    _, _, n1, n0 = _split_counts(n_ref, n_cur)
     if n0 == 0 or n1 == 0:
         return 1.0
     sd = math.sqrt((n0 + n1 + 1) / (12.0 * n0 * n1))
@@ -206,7 +216,14 @@ def _plan(ref: ReferenceSet, cur: LogWindow, policy: Policy, labels: pd.DataFram
     plan: list[tuple[str, str, str, float, bool]] = []
     k = 0
     emb_cols = _emb_cols(d)
-    if policy.enabled("embedding"):
+    if policy.enabled("embedding") and min(_split_counts(n_ref, n_cur)) < 2:
+        signals["embedding"] = SignalResult(
+            "embedding",
+            "skipped",
+            reason="too few rows for the domain classifier's train/held-out halves",
+            samples=sizes,
+        )
+    elif policy.enabled("embedding"):
         p = policy.signal("embedding")
         k = max(1, min(int(p["pca_components"]), d, n_ref + n_cur - 1))
         if k < d:
@@ -268,6 +285,11 @@ def _plan(ref: ReferenceSet, cur: LogWindow, policy: Policy, labels: pd.DataFram
     )
 
 
+def _embedding_planned(plan: _Plan) -> bool:
+    s = plan.signals.get("embedding")
+    return s is not None and s.status != "skipped"
+
+
 def _values_report(plan: _Plan) -> tuple[dict[str, float], Any]:
     """All values from one Evidently Report (the HTML report comes with it)."""
     from evidently import DataDefinition, Dataset, Report
@@ -275,7 +297,7 @@ def _values_report(plan: _Plan) -> tuple[dict[str, float], Any]:
     from evidently.metrics import EmbeddingsDrift, ValueDrift
 
     metrics: list[Any] = []
-    if "embedding" in plan.signals:
+    if _embedding_planned(plan):
         method = model(bootstrap=False)  # projection done in _plan (pooled PCA)
         metrics.append(EmbeddingsDrift(embeddings_name=EMB, drift_method=method))
     metrics += [ValueDrift(column=c, method=m, threshold=t) for _, c, m, t, _ in plan.columns]
@@ -311,7 +333,7 @@ def _values_direct(plan: _Plan) -> dict[str, float]:
     from evidently.legacy.metrics.data_drift.embedding_drift_methods import model
 
     values: dict[str, float] = {}
-    if "embedding" in plan.signals:
+    if _embedding_planned(plan):
         method = model(bootstrap=False)
         with _pca_picture():
             score, _, _ = method(
@@ -329,7 +351,7 @@ def _values_direct(plan: _Plan) -> dict[str, float]:
 
 def _decide(plan: _Plan, values: dict[str, float], policy: Policy) -> dict[str, SignalResult]:
     signals = plan.signals
-    if "embedding" in signals:
+    if _embedding_planned(plan):
         s = signals["embedding"]
         s.value = values.get(EMB)
         s.status = "drift" if s.value is not None and s.value > s.threshold else "ok"
