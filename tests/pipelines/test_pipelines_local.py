@@ -104,7 +104,6 @@ def test_retraining_reuses_features_and_promotes_only_if_better(
 def test_pipeline_stops_when_validation_fails(pipeline_cohort, s3_endpoint, tmp_path):
     """A case without H&E: the validate task stores its report, then the run fails."""
     from cscl.ingest import upload_folder
-    from pipelines.local import run_local
 
     bad = tmp_path / "bad"
     shutil.copytree(pipeline_cohort, bad)
@@ -112,8 +111,16 @@ def test_pipeline_stops_when_validation_fails(pipeline_cohort, s3_endpoint, tmp_
     m[~((m.case_id == "case001") & (m.stain == "HE"))].to_csv(bad / "manifest.csv", index=False)
     upload_folder(bad, f"{PREFIX}/cohorts/bad", s3_endpoint)
     root = tmp_path / "kfp"
+    # through the CLI: parameters from a YAML file, typed by the pipeline's declarations
+    import yaml
+
+    from cscl.cli import main
+
+    params = _params(pipeline_cohort, s3_endpoint, cohort="bad")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({k: str(v) for k, v in params.items()}))
     with pytest.raises(RuntimeError, match="stop-run"):
-        run_local("training", _params(pipeline_cohort, s3_endpoint, cohort="bad"), root)
+        main(["pipeline", "run-local", "--name", "training", "--pipeline-root", str(root),
+              "--params-file", str(tmp_path / "params.yaml")])  # fmt: skip
     [run_dir] = list(root.iterdir())
     report = (run_dir / "validate" / "report").read_text()
     assert "FAILED" in report and "case_has_he" in report
