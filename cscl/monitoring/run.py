@@ -184,6 +184,7 @@ def _retrain(
     until: str,
     state_root: str,
     report_uri: str,
+    reference_uri: str,
     endpoint_url: str | None,
     now: dt.datetime,
 ) -> dict[str, Any]:
@@ -234,16 +235,13 @@ def _retrain(
             "previous": prev,
         }
     run_name = f"retrain-{model_version}-drift-{since}_{until}"
+    model_dir = model_dir_of(reference_uri)
     why = f"drift in {drifted} for window {since}..{until}"
     try:
         if trigger.mode == "kfp":
             if trigger.kfp is None:
                 raise InputError("trigger mode kfp needs --kfp-host")
-            result = trigger_kfp(
-                trigger.kfp,
-                run_name,
-                {},
-            )
+            result = trigger_kfp(trigger.kfp, run_name, {"current_model_uri": model_dir})
             what = f"started Kubeflow run {result['run_id']} of {trigger.kfp.pipeline_name}"
         elif trigger.mode == "github":
             if trigger.github is None:
@@ -259,6 +257,13 @@ def _retrain(
         return {**base, "action": "failed", "reason": f"{why}; trigger failed: {exc}"}
     st.update_state(uri, {**claim, "status": "triggered", "result": result}, endpoint_url)
     return {**base, "action": "triggered", "reason": f"{why}: {what}", "result": result}
+
+
+def model_dir_of(reference_uri: str) -> str:
+    """`…/models/<name>/<version>/` from its `bundle/reference.parquet` (the retraining pipeline's
+    `current_model_uri`: the model to beat)."""
+    d = reference_uri.rsplit("/", 1)[0]
+    return (d[: -len("/bundle")] if d.endswith("/bundle") else d) + "/"
 
 
 def storage_delete(uri: str, endpoint_url: str | None) -> None:
@@ -352,6 +357,7 @@ def run_monitoring(
         until=until_s,
         state_root=state_root,
         report_uri=out,
+        reference_uri=ref.uri,
         endpoint_url=endpoint_url,
         now=now,
     )

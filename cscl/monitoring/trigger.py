@@ -95,7 +95,7 @@ def trigger_kfp(target: KfpTarget, run_name: str, params: dict[str, Any]) -> dic
             job_name=run_name,
             pipeline_id=pipeline_id,
             version_id=version.pipeline_version_id,
-            params={**target.params, **params},
+            params={**params, **target.params},  # the user's --kfp-param wins
         )
     except TriggerError:
         raise

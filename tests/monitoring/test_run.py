@@ -146,6 +146,9 @@ def test_crash_after_trigger_is_not_retriggered(
     assert len(kfp_standin.calls("POST", f"{mon.KFP}/runs")) == 1
     forced = _run(tmp_path, bundle, mon, trigger=TriggerConfig("kfp", kfp=trig.kfp, force=True))
     assert forced.action["action"] == "triggered" and forced.action["result"]["run_id"] == "run-42"
+    run = kfp_standin.calls("POST", f"{mon.KFP}/runs")[-1]["body"]
+    assert run["runtime_config"]["parameters"] == {"current_model_uri": f"{bundle}/"}
+    assert run["display_name"] == "retrain-v1-drift-2026-11-01_2026-11-02"
     assert len(kfp_standin.calls("POST", f"{mon.KFP}/runs")) == 2
 
 
