@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-RenderFn = Callable[..., np.ndarray]  # (x0, y0, w, h, out=uint8 (h, w, 3) view) -> out
+RenderFn = Callable[[int, int, int, int], np.ndarray]  # (x0, y0, w, h) -> uint8 (h, w, 3)
 TILE = 256
 BLOCK_W = 1024
 
@@ -94,7 +94,7 @@ def write_pyramid(
                     strip = np.empty((h, width, 3), np.uint8)
                     for x in range(0, width, BLOCK_W):
                         w = min(BLOCK_W, width - x)
-                        render(x, y, w, h, out=strip[:, x : x + w])
+                        strip[:, x : x + w] = render(x, y, w, h)
                     band = strip
                     for f in files:
                         band = downsample2(band)
