@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -195,6 +196,7 @@ def main() -> None:
     wsi, grid = grid_of(slides[big], cfg)
     n = min(n, len(grid))
     gpu = enc.device.type == "cuda"
+    print(f"load average at start {os.getloadavg()[0]:.1f} (other work on these cores skews rates)")
     print(
         f"device {enc.device} | CPUs {available_cpus()} | torch threads "
         f"{torch.get_num_threads()} | workers {cfg.num_workers or available_cpus()} | "
@@ -243,6 +245,7 @@ def main() -> None:
         f"bound {'min(a,b)' if gpu else '1/(1/a+1/b)'} = {bound:.1f} patches/s | "
         f"d/bound = {d / bound:.2f} (target >= 0.9) | d/c = {d / c:.2f} (target > 1)"
     )
+    print(f"load average at end {os.getloadavg()[0]:.1f}")
     for s in (small, big):
         r = d_runs[s]
         print(
