@@ -46,7 +46,7 @@ TASKS = ("er_status", "pgr_status", "her2_status", "ki67_status")
 
 
 def build_data(args) -> dict:
-    sc = SimConfig(n_cases=args.cases, seed=args.seed)
+    sc = SimConfig(n_cases=args.cases, seed=args.seed, he_marker_amp=args.he_amp)
     key = hashlib.sha256(json.dumps(asdict(sc), sort_keys=True).encode()).hexdigest()[:10]
     root = Path(args.root) / f"planted_{key}"
     if not (root / "transforms.csv").exists():
@@ -64,7 +64,7 @@ def build_data(args) -> dict:
 
 def train_all(d: dict, args) -> dict[str, object]:
     """Train every method on the pretraining half; returns name → model (TrainedModel)."""
-    runs = Path(d["root"]) / f"runs_e{args.epochs1}_{args.epochs2}_s{args.seed}"
+    runs = Path(d["root"]) / f"runs_e{args.epochs1}_{args.epochs2}_b{args.batch2}_s{args.seed}"
     labels = pd.read_csv(d["labels"], dtype={"case_id": str})
     regs = load_registrations(d["transforms"])
     pre = str(d["root"] / "manifest_pretrain.csv")
@@ -78,7 +78,7 @@ def train_all(d: dict, args) -> dict[str, object]:
             setattr(c, k, v)
         c.epochs, c.abmil, c.lr = args.epochs2, dict(SMALL), args.lr2
         c.warmup_epochs, c.rankme_after = max(1, args.epochs2 // 10), max(1, args.epochs2 // 3)
-        c.batch_size = 24
+        c.batch_size = args.batch2
         for k, v in kw.items():
             setattr(c, k, v)
         return c
@@ -231,6 +231,8 @@ def main() -> int:
     ap.add_argument("--lr1", type=float, default=1e-3)
     ap.add_argument("--lr2", type=float, default=3e-4)
     ap.add_argument("--draws", type=int, default=10)
+    ap.add_argument("--he-amp", type=float, default=1.0, help="H&E marker amplitude (IHC: 4)")
+    ap.add_argument("--batch2", type=int, default=12, help="stage-2 batch (cases)")
     ap.add_argument("--scale-n", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default=None)
@@ -248,7 +250,8 @@ def main() -> int:
     t0 = time.perf_counter()
     d = build_data(args)
     print(f"cases {args.cases} (pretrain half / eval half), stage-1 epochs {args.epochs1}, "
-          f"stage-2 epochs {args.epochs2}, seed {args.seed}")  # fmt: skip
+          f"stage-2 epochs {args.epochs2} (batch {args.batch2}), H&E marker amplitude "
+          f"{args.he_amp} vs IHC {d['sim'].ihc_marker_amp}, seed {args.seed}")  # fmt: skip
     models, runs = train_all(d, args)
     ids, embs = embed_eval(models, d)
     res = evaluate(ids, embs, d, ks, args.draws)

@@ -36,7 +36,7 @@ class SimConfig:
     grid: int = 14
     patch_size_level0: int = 512
     n_texture: int = 8
-    he_marker_amp: float = 0.6  # weak
+    he_marker_amp: float = 1.0  # weak
     ihc_marker_amp: float = 4.0  # strong
     texture_amp: float = 1.5
     nuisance_sd: float = 0.5
