@@ -28,20 +28,26 @@ LOGS_DIR = "inference-logs"
 
 
 class _Rows:
-    """A float32 (n, width) array that grows by doubling: bounded, no per-row Python objects."""
+    """A float32 (n, width) array filled row by row: no per-row Python objects.
 
-    def __init__(self, width: int, capacity: int = 1024):
-        self.a = np.empty((capacity, width), dtype=np.float32)
+    Sized once for the number of listed records (an upper bound of what is kept), so memory is
+    n × width × 4 bytes plus the records in flight — no doubling, no copy when nothing was skipped.
+    """
+
+    def __init__(self, width: int, capacity: int):
+        self.a = np.empty((max(1, capacity), width), dtype=np.float32)
         self.n = 0
 
     def append(self, row: Iterable[float]) -> None:
-        if self.n == len(self.a):
-            self.a = np.concatenate([self.a, np.empty_like(self.a)])
         self.a[self.n] = row
         self.n += 1
 
     def array(self) -> np.ndarray:
-        return self.a[: self.n].copy()
+        if self.n == len(self.a):
+            return self.a
+        out = self.a[: self.n].copy()
+        self.a = out  # free the unused tail now
+        return out
 
 
 @dataclass
@@ -169,9 +175,9 @@ def read_window(
     them cannot be compared, and is skipped as `missing_predictions` / `embedding_dim`.
     """
     uris = list_window(prefix, since, until, endpoint_url)
-    emb = _Rows(embedding_dim)
-    qcn = _Rows(len(QC_NUMERIC))
-    prd = _Rows(len(pred_columns))
+    emb = _Rows(embedding_dim, len(uris))
+    qcn = _Rows(len(QC_NUMERIC), len(uris))
+    prd = _Rows(len(pred_columns), len(uris))
     rids: list[str] = []
     sids: list[str] = []
     vendors: list[str] = []
