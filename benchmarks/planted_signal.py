@@ -86,7 +86,8 @@ def train_all(d: dict, args) -> dict[str, object]:
     def acfg(pairing):
         return AdapterConfig(epochs=args.epochs1, batch_size=16, pairs_per_case=128,
                              pairing=pairing, lr=args.lr1, warmup_epochs=max(1, args.epochs1 // 10),
-                             seed=args.seed, device=args.device, quiet=args.quiet)  # fmt: skip
+                             seed=args.seed, device=args.device, quiet=args.quiet,
+                             residual=args.residual)  # fmt: skip
 
     timings = {}
 
@@ -121,13 +122,20 @@ def train_all(d: dict, args) -> dict[str, object]:
             ),
         )
     )
+    res = "_res" if args.residual else ""
     for pairing in ("location", "random"):
-        a = timed(f"adapter_{pairing}", lambda o, p=pairing: train_adapter(coh(), o, acfg(p), regs))
+        a = timed(
+            f"adapter_{pairing}{res}", lambda o, p=pairing: train_adapter(coh(), o, acfg(p), regs)
+        )
         models[f"CSCL adapter only ({pairing}) + mean"] = load_trained(a)
         s = timed(
-            f"cscl_{pairing}",
+            f"cscl_{pairing}{res}_he-{args.he_branch}",
             lambda o, a=a, p=pairing: train_slide_encoder(
-                coh(), o, scfg("cscl", pairing=p), adapter_dir=a, registrations=regs
+                coh(),
+                o,
+                scfg("cscl", pairing=p, he_query_branch=args.he_branch),
+                adapter_dir=a,
+                registrations=regs,
             ),
         )
         models[f"CSCL {pairing} pairing"] = load_trained(s)
@@ -184,18 +192,20 @@ def print_tables(res: dict, ks) -> None:
 
 
 def throughput_and_scaling(models_dir: Path, d: dict, args) -> None:
-    cfg = json.loads((models_dir / "cscl_location" / "config.json").read_text())
+    res = "_res" if args.residual else ""
+    name = f"cscl_location{res}_he-{args.he_branch}"
+    cfg = json.loads((models_dir / name / "config.json").read_text())
     tp = cfg["throughput"]
     coh = load_cohort(d["features"], str(d["root"] / "manifest_pretrain.csv"))
     spc = np.mean([1 + len(c.ihc) for c in coh.cases])
     print(f"\nStage-2 training throughput (CSCL location, {args.device or 'auto'} device): "
           f"{tp['cases_per_s']:.1f} cases/s = {tp['cases_per_s'] * spc:.1f} slides/s "
           f"({spc:.2f} slides per case; fwd+bwd+step, data included)")  # fmt: skip
-    from cscl.train.stage2 import alignment_loss, build_encoder, stain_drop_mask
+    from cscl.train.stage2 import alignment_loss, build_encoder, slide_outputs
 
     torch.manual_seed(0)
     for label, abmil in (("small ABMIL", SMALL), ("paper-size ABMIL", {})):
-        c = SlideConfig(abmil=dict(abmil))
+        c = SlideConfig(abmil=dict(abmil), he_query_branch=args.he_branch)
         enc, _ = build_encoder(c, 64, 5)
         opt = torch.optim.AdamW(enc.parameters(), lr=1e-4)
         g = torch.Generator().manual_seed(0)
@@ -210,7 +220,7 @@ def throughput_and_scaling(models_dir: Path, d: dict, args) -> None:
             ts = []
             for rep in range(3):
                 t = time.perf_counter()
-                out = enc(x, valid, fusion_valid=stain_drop_mask(valid, c, g))
+                out = slide_outputs(enc, x, valid, c, g)
                 loss = alignment_loss(out, valid, valid.any(2), c, g)
                 opt.zero_grad()
                 loss.backward()
@@ -233,6 +243,13 @@ def main() -> int:
     ap.add_argument("--draws", type=int, default=10)
     ap.add_argument("--he-amp", type=float, default=1.0, help="H&E marker amplitude (IHC: 4)")
     ap.add_argument("--batch2", type=int, default=12, help="stage-2 batch (cases)")
+    ap.add_argument(
+        "--he-branch",
+        default="alone",
+        choices=("alone", "fused"),
+        help="stage-2 H&E embedding in the loss: H&E alone (default) or fused (old)",
+    )
+    ap.add_argument("--residual", action="store_true", help="residual stage-1 adapter")
     ap.add_argument("--scale-n", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default=None)
@@ -249,6 +266,7 @@ def main() -> int:
           "not rendered slides")  # fmt: skip
     t0 = time.perf_counter()
     d = build_data(args)
+    print(f"stage-2 H&E branch {args.he_branch}, residual adapter {args.residual}")
     print(f"cases {args.cases} (pretrain half / eval half), stage-1 epochs {args.epochs1}, "
           f"stage-2 epochs {args.epochs2} (batch {args.batch2}), H&E marker amplitude "
           f"{args.he_amp} vs IHC {d['sim'].ihc_marker_amp}, seed {args.seed}")  # fmt: skip
@@ -258,7 +276,9 @@ def main() -> int:
     print_tables(res, ks)
     throughput_and_scaling(runs, d, args)
     print(f"\ntotal {time.perf_counter() - t0:.0f}s")
-    (runs / "results.json").write_text(json.dumps(res, default=float, indent=1))
+    (runs / f"results{'_res' if args.residual else ''}_he-{args.he_branch}.json").write_text(
+        json.dumps(res, default=float, indent=1)
+    )
     return 0
 
 

@@ -1,11 +1,14 @@
 """Stage 2: slide encoder training (CSCL, MADELEINE-style) and the shared MIL training loop.
 
 CSCL: frozen stage-1 adapter → location-aligned tokens [B,S,P,D] (IHC token p = the IHC patch
-registered to H&E patch p) → stain code → cross-stain fusion (trained with stain dropout: each
-IHC stain is hidden from fusion with prob `stain_dropout`, all of them with prob `drop_all_ihc`,
-so H&E alone is an in-distribution input for inference) → gated ABMIL per stain → symmetric
+registered to H&E patch p) → stain code → cross-stain fusion → gated ABMIL per stain → symmetric
 InfoNCE (T=0.001) between H&E and each IHC slide embedding, masked for missing stains, +
 `got_weight` × OT loss on token embeddings. Losses are averaged over the IHC stains present.
+Default `he_query_branch="alone"` (`slide_outputs`): the H&E embedding in the loss is computed
+from H&E tokens alone — the inference computation — and IHC embeddings from IHC stains alone, so
+fusion cannot hand the co-located IHC token to the H&E query (the shortcut found by the planted-
+signal benchmark). `"fused"` reproduces the old single pass (fusion over all stains, with stain
+dropout: each IHC stain hidden with prob `stain_dropout`, all with prob `drop_all_ihc`).
 MADELEINE-style: no adapter, no fusion, no stain code, same losses.
 The checkpoint is chosen by RankMe smooth rank of the training H&E embeddings (H&E-only path)
 after `rankme_after` epochs. `run_training` is reused by HistoStainAlign and supervised ABMIL.
@@ -53,6 +56,9 @@ class SlideConfig:
     stain_embed_dim: int = 32
     fusion: bool = True
     fusion_heads: int = 8
+    # "alone": the H&E embedding in the loss is the inference computation (fusion over H&E only)
+    # and IHC embeddings fuse IHC stains only; "fused": the old shortcut-prone path (see notes)
+    he_query_branch: str = "alone"
     stain_dropout: float = 0.5
     drop_all_ihc: float = 0.25
     abmil: dict = field(default_factory=dict)  # GatedABMIL kwargs; {} = paper sizes
@@ -173,6 +179,30 @@ def stain_drop_mask(valid: torch.Tensor, cfg: SlideConfig, g: torch.Generator) -
     keep &= (torch.rand(B, 1, generator=g) >= cfg.drop_all_ihc).expand(B, S)
     keep[:, 0] = True
     return valid & keep[:, :, None].to(valid.device)
+
+
+HE_BRANCHES = ("alone", "fused")
+
+
+def slide_outputs(enc, x, valid, cfg: SlideConfig, g: torch.Generator) -> dict:
+    """Slide/token embeddings of every stain for the alignment loss.
+
+    "alone" (default): slot 0 = `enc` on the H&E tokens only (the exact inference input, so the
+    H&E embedding cannot read IHC tokens at the same location), slots 1.. = `enc` on the IHC
+    stains only (fusion among IHC stains, H&E never a key, so the IHC side cannot copy H&E
+    either). "fused": one pass over all stains with stain dropout (the old behaviour, which lets
+    fusion solve the alignment through the co-located IHC token — a shortcut).
+    """
+    if cfg.he_query_branch not in HE_BRANCHES:
+        raise InputError(f"he_query_branch {cfg.he_query_branch!r}", hint=f"one of {HE_BRANCHES}")
+    if cfg.he_query_branch == "fused" or not cfg.fusion:
+        fv = stain_drop_mask(valid, cfg, g) if cfg.fusion else None
+        return enc(x, valid, fusion_valid=fv)
+    # no stain dropout needed here: the H&E pass IS the inference input, and IHC is train-only
+    S = x.shape[1]
+    he = enc(x[:, :1], valid[:, :1], torch.tensor([0]))
+    ihc = enc(x[:, 1:], valid[:, 1:], torch.arange(1, S))
+    return {k: torch.cat([he[k], ihc[k]], dim=1) for k in ("slide", "tokens", "attn")}
 
 
 def alignment_loss(out: dict, valid, present, cfg: SlideConfig, g) -> torch.Tensor:
@@ -344,8 +374,7 @@ def train_slide_encoder(
     def loss_fn(idx, g):
         x, valid, present = data.batch(idx, cfg.n_tokens, g)
         x, valid, present = x.to(dev), valid.to(dev), present.to(dev)
-        fv = stain_drop_mask(valid, cfg, g) if cfg.fusion else None
-        out = enc(x, valid, fusion_valid=fv)
+        out = slide_outputs(enc, x, valid, cfg, g)
         return alignment_loss(out, valid, present, cfg, g)
 
     res = run_training(data=data, modules={"slide_encoder": enc}, loss_fn=loss_fn, cfg=cfg, g=g,

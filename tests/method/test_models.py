@@ -98,3 +98,41 @@ def test_fusion_he_only_matches_training_path():
 def test_fusion_heads_divide_dim():
     f = create_model("cross_stain_fusion", dim=20, n_heads=8)
     assert 20 % f.n_heads == 0
+
+
+def _branch_outputs(branch: str, x, valid, enc):
+    from cscl.train.stage2 import SlideConfig, slide_outputs
+
+    cfg = SlideConfig(he_query_branch=branch, stain_dropout=0.0, drop_all_ihc=0.0)
+    return slide_outputs(enc, x, valid, cfg, torch.Generator().manual_seed(0))
+
+
+def test_loss_he_embedding_is_the_inference_path_and_blind_to_ihc():
+    """Default stage-2 loss input: the H&E embedding cannot read IHC tokens (no fusion shortcut).
+
+    Fails on the old single fused pass, where the H&E embedding changes with the IHC tokens.
+    """
+    torch.manual_seed(0)
+    enc = _enc()
+    x = torch.randn(2, 3, 6, 16)
+    valid = torch.ones(2, 3, 6, dtype=torch.bool)
+    x2 = x.clone()
+    x2[:, 1:] = torch.randn(2, 2, 6, 16)  # same H&E, other IHC
+    a, b = _branch_outputs("alone", x, valid, enc), _branch_outputs("alone", x2, valid, enc)
+    torch.testing.assert_close(a["slide"][:, 0], b["slide"][:, 0])
+    torch.testing.assert_close(a["tokens"][:, 0], b["tokens"][:, 0])
+    torch.testing.assert_close(a["slide"][:, 0], enc.encode_he(x[:, 0])[0], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(a["slide"][:, 1:], b["slide"][:, 1:], atol=1e-4)  # IHC side moves
+    # IHC embeddings do not read H&E either (else the IHC side could copy the H&E query)
+    x3 = x.clone()
+    x3[:, 0] = torch.randn(2, 6, 16)
+    c = _branch_outputs("alone", x3, valid, enc)
+    torch.testing.assert_close(a["slide"][:, 1:], c["slide"][:, 1:])
+    # the old path ("fused") leaks IHC into the H&E embedding: what the default prevents
+    fa, fb = _branch_outputs("fused", x, valid, enc), _branch_outputs("fused", x2, valid, enc)
+    assert not torch.allclose(fa["slide"][:, 0], fb["slide"][:, 0], atol=1e-4)
+
+
+def test_unknown_he_branch_is_an_input_error():
+    with pytest.raises(InputError, match="he_query_branch"):
+        _branch_outputs("both", torch.randn(1, 3, 4, 16), torch.ones(1, 3, 4, dtype=bool), _enc())
