@@ -45,6 +45,11 @@ SMALL = dict(hidden=128, n_heads=2, head_dim=64, attn_hidden=64, embed_dim=64, t
 TASKS = ("er_status", "pgr_status", "her2_status", "ki67_status")
 
 
+def variant(args) -> str:
+    """Run-name suffix of the CSCL variant (baselines are shared between variants)."""
+    return f"{'_res' if args.residual else ''}{'_ms' if args.mean_skip else ''}_he-{args.he_branch}"
+
+
 def build_data(args) -> dict:
     sc = SimConfig(n_cases=args.cases, seed=args.seed, he_marker_amp=args.he_amp)
     key = hashlib.sha256(json.dumps(asdict(sc), sort_keys=True).encode()).hexdigest()[:10]
@@ -123,17 +128,18 @@ def train_all(d: dict, args) -> dict[str, object]:
         )
     )
     res = "_res" if args.residual else ""
+    cscl_abmil = dict(SMALL, mean_skip=True) if args.mean_skip else dict(SMALL)
     for pairing in ("location", "random"):
         a = timed(
             f"adapter_{pairing}{res}", lambda o, p=pairing: train_adapter(coh(), o, acfg(p), regs)
         )
         models[f"CSCL adapter only ({pairing}) + mean"] = load_trained(a)
         s = timed(
-            f"cscl_{pairing}{res}_he-{args.he_branch}",
+            f"cscl_{pairing}{variant(args)}",
             lambda o, a=a, p=pairing: train_slide_encoder(
                 coh(),
                 o,
-                scfg("cscl", pairing=p, he_query_branch=args.he_branch),
+                scfg("cscl", pairing=p, he_query_branch=args.he_branch, abmil=cscl_abmil),
                 adapter_dir=a,
                 registrations=regs,
             ),
@@ -192,8 +198,7 @@ def print_tables(res: dict, ks) -> None:
 
 
 def throughput_and_scaling(models_dir: Path, d: dict, args) -> None:
-    res = "_res" if args.residual else ""
-    name = f"cscl_location{res}_he-{args.he_branch}"
+    name = f"cscl_location{variant(args)}"
     cfg = json.loads((models_dir / name / "config.json").read_text())
     tp = cfg["throughput"]
     coh = load_cohort(d["features"], str(d["root"] / "manifest_pretrain.csv"))
@@ -250,6 +255,7 @@ def main() -> int:
         help="stage-2 H&E embedding in the loss: H&E alone (default) or fused (old)",
     )
     ap.add_argument("--residual", action="store_true", help="residual stage-1 adapter")
+    ap.add_argument("--mean-skip", action="store_true", help="ABMIL + linear mean-pool skip")
     ap.add_argument("--scale-n", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default=None)
@@ -266,7 +272,8 @@ def main() -> int:
           "not rendered slides")  # fmt: skip
     t0 = time.perf_counter()
     d = build_data(args)
-    print(f"stage-2 H&E branch {args.he_branch}, residual adapter {args.residual}")
+    print(f"CSCL variant: stage-2 H&E branch {args.he_branch}, residual adapter "
+          f"{args.residual}, ABMIL mean skip {args.mean_skip}")  # fmt: skip
     print(f"cases {args.cases} (pretrain half / eval half), stage-1 epochs {args.epochs1}, "
           f"stage-2 epochs {args.epochs2} (batch {args.batch2}), H&E marker amplitude "
           f"{args.he_amp} vs IHC {d['sim'].ihc_marker_amp}, seed {args.seed}")  # fmt: skip
@@ -276,9 +283,7 @@ def main() -> int:
     print_tables(res, ks)
     throughput_and_scaling(runs, d, args)
     print(f"\ntotal {time.perf_counter() - t0:.0f}s")
-    (runs / f"results{'_res' if args.residual else ''}_he-{args.he_branch}.json").write_text(
-        json.dumps(res, default=float, indent=1)
-    )
+    (runs / f"results{variant(args)}.json").write_text(json.dumps(res, default=float, indent=1))
     return 0
 
 

@@ -5,6 +5,9 @@ each head: gated attention (tanh ⊙ sigmoid, `attn_hidden` units, dropout 0.25)
 tokens → weighted sum; the H pooled vectors are concatenated (H·a) and projected to the slide
 embedding (Linear(H·a→E)) and, per token, to token embeddings (Linear(H·a→T)) used by GOT.
 Paper sizes: h=512, H=4, a=512, E=512, T=128; all are configurable for tiny tests.
+`mean_skip=True` adds a linear map of the masked mean of the input tokens to the slide embedding,
+so the encoder starts from (a random projection of) mean pooling — the strongest baseline at small
+data scale — instead of having to rediscover it through attention (off by default: paper model).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class GatedABMIL(nn.Module):
         token_dim: int = 128,
         dropout: float = 0.1,
         attn_dropout: float = 0.25,
+        mean_skip: bool = False,
     ):
         super().__init__()
         self.n_heads, self.head_dim, self.embed_dim = n_heads, head_dim, embed_dim
@@ -65,6 +69,7 @@ class GatedABMIL(nn.Module):
         )
         self.slide_proj = nn.Linear(n_heads * head_dim, embed_dim)
         self.token_proj = nn.Linear(n_heads * head_dim, token_dim)
+        self.skip = nn.Linear(in_dim, embed_dim) if mean_skip else None
 
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None = None
@@ -84,7 +89,11 @@ class GatedABMIL(nn.Module):
             pooled.append(torch.einsum("bn,bnd->bd", a.to(hh.dtype), hh[:, :, i]))
         z = torch.cat(pooled, dim=-1)
         attn = torch.stack(attns, 0).mean(0) * mask
-        return self.slide_proj(z), self.token_proj(h), attn
+        slide = self.slide_proj(z)
+        if self.skip is not None:
+            m = mask.to(x.dtype)[..., None]
+            slide = slide + self.skip((x * m).sum(1) / m.sum(1).clamp_min(1.0))
+        return slide, self.token_proj(h), attn
 
 
 @register_model("gated_abmil")

@@ -136,3 +136,17 @@ def test_loss_he_embedding_is_the_inference_path_and_blind_to_ihc():
 def test_unknown_he_branch_is_an_input_error():
     with pytest.raises(InputError, match="he_query_branch"):
         _branch_outputs("both", torch.randn(1, 3, 4, 16), torch.ones(1, 3, 4, dtype=bool), _enc())
+
+
+def test_abmil_mean_skip_ignores_padding_and_changes_embedding():
+    torch.manual_seed(0)
+    m = create_model("gated_abmil", in_dim=16, mean_skip=True, **TINY_ABMIL).eval()
+    x = torch.randn(2, 5, 16)
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    mask[:, 3:] = False
+    x2 = x.clone()
+    x2[:, 3:] = 100.0  # padded tokens must not move the slide embedding
+    torch.testing.assert_close(m(x, mask)[0], m(x2, mask)[0])
+    with_skip = m(x, mask)[0]
+    m.skip = None  # the skip term is really added
+    assert not torch.allclose(m(x, mask)[0], with_skip, atol=1e-4)
