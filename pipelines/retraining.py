@@ -12,6 +12,7 @@ from pipelines.training import (
     DEFAULT_TASKS,
     extraction_fanout,
     feature_stages,
+    model_stages,
     on_cluster,
     release_stages,
 )
@@ -21,11 +22,8 @@ PIPELINE_NAME = "cscl-retraining"
 
 def build_retraining_pipeline(cluster: bool = False):
     """The retraining pipeline; `cluster` adds kfp-kubernetes settings (see training.py)."""
-    from components.embed.component import embed, embed_released
+    from components.embed.component import embed_released
     from components.evaluate.component import compare_models, evaluate
-    from components.pretrain_adapter.component import pretrain_adapter
-    from components.pretrain_slide_encoder.component import pretrain_slide_encoder
-    from components.register.component import register
 
     setup = on_cluster if cluster else (lambda t, **_: t)
 
@@ -79,42 +77,10 @@ def build_retraining_pipeline(cluster: bool = False):
                 allow_random, target_mpp, patch_size, min_tissue, skip_failed_slides, seed,
             )  # fmt: skip
             index, feats = ing.outputs["slide_index"], col.outputs["features"]
-            reg = setup(
-                register(slide_index=index, transforms_uri=transforms_uri, s3_endpoint=s3_endpoint)
-            )
-            ad = setup(
-                pretrain_adapter(
-                    slide_index=index,
-                    features=feats,
-                    registration=reg.outputs["registration"],
-                    epochs=adapter_epochs,
-                    batch_size=adapter_batch_size,
-                    pairs_per_case=pairs_per_case,
-                    seed=seed,
-                    s3_endpoint=s3_endpoint,
-                ),
-                gpu=True,
-            )
-            se = setup(
-                pretrain_slide_encoder(
-                    slide_index=index,
-                    features=feats,
-                    registration=reg.outputs["registration"],
-                    adapter=ad.outputs["adapter"],
-                    epochs=slide_epochs,
-                    batch_size=slide_batch_size,
-                    n_tokens=n_tokens,
-                    small=small_encoder,
-                    seed=seed,
-                    s3_endpoint=s3_endpoint,
-                ),
-                gpu=True,
-            )
-            em = setup(
-                embed(
-                    slide_index=index, features=feats, model=se.outputs["model"],
-                    s3_endpoint=s3_endpoint,
-                )
+            _, _, se, em = model_stages(
+                setup, index, feats, transforms_uri, s3_endpoint, adapter_epochs,
+                adapter_batch_size, pairs_per_case, slide_epochs, slide_batch_size, n_tokens,
+                small_encoder, seed,
             )  # fmt: skip
             em.set_display_name("embed with candidate")
             cur = setup(

@@ -98,13 +98,61 @@ def extraction_fanout(
     return col
 
 
-def build_training_pipeline(cluster: bool = False):
-    """The training pipeline; `cluster` adds kfp-kubernetes settings (see module docstring)."""
-    from components.embed.component import embed, embed_baseline
-    from components.evaluate.component import evaluate
+def model_stages(
+    setup, index, feats, transforms_uri, s3_endpoint, adapter_epochs, adapter_batch_size,
+    pairs_per_case, slide_epochs, slide_batch_size, n_tokens, small_encoder, seed,
+):  # fmt: skip
+    """register → pretrain stage 1 → pretrain stage 2 → embed; shared by both pipelines.
+
+    Returns the (register, adapter, slide encoder, embed) tasks."""
+    from components.embed.component import embed
     from components.pretrain_adapter.component import pretrain_adapter
     from components.pretrain_slide_encoder.component import pretrain_slide_encoder
     from components.register.component import register
+
+    reg = setup(register(slide_index=index, transforms_uri=transforms_uri, s3_endpoint=s3_endpoint))
+    reg.set_display_name("register H&E → IHC")
+    ad = setup(
+        pretrain_adapter(
+            slide_index=index,
+            features=feats,
+            registration=reg.outputs["registration"],
+            epochs=adapter_epochs,
+            batch_size=adapter_batch_size,
+            pairs_per_case=pairs_per_case,
+            seed=seed,
+            s3_endpoint=s3_endpoint,
+        ),
+        gpu=True,
+    )
+    ad.set_display_name("pretrain stage 1: adapter")
+    se = setup(
+        pretrain_slide_encoder(
+            slide_index=index,
+            features=feats,
+            registration=reg.outputs["registration"],
+            adapter=ad.outputs["adapter"],
+            epochs=slide_epochs,
+            batch_size=slide_batch_size,
+            n_tokens=n_tokens,
+            small=small_encoder,
+            seed=seed,
+            s3_endpoint=s3_endpoint,
+        ),
+        gpu=True,
+    )
+    se.set_display_name("pretrain stage 2: slide encoder")
+    em = setup(
+        embed(slide_index=index, features=feats, model=se.outputs["model"], s3_endpoint=s3_endpoint)
+    )
+    em.set_display_name("embed H&E slides")
+    return reg, ad, se, em
+
+
+def build_training_pipeline(cluster: bool = False):
+    """The training pipeline; `cluster` adds kfp-kubernetes settings (see module docstring)."""
+    from components.embed.component import embed_baseline
+    from components.evaluate.component import evaluate
 
     setup = on_cluster if cluster else (lambda t, **_: t)
 
@@ -156,48 +204,11 @@ def build_training_pipeline(cluster: bool = False):
                 allow_random, target_mpp, patch_size, min_tissue, skip_failed_slides, seed,
             )  # fmt: skip
             index, feats = ing.outputs["slide_index"], col.outputs["features"]
-            reg = setup(
-                register(slide_index=index, transforms_uri=transforms_uri, s3_endpoint=s3_endpoint)
-            )
-            reg.set_display_name("register H&E → IHC")
-            ad = setup(
-                pretrain_adapter(
-                    slide_index=index,
-                    features=feats,
-                    registration=reg.outputs["registration"],
-                    epochs=adapter_epochs,
-                    batch_size=adapter_batch_size,
-                    pairs_per_case=pairs_per_case,
-                    seed=seed,
-                    s3_endpoint=s3_endpoint,
-                ),
-                gpu=True,
-            )
-            ad.set_display_name("pretrain stage 1: adapter")
-            se = setup(
-                pretrain_slide_encoder(
-                    slide_index=index,
-                    features=feats,
-                    registration=reg.outputs["registration"],
-                    adapter=ad.outputs["adapter"],
-                    epochs=slide_epochs,
-                    batch_size=slide_batch_size,
-                    n_tokens=n_tokens,
-                    small=small_encoder,
-                    seed=seed,
-                    s3_endpoint=s3_endpoint,
-                ),
-                gpu=True,
-            )
-            se.set_display_name("pretrain stage 2: slide encoder")
-            em = setup(
-                embed(
-                    slide_index=index,
-                    features=feats,
-                    model=se.outputs["model"],
-                    s3_endpoint=s3_endpoint,
-                )
-            )
+            reg, ad, se, em = model_stages(
+                setup, index, feats, transforms_uri, s3_endpoint, adapter_epochs,
+                adapter_batch_size, pairs_per_case, slide_epochs, slide_batch_size, n_tokens,
+                small_encoder, seed,
+            )  # fmt: skip
             em.set_display_name("embed H&E slides")
             bl = setup(embed_baseline(slide_index=index, features=feats, s3_endpoint=s3_endpoint))
             bl.set_display_name("embed baseline (mean-pool)")

@@ -20,6 +20,16 @@ from urllib.parse import urlparse
 
 from cscl.errors import StorageError
 
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files 0600; finished files get the usual permissions (0666 minus the umask).
+_FILE_MODE = 0o666 & ~_umask()
+
 _TRANSIENT_CODES = {
     "RequestTimeout",
     "SlowDown",
@@ -280,6 +290,7 @@ def atomic_path(dest: Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, dest)
     finally:
         if tmp.exists():

@@ -63,3 +63,13 @@ def test_embeddings_roundtrip(tmp_path):
 def test_missing_local_file_error(tmp_path):
     with pytest.raises(StorageError, match="not found"):
         storage.stat(str(tmp_path / "nope.svs"))
+
+
+def test_atomic_files_get_normal_permissions(tmp_path):
+    import os
+
+    with storage.atomic_path(tmp_path / "f.bin") as tmp:
+        tmp.write_bytes(b"x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o666 & ~mask
