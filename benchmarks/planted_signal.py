@@ -47,7 +47,10 @@ TASKS = ("er_status", "pgr_status", "her2_status", "ki67_status")
 
 def variant(args) -> str:
     """Run-name suffix of the CSCL variant (baselines are shared between variants)."""
-    return f"{'_res' if args.residual else ''}{'_ms' if args.mean_skip else ''}_he-{args.he_branch}"
+    t = f"_t{args.temp2:g}" if args.temp2 else ""
+    return (
+        f"{'_res' if args.residual else ''}{'_ms' if args.mean_skip else ''}{t}_he-{args.he_branch}"
+    )
 
 
 def build_data(args) -> dict:
@@ -113,8 +116,12 @@ def train_all(d: dict, args) -> dict[str, object]:
     models["supervised ABMIL (ER)"] = load_trained(
         timed("supervised", lambda o: train_supervised(coh(), labels, o, scfg("supervised", **lab)))
     )
+    tkw = dict(temperature=args.temp2) if args.temp2 else {}
     models["MADELEINE-style"] = load_trained(
-        timed("madeleine", lambda o: train_slide_encoder(coh(), o, scfg("madeleine")))
+        timed(
+            f"madeleine_t{args.temp2:g}" if args.temp2 else "madeleine",
+            lambda o: train_slide_encoder(coh(), o, scfg("madeleine", **tkw)),
+        )
     )
     models["HistoStainAlign (ER)"] = load_trained(
         timed(
@@ -139,7 +146,7 @@ def train_all(d: dict, args) -> dict[str, object]:
             lambda o, a=a, p=pairing: train_slide_encoder(
                 coh(),
                 o,
-                scfg("cscl", pairing=p, he_query_branch=args.he_branch, abmil=cscl_abmil),
+                scfg("cscl", pairing=p, he_query_branch=args.he_branch, abmil=cscl_abmil, **tkw),
                 adapter_dir=a,
                 registrations=regs,
             ),
@@ -255,6 +262,12 @@ def main() -> int:
         help="stage-2 H&E embedding in the loss: H&E alone (default) or fused (old)",
     )
     ap.add_argument("--residual", action="store_true", help="residual stage-1 adapter")
+    ap.add_argument(
+        "--temp2",
+        type=float,
+        default=None,
+        help="stage-2 InfoNCE temperature for CSCL and MADELEINE (default: paper 0.001)",
+    )
     ap.add_argument("--mean-skip", action="store_true", help="ABMIL + linear mean-pool skip")
     ap.add_argument("--scale-n", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
@@ -273,7 +286,8 @@ def main() -> int:
     t0 = time.perf_counter()
     d = build_data(args)
     print(f"CSCL variant: stage-2 H&E branch {args.he_branch}, residual adapter "
-          f"{args.residual}, ABMIL mean skip {args.mean_skip}")  # fmt: skip
+          f"{args.residual}, ABMIL mean skip {args.mean_skip}, "
+          f"stage-2 temperature {args.temp2 or 'paper'}")  # fmt: skip
     print(f"cases {args.cases} (pretrain half / eval half), stage-1 epochs {args.epochs1}, "
           f"stage-2 epochs {args.epochs2} (batch {args.batch2}), H&E marker amplitude "
           f"{args.he_amp} vs IHC {d['sim'].ihc_marker_amp}, seed {args.seed}")  # fmt: skip
