@@ -54,8 +54,12 @@ def variant(args) -> str:
 
 
 def build_data(args) -> dict:
-    sc = SimConfig(n_cases=args.cases, seed=args.seed, he_marker_amp=args.he_amp)
-    key = hashlib.sha256(json.dumps(asdict(sc), sort_keys=True).encode()).hexdigest()[:10]
+    sc = SimConfig(n_cases=args.cases, seed=args.seed, he_marker_amp=args.he_amp,
+                   shared_texture=not args.own_texture)  # fmt: skip
+    kd = asdict(sc)
+    if kd["shared_texture"]:  # default cohorts keep their cache key
+        kd.pop("shared_texture")
+    key = hashlib.sha256(json.dumps(kd, sort_keys=True).encode()).hexdigest()[:10]
     root = Path(args.root) / f"planted_{key}"
     if not (root / "transforms.csv").exists():
         t = time.perf_counter()
@@ -267,6 +271,11 @@ def main() -> int:
         type=float,
         default=None,
         help="stage-2 InfoNCE temperature for CSCL and MADELEINE (default: paper 0.001)",
+    )
+    ap.add_argument(
+        "--own-texture",
+        action="store_true",
+        help="simulator: IHC texture independent of H&E (shared = tissue type + marker)",
     )
     ap.add_argument("--mean-skip", action="store_true", help="ABMIL + linear mean-pool skip")
     ap.add_argument("--scale-n", type=int, default=128)

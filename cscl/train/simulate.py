@@ -44,6 +44,10 @@ class SimConfig:
     missing_ihc: float = 0.1
     max_angle_deg: float = 8.0
     seed: int = 0
+    # False: each IHC slide draws its own texture code, so what H&E and IHC share at a location is
+    # tissue type + marker only (tests whether shared texture lets slide-level InfoNCE bypass the
+    # marker); True (default) keeps the original cohorts bit-for-bit
+    shared_texture: bool = True
 
 
 def _smooth_field(rng, g: int, scale: float = 3.0) -> np.ndarray:
@@ -140,7 +144,8 @@ def simulate_cohort(out_dir: str | Path, cfg: SimConfig | None = None) -> dict[s
             inside = (bx >= 0) & (bx < G) & (by >= 0) & (by < G)
             inside[inside] &= tissue[by[inside], bx[inside]]
             bx, by, cen = bx[inside], by[inside], cen[inside]
-            ihc = bio(bx, by) @ A_ihc + rng.normal(0, cfg.nuisance_sd, D)
+            tex = texture if cfg.shared_texture else rng.normal(size=texture.shape)
+            ihc = bio(bx, by, texture=tex) @ A_ihc + rng.normal(0, cfg.nuisance_sd, D)
             ihc += cfg.ihc_marker_amp * expr[m][by, bx][:, None] * w_ihc[mi]
             ihc += rng.normal(0, cfg.noise_sd, ihc.shape)
             coords = (cen - ps / 2).astype(np.int64)
