@@ -103,3 +103,18 @@ def test_single_feature_file_api_roundtrip(tmp_path):
     sf = SlideFeatures(np.ones((3, 4), np.float32), np.zeros((3, 2), np.int64), "s", "HE", "h", "e")
     write_features(tmp_path / "s.h5", sf)
     assert read_features(tmp_path / "s.h5").features.shape == (3, 4)
+
+
+def test_simulator_own_texture_changes_only_what_ihc_shares(tmp_path):
+    """shared_texture=False: same H&E for the first case, IHC features of another texture."""
+    from pathlib import Path
+
+    from cscl.train.simulate import SimConfig, simulate_cohort
+
+    kw = dict(n_cases=1, dim=16, grid=6, seed=3, missing_ihc=0.0)
+    a = simulate_cohort(tmp_path / "a", SimConfig(**kw))
+    b = simulate_cohort(tmp_path / "b", SimConfig(**kw, shared_texture=False))
+    he = [read_features(next(Path(d["features"]).glob("*_HE.h5"))).features for d in (a, b)]
+    np.testing.assert_array_equal(he[0], he[1])
+    er = [read_features(next(Path(d["features"]).glob("*_ER.h5"))).features for d in (a, b)]
+    assert er[0].shape == er[1].shape and not np.allclose(er[0], er[1])
