@@ -36,6 +36,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--residual", action="store_true", help="adapter x + α·adapter(x)")
     p.add_argument("--no-fusion", action="store_true")
     p.add_argument("--no-stain-embed", action="store_true")
+    p.add_argument(
+        "--he-query-branch",
+        choices=("alone", "fused"),
+        default=None,
+        help="stage 2: H&E embedding in the loss from H&E alone (default, = inference) or fused "
+        "with IHC (the reference code's shortcut, for comparison)",
+    )
     p.add_argument("--small", action="store_true", help="small ABMIL (hidden 128) for CPU/tests")
     p.add_argument("--skip-missing", action="store_true", help="skip missing feature files")
     p.add_argument("--seed", type=int, default=0)
@@ -98,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     _set(cfg, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, pairing=args.pairing,
          n_tokens=args.tokens, warmup_epochs=args.warmup_epochs, rankme_after=args.rankme_after,
          temperature=args.temperature, got_weight=args.got_weight, label_task=args.label_task,
-         ihc_stain=args.ihc_stain)  # fmt: skip
+         ihc_stain=args.ihc_stain, he_query_branch=args.he_query_branch)  # fmt: skip
     if args.no_fusion:
         cfg.fusion = False
     if args.no_stain_embed:

@@ -144,3 +144,13 @@ def test_cli_errors_are_clear(sim, tmp_path, capsys):
     rc = main(["embed", "--model", str(tmp_path), "--features", str(sim["features"]),
                "--manifest", str(sim["manifest"]), "--out", str(tmp_path / "e.parquet")])  # fmt: skip
     assert rc == 2 and "not a cscl run directory" in capsys.readouterr().err
+
+
+def test_cli_he_query_branch_switch_reaches_the_run_config(sim, adapter_run, slide_run, tmp_path):
+    assert json.loads((slide_run / "config.json").read_text())["train"]["he_query_branch"] == "alone"
+    out = tmp_path / "fused"
+    assert main(["pretrain", *_common(sim), "--stage", "slide", "--adapter", str(adapter_run),
+                 "--out", str(out), "--registration", str(sim["transforms"]), "--epochs", "1",
+                 "--tokens", "16", "--rankme-after", "1", "--small",
+                 "--he-query-branch", "fused"]) == 0  # fmt: skip
+    assert json.loads((out / "config.json").read_text())["train"]["he_query_branch"] == "fused"
