@@ -44,6 +44,16 @@ def bench_slide(size: int) -> Path:
     return slide
 
 
+def _default_batch(device: str | None) -> int:
+    """cscl extract's own default for this device, so every row uses the same batch size."""
+    import torch
+
+    from cscl.wsi.extract import ExtractConfig, batch_size_for
+
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return batch_size_for(ExtractConfig(), dev)
+
+
 def config(args):
     from cscl.wsi.extract import ExtractConfig
 
@@ -52,7 +62,7 @@ def config(args):
         allow_random=True,
         target_mpp=args.target_mpp,
         patch_size=args.patch_size,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size or _default_batch(args.device),
         num_workers=args.workers,
         torch_threads=args.threads,
     )
@@ -171,7 +181,12 @@ def main() -> None:
     p.add_argument("--backbone", default="resnet18")
     p.add_argument("--patch-size", type=int, default=224)
     p.add_argument("--target-mpp", type=float, default=1.0)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="all rows (default: cscl extract's for the device)",
+    )
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: CPUs)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: CPUs)")
     p.add_argument("--device", default=None)

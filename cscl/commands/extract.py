@@ -35,7 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-pen-filter", action="store_true", help="tissue: keep blue/green/black ink pixels"
     )
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="patches per forward (default: 16 CPU, 64 GPU)"
+    )
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: CPUs)")
     p.add_argument(
         "--threads", type=int, default=None, help="CPU: torch threads of the model (default: auto)"
@@ -72,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         torch_threads=args.threads,
     )
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
     common = dict(
         qc_png_dir=args.qc_png, endpoint_url=args.s3_endpoint, show_progress=not args.quiet

@@ -55,7 +55,7 @@ class ExtractConfig:
     tissue: TissueParams = field(default_factory=TissueParams)
     feature_dtype: str = "float16"
     # speed only (not hashed)
-    batch_size: int = 64
+    batch_size: int | None = None  # None: 16 on CPU (resnet18 there peaks at 8–16), 64 on GPU
     num_workers: int | None = None  # None: one per CPU
     device: str | None = None  # None: cuda if available else cpu
     torch_threads: int | None = None  # None: one per CPU
@@ -129,6 +129,14 @@ class ExtractSummary:
         }
 
 
+def batch_size_for(cfg: ExtractConfig, device: torch.device) -> int:
+    """The batch size to use: the configured one, else what suits the device (CPU caches favour
+    small batches: resnet18 on 2 cores runs 21.5 patches/s at 8–16 and 19.1 at 32)."""
+    if cfg.batch_size is not None:
+        return int(cfg.batch_size)
+    return 64 if device.type == "cuda" else 16
+
+
 def _workers(cfg: ExtractConfig, n_batches: int) -> int:
     n = available_cpus() if cfg.num_workers is None else int(cfg.num_workers)
     return max(0, min(n, n_batches - 1 if n_batches > 1 else 0))
@@ -151,9 +159,10 @@ def compute_features(
     n = len(grid)
     feats = np.empty((n, encoder.dim), np.float32)
     ds = PatchDataset(wsi.path, grid.coords, grid.level, grid.read_size, grid.patch_size)
-    n_batches = -(-n // cfg.batch_size)
+    bs = batch_size_for(cfg, encoder.device)
+    n_batches = -(-n // bs)
     loader = patch_loader(
-        ds, cfg.batch_size, _workers(cfg, n_batches), pin_memory=encoder.device.type == "cuda"
+        ds, bs, _workers(cfg, n_batches), pin_memory=encoder.device.type == "cuda"
     )
     try:
         for item in loader:
