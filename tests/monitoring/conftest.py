@@ -4,7 +4,6 @@ loopback S3 (moto) and loopback stand-ins for the Kubeflow Pipelines and GitHub 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -54,26 +53,6 @@ def write_cohort(prefix, model, n, seed, shift=None, day=DAY, version=VERSION, e
     recs = make_records(model.sample(n, seed=seed, shift=shift), version, day, seed=seed)
     write_records(str(prefix), recs, endpoint_url=endpoint)
     return recs
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint():
-    """A real S3 API (moto) over HTTP on 127.0.0.1 with dummy credentials."""
-    from moto.server import ThreadedMotoServer
-
-    old = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-    os.environ["AWS_ACCESS_KEY_ID"] = "testing"
-    os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
 
 
 class StandIn:

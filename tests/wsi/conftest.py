@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -65,23 +64,3 @@ def slide_factory(tmp_path):
         return write_slide(tmp_path / name, img, mpp=mpp, fmt=fmt, mag=mag)
 
     return make
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint():
-    """A real S3 API (moto) over HTTP on 127.0.0.1 with dummy credentials."""
-    from moto.server import ThreadedMotoServer
-
-    old = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-    os.environ["AWS_ACCESS_KEY_ID"] = "testing"
-    os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
