@@ -1,4 +1,4 @@
-# The one cscl image: every Kubeflow component (components/common.py BASE_IMAGE) and the plain
+# The one cscl image: every Kubeflow component (cscl_platform/components/common.py BASE_IMAGE) and the plain
 # TorchServe Deployment run it. Build: docker build -t ghcr.io/cscl/cscl:<version> .
 #
 # CUDA: the PyPI torch 2.14.1 wheel ships its CUDA 12 runtime (nvidia-* wheels), so a GPU node
@@ -26,10 +26,8 @@ RUN pip install torch==2.14.1 torchvision==0.29.1
 # Then the project with exactly the pins of pyproject.toml (no extras: tests stay out).
 COPY pyproject.toml README.md ./
 COPY cscl ./cscl
-COPY components ./components
-COPY pipelines ./pipelines
-COPY serving ./serving
-# The InferenceService the deploy component applies (see components/deploy/logic.py).
+COPY cscl_platform ./cscl_platform
+# The InferenceService the deploy component applies (see cscl_platform/components/deploy/logic.py).
 COPY manifests/base/serving/kserve/inferenceservice.yaml ./manifests/inferenceservice.yaml
 ENV CSCL_ISVC_TEMPLATE=/opt/cscl/manifests/inferenceservice.yaml
 RUN pip install . \

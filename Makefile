@@ -20,6 +20,7 @@ setup: $(STAMP)
 
 test: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports   # the layer rule: cscl never imports the platform (docs/ARCHITECTURE.md)
 	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout=900
 
 lint: setup
@@ -29,7 +30,7 @@ format: setup
 	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
 
 demo: setup
-	$(BIN)/python -m cscl.demo
+	$(BIN)/python -m cscl_platform.demo
 
 bench: setup
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done

@@ -148,7 +148,7 @@ def timed_calls(fn, payloads: list, concurrency: int) -> tuple[list[float], floa
 
 def load_test(client_factory, good: list[bytes], seconds: float, clients: int) -> dict:
     """`clients` threads for `seconds`; 1 in 10 requests is bad on purpose (must get a 4xx)."""
-    from serving.client import ServingError
+    from cscl_platform.serving.client import ServingError
 
     stop = time.monotonic() + seconds
     counts = {"ok": 0, "rejected_4xx": 0, "failed": 0}
@@ -210,8 +210,8 @@ def main() -> int:
     from cscl.features import read_features
     from cscl.inference import Predictor
     from cscl.synthetic import generate_cohort
-    from serving.client import ServingClient
-    from serving.server import start_torchserve
+    from cscl_platform.serving.client import ServingClient
+    from cscl_platform.serving.server import start_torchserve
 
     torch.set_num_threads(args.threads)
     res: dict = {"config": {"patches": args.patches, "dim": DIM, "backbone": BACKBONE,

@@ -419,7 +419,10 @@ def build_mar(
     import sys
     import tempfile
 
-    handler = Path(handler or Path(__file__).resolve().parent.parent / "serving" / "handler.py")
+    handler = Path(
+        handler
+        or Path(__file__).resolve().parent.parent / "cscl_platform" / "serving" / "handler.py"
+    )
     if not handler.is_file():
         raise InputError(f"TorchServe handler not found: {handler}")
     bundle_dir, export_dir = Path(bundle_dir).resolve(), Path(export_dir).resolve()
@@ -455,7 +458,7 @@ def cluster_config(name: str, mar: str, version: str = "1.0", *, batch_size: int
                    response_timeout: int = 900, workers: int = 1) -> str:  # fmt: skip
     """config.properties for TorchServe in a pod (KServe `storageUri` layout or the Deployment).
 
-    Differs from serving/config.properties (local, loopback) in three ways: inference (8080) and
+    Differs from cscl_platform/serving/config.properties (local, loopback) in three ways: inference (8080) and
     metrics (8082) listen on the pod address; the model is registered through `model_snapshot`,
     as KServe's TorchServe runtime expects; and token authorization is off, because TorchServe
     0.12 generates its keys inside the container where no client can read them — access is

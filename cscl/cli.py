@@ -1,4 +1,9 @@
-"""`cscl` command line. Each subcommand lives in `cscl/commands/<name>.py` and is found here.
+"""`cscl` command line. Each subcommand is one module, found here two ways.
+
+- Library commands live in `cscl/commands/<name>.py`.
+- Platform commands (pipelines, serving, monitoring, packaging for TorchServe) live in the optional
+  `cscl_platform` layer and register through the `cscl.commands` entry-point group, so `cscl`
+  never imports the platform: the dependency points one way (docs/ARCHITECTURE.md).
 
 A command module defines `HELP` (one line), `add_arguments(parser)` and `run(args) -> int`, and
 keeps heavy imports inside `run` so `cscl --help` stays fast.
@@ -8,19 +13,32 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import pkgutil
 import sys
 
 from cscl import __version__
 from cscl.errors import CsclError
 
+ENTRY_POINT_GROUP = "cscl.commands"
+
 
 def _command_modules():
     import cscl.commands as pkg
 
-    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
-        if not info.name.startswith("_"):
-            yield info.name.replace("_", "-"), importlib.import_module(f"cscl.commands.{info.name}")
+    found = {
+        info.name.replace("_", "-"): f"cscl.commands.{info.name}"
+        for info in pkgutil.iter_modules(pkg.__path__)
+        if not info.name.startswith("_")
+    }
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        found.setdefault(ep.name, ep.value)
+    for name in sorted(found):
+        try:
+            yield name, importlib.import_module(found[name])
+        except ImportError as exc:  # a platform extra that is not installed
+            print(f"cscl: command {name!r} unavailable ({exc}); install its extra, e.g. "
+                  "pip install 'cscl[platform]'", file=sys.stderr)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

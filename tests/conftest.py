@@ -15,7 +15,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 def s3_endpoint():
     """A real S3 API (moto) over HTTP on 127.0.0.1 with dummy credentials.
 
-    Shared by the test folders; tests/pipelines overrides it with `cscl.demo.local_s3` (which also
+    Shared by the test folders; tests/pipelines overrides it with `cscl_platform.demo.local_s3` (which also
     exports AWS_ENDPOINT_URL for kfp.local subprocesses)."""
     from moto.server import ThreadedMotoServer
 

@@ -76,12 +76,42 @@ def resolve_relative(uri: str, base: str) -> str:
     return str((local_path(base).parent / uri).resolve())
 
 
+@dataclass(frozen=True)
+class Store:
+    """The object store of this process: which S3 endpoint it talks to.
+
+    Why one per process: the endpoint is a property of the deployment, not of each call. Entry
+    points (the CLI's `--s3-endpoint`, a component's `s3_endpoint`) set it once with
+    `configure_store`; everything else just reads and writes URIs.
+    """
+
+    endpoint_url: str | None = None
+
+    @property
+    def endpoint(self) -> str | None:
+        return self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+_STORE = Store()
+
+
+def current_store() -> Store:
+    return _STORE
+
+
+def configure_store(endpoint_url: str | None = None) -> Store:
+    """Set this process's store (None: the standard AWS chain, incl. AWS_ENDPOINT_URL)."""
+    global _STORE
+    _STORE = Store(endpoint_url or None)
+    return _STORE
+
+
 def s3_client(endpoint_url: str | None = None, *, max_attempts: int = 5):
     """A boto3 S3 client with retries (adaptive backoff) for transient errors."""
     import boto3
     from botocore.config import Config
 
-    endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
+    endpoint_url = endpoint_url or current_store().endpoint
     cfg = Config(
         retries={"max_attempts": max_attempts, "mode": "adaptive"},
         connect_timeout=10,
@@ -100,7 +130,7 @@ def _explain_s3(exc: Exception, uri: str, endpoint_url: str | None) -> StorageEr
     """Turn botocore errors into one message that names the object and what to do."""
     from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
-    ep = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or "AWS default endpoint"
+    ep = endpoint_url or current_store().endpoint or "AWS default endpoint"
     if isinstance(exc, EndpointConnectionError):
         return StorageError(
             f"cannot reach S3 endpoint {ep} for {uri}",

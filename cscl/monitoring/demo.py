@@ -1,4 +1,4 @@
-"""The monitoring step of `make demo` (called by cscl.demo as `demo_step(ctx)`).
+"""The monitoring step of `make demo` (called by cscl_platform.demo as `demo_step(ctx)`).
 
 Another lab sends slides: a synthetic H&E cohort rendered with a stain-protocol and scanner shift
 (`ShiftSpec(stain=0.8, scanner=0.6)`). Each slide goes through the released model exactly as a

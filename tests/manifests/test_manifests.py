@@ -61,7 +61,7 @@ def test_overlays_set_their_namespace_everywhere():
 @needs_kubectl
 @pytest.mark.parametrize("target", TARGETS)
 def test_s3_secret_is_a_template_without_values(target):
-    from components.common import S3_SECRET_KEYS, S3_SECRET_NAME
+    from cscl_platform.components.common import S3_SECRET_KEYS, S3_SECRET_NAME
 
     [secret] = [d for d in build(target) if d["kind"] == "Secret"]
     assert secret["metadata"]["name"] == S3_SECRET_NAME  # what the pipelines mount

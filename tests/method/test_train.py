@@ -147,7 +147,9 @@ def test_cli_errors_are_clear(sim, tmp_path, capsys):
 
 
 def test_cli_he_query_branch_switch_reaches_the_run_config(sim, adapter_run, slide_run, tmp_path):
-    assert json.loads((slide_run / "config.json").read_text())["train"]["he_query_branch"] == "alone"
+    assert (
+        json.loads((slide_run / "config.json").read_text())["train"]["he_query_branch"] == "alone"
+    )
     out = tmp_path / "fused"
     assert main(["pretrain", *_common(sim), "--stage", "slide", "--adapter", str(adapter_run),
                  "--out", str(out), "--registration", str(sim["transforms"]), "--epochs", "1",

@@ -14,8 +14,8 @@ MANIFESTS = REPO / "manifests" / "base" / "monitoring"
 
 
 def test_create_recurring_run_uploads_a_version_and_schedules_it(kfp_standin, mon, tmp_path):
-    from pipelines.compile import compile_pipeline
-    from pipelines.monitoring import create_recurring_run
+    from cscl_platform.pipelines.compile import compile_pipeline
+    from cscl_platform.pipelines.monitoring import create_recurring_run
 
     K = mon.KFP
     kfp_standin.routes[("POST", f"{K}/pipelines/upload")] = lambda q, b: (

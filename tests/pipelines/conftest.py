@@ -17,7 +17,7 @@ _mod = sys.modules.get("pipelines")
 if _mod is not None and getattr(_mod, "__file__", None) is None:
     del sys.modules["pipelines"]
 
-from cscl.demo import local_s3  # noqa: E402
+from cscl_platform.demo import local_s3  # noqa: E402
 
 
 @pytest.fixture(scope="session")

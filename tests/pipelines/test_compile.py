@@ -10,8 +10,8 @@ import yaml
 
 from cscl import __version__
 from cscl.cli import main
-from pipelines import PIPELINES, available
-from pipelines.compile import git_commit, pipeline_version
+from cscl_platform.pipelines import PIPELINES, available
+from cscl_platform.pipelines.compile import git_commit, pipeline_version
 
 
 def _docs(path):
@@ -59,7 +59,7 @@ def test_compile_all(tmp_path, local, capsys):
 
 
 def test_training_graph_has_fanout_and_gates(tmp_path):
-    from pipelines.compile import compile_pipeline
+    from cscl_platform.pipelines.compile import compile_pipeline
 
     spec = _docs(compile_pipeline("training", tmp_path, cluster=False, version="x"))[0]
     text = yaml.safe_dump(spec)

@@ -7,7 +7,7 @@ import os
 import pandas as pd
 import pytest
 
-from cscl.demo import local_s3, mirror_store, pick_tasks
+from cscl_platform.demo import local_s3, mirror_store, pick_tasks
 
 
 def test_local_s3_sets_and_restores_environment():

@@ -70,9 +70,9 @@ def test_base_python_matches_requires_python():
 
 
 def test_components_use_the_project_image():
-    from components.common import BASE_IMAGE
-    from components.ingest.component import ingest
     from cscl import __version__
+    from cscl_platform.components.common import BASE_IMAGE
+    from cscl_platform.components.ingest.component import ingest
 
     assert BASE_IMAGE.endswith(f":{__version__}")
     assert ingest.component_spec.implementation.container.image == BASE_IMAGE

@@ -10,8 +10,8 @@ import shutil
 import pandas as pd
 import pytest
 
-from cscl.demo import DemoContext, demo_params
 from cscl.io import storage
+from cscl_platform.demo import DemoContext, demo_params
 
 pytestmark = pytest.mark.slow
 PREFIX = "s3://pipe-bucket/proj"
@@ -45,7 +45,7 @@ def _params(folder, s3_endpoint, cohort="tiny4", **kw):
 
 @pytest.fixture(scope="session")
 def training_run(pipeline_cohort, s3_endpoint, tmp_path_factory):
-    from pipelines.local import run_local
+    from cscl_platform.pipelines.local import run_local
 
     root = tmp_path_factory.mktemp("kfp-training")
     return run_local("training", _params(pipeline_cohort, s3_endpoint), root)
@@ -84,7 +84,7 @@ def test_training_pipeline_end_to_end(training_run, s3_endpoint):
 def test_retraining_reuses_features_and_promotes_only_if_better(
     training_run, pipeline_cohort, s3_endpoint, tmp_path_factory
 ):
-    from pipelines.local import run_local
+    from cscl_platform.pipelines.local import run_local
 
     current = training_run.metrics["package/bundle"]["model_uri"]
     root = tmp_path_factory.mktemp("kfp-retraining")

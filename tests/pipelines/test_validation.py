@@ -9,7 +9,7 @@ import pytest
 
 from cscl.errors import InputError
 from cscl.ingest import ingest_cohort, upload_folder
-from cscl.validation import validate_cohort
+from cscl_platform.validation import validate_cohort
 
 
 def test_good_cohort_passes_and_writes_report(s3_cohort, s3_endpoint, tmp_path):

@@ -56,7 +56,7 @@ def test_store_down_never_blocks_and_records_are_retried(tmp_path):
     from moto.server import ThreadedMotoServer
 
     from cscl.io.storage import s3_client
-    from serving.server import free_ports
+    from cscl_platform.serving.server import free_ports
 
     port = free_ports(1)[0]
     endpoint = f"http://127.0.0.1:{port}"

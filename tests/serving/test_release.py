@@ -76,7 +76,7 @@ def test_kustomizations_build_and_validate():
 def test_upload_release_then_serve_it_like_the_cluster(packaged, made, s3, tmp_path):
     from cscl.bundle import upload_release
     from cscl.io.storage import list_uris
-    from serving.server import free_ports, start_torchserve
+    from cscl_platform.serving.server import free_ports, start_torchserve
 
     prefix = f"s3://{DATA_BUCKET}/proj/models"
     dest = upload_release(packaged["bundle"], packaged["mar"], prefix, "cscl", "0.1.0+test",

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from serving.demo import demo_step, summarize_answer
+from cscl_platform.serving.demo import demo_step, summarize_answer
 
 
 @pytest.mark.torchserve

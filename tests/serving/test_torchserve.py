@@ -15,7 +15,7 @@ import requests
 import serving_fixtures as fx
 from serving_fixtures import DATA_BUCKET, LOG_BUCKET
 
-from serving.client import ServingClient, ServingError
+from cscl_platform.serving.client import ServingClient, ServingError
 
 pytestmark = pytest.mark.torchserve
 
@@ -25,7 +25,7 @@ def log_s3():
     from moto.server import ThreadedMotoServer
 
     from cscl.io.storage import s3_client
-    from serving.server import free_ports
+    from cscl_platform.serving.server import free_ports
 
     port = free_ports(1)[0]
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -39,7 +39,7 @@ def log_s3():
 
 @pytest.fixture(scope="module")
 def ts(packaged, made, slide, s3, log_s3, tmp_path_factory):
-    from serving.server import start_torchserve
+    from cscl_platform.serving.server import start_torchserve
 
     client = s3["client"]
     client.upload_file(str(made["features"] / "case005_HE.h5"), DATA_BUCKET, "feat/case005_HE.h5")

@@ -1,0 +1,270 @@
+"""`make demo`: the whole training pipeline on one machine, against a real S3 API on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DUMMY_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "demo-not-a-secret",
+    "AWS_SECRET_ACCESS_KEY": "demo-not-a-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@contextlib.contextmanager
+def local_s3(set_env: bool = True) -> Iterator[str]:
+    """Run moto's S3 server on 127.0.0.1 (a free port); yield its endpoint URL.
+
+    Not a mock: boto3 speaks HTTP S3 to it exactly as to AWS or MinIO. With `set_env` the dummy
+    credentials and AWS_ENDPOINT_URL are exported for the duration (restored afterwards) so that
+    kfp.local task subprocesses inherit them.
+    """
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    saved = {k: os.environ.get(k) for k in (*DUMMY_AWS_ENV, "AWS_ENDPOINT_URL")}
+    try:
+        if set_env:
+            os.environ.update(DUMMY_AWS_ENV)
+            os.environ["AWS_ENDPOINT_URL"] = url
+        yield url
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        server.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# The demo itself
+# ---------------------------------------------------------------------------------------------
+
+BUCKET = "cscl-demo"
+PROJECT_PREFIX = f"s3://{BUCKET}"
+COHORT_PREFIX = f"{PROJECT_PREFIX}/cohorts/demo"
+
+# Plug-in steps run after the training pipeline: a module listed here that exists in the
+# checkout and defines `demo_step(ctx: DemoContext) -> None` is called in order (serving: start
+# TorchServe and print one prediction; monitoring: one drift run). Their owners add the module;
+# this file does not change.
+DEMO_STEP_MODULES = ("cscl_platform.serving.demo", "cscl.monitoring.demo")
+
+
+@dataclass
+class DemoContext:
+    """What later demo steps need: where the S3 server, the cohort and the run's outputs are."""
+
+    endpoint_url: str
+    out_dir: Path
+    cohort_dir: Path
+    manifest_uri: str
+    labels_uri: str
+    project_prefix: str
+    run: object = None  # pipelines.local.LocalRun
+    model_uri: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def pick_tasks(labels_path: str | Path, folds: int = 2) -> str:
+    """Label tasks a tiny cohort can evaluate: categorical columns with ≥ 2 classes of ≥ `folds`
+    cases each, and `os` when it has ≥ `folds` events. A tiny synthetic cohort may lack some."""
+    import pandas as pd
+
+    lab = pd.read_csv(labels_path)
+    tasks = []
+    for col in ("subtype", "er_status", "pgr_status", "her2_status", "ki67_status"):
+        if col in lab.columns:
+            counts = lab[col].value_counts()
+            if len(counts) >= 2 and counts.min() >= folds:
+                tasks.append(col)
+    if "os_event" in lab.columns and lab["os_event"].sum() >= folds:
+        tasks.append("os")
+    if not tasks:
+        raise ValueError(f"{labels_path}: no task with ≥ {folds} cases per class; add cases")
+    return ",".join(tasks)
+
+
+def demo_params(ctx: DemoContext, fast: bool = True) -> dict:
+    """Pipeline parameters for a tiny CPU run: random tiny backbone, 1–2 epochs, small ABMIL."""
+    tasks = pick_tasks(ctx.cohort_dir / "labels.csv", folds=2)
+    protocols = "fewshot,kfold" + (",survival" if "os" in tasks.split(",") else "")
+    return dict(
+        manifest_uri=ctx.manifest_uri,
+        labels_uri=ctx.labels_uri,
+        project_prefix=ctx.project_prefix,
+        s3_endpoint=ctx.endpoint_url,
+        transforms_uri=ctx.manifest_uri.replace("manifest.csv", "transforms.csv"),
+        num_shards=2,
+        backbone="test_resnet",
+        allow_random=True,
+        target_mpp=2.0,
+        patch_size=64,
+        adapter_epochs=2 if not fast else 1,
+        adapter_batch_size=4,
+        pairs_per_case=32,
+        slide_epochs=2 if not fast else 1,
+        slide_batch_size=4,
+        n_tokens=64,
+        small_encoder=True,
+        tasks=tasks,
+        protocols=protocols,
+        folds=2,
+        n_boot=50,
+        ks="1",
+        min_score=0.0,
+    )
+
+
+def make_cohort(out_dir: Path, n_cases: int, seed: int = 0) -> Path:
+    """A small synthetic paired cohort (H&E + HER2 + KI67) on local disk; returns its folder."""
+    from cscl.synthetic import generate_cohort
+
+    manifest = generate_cohort(
+        out_dir,
+        n_cases=n_cases,
+        seed=seed,
+        stains=("HE", "HER2", "KI67"),
+        width=1600,
+        height=1200,
+        workers=1,
+        progress=False,
+    )
+    return Path(manifest).parent
+
+
+def run_demo(out_dir: Path, n_cases: int = 6, endpoint_url: str | None = None) -> DemoContext:
+    """Synth → upload → training pipeline (kfp.local) → plug-in steps. Prints where things are."""
+    import importlib
+    import importlib.util
+    import time
+
+    from cscl.ingest import ensure_bucket, upload_folder
+    from cscl_platform.pipelines.local import run_local
+
+    out_dir = Path(out_dir).resolve()
+    t0 = time.perf_counter()
+    cohort_dir = out_dir / "cohort"
+    if not (cohort_dir / "manifest.csv").exists():
+        make_cohort(cohort_dir, n_cases)
+    _say(f"1. synthetic cohort: {n_cases} cases × HE/HER2/KI67 in {cohort_dir}")
+    ensure_bucket(BUCKET, endpoint_url)
+    uris = upload_folder(cohort_dir, COHORT_PREFIX, endpoint_url)
+    _say(f"2. uploaded {len(uris)} objects to {COHORT_PREFIX}/ at {endpoint_url}")
+    ctx = DemoContext(
+        endpoint_url=endpoint_url or "",
+        out_dir=out_dir,
+        cohort_dir=cohort_dir,
+        manifest_uri=f"{COHORT_PREFIX}/manifest.csv",
+        labels_uri=f"{COHORT_PREFIX}/labels.csv",
+        project_prefix=PROJECT_PREFIX,
+    )
+    _say("3. training pipeline with kfp.local (ingest → validate → extract ×shards → register → "
+         "pretrain ×2 → embed → evaluate → gate → package → deploy)")  # fmt: skip
+    run = run_local("training", demo_params(ctx), out_dir / "kfp")
+    ctx.run = run
+    _print_run(run)
+    model_dirs = [p for k, p in run.artifacts.items() if k.endswith("/bundle")]
+    for key, meta in run.metrics.items():
+        if key.endswith("/bundle") and meta.get("model_uri"):
+            ctx.model_uri = meta["model_uri"]
+    if ctx.model_uri:
+        _say(f"   model released to {ctx.model_uri} (bundle copy: {model_dirs[0]})")
+    else:
+        _say("   no model released (quality gate said no)")
+    step_no = 4
+    for mod in DEMO_STEP_MODULES:
+        if importlib.util.find_spec(mod.rsplit(".", 1)[0]) and importlib.util.find_spec(mod):
+            step = getattr(importlib.import_module(mod), "demo_step", None)
+            if step is not None:
+                _say(f"{step_no}. {mod}.demo_step")
+                step(ctx)
+                step_no += 1
+    if endpoint_url and ctx.project_prefix.startswith("s3://"):
+        files = mirror_store(ctx.project_prefix, out_dir / "s3", endpoint_url)
+        _say(f"   object store ({ctx.project_prefix}: cohort, features/<extractor-hash>/, "
+             f"models/<name>/<version>/) mirrored to {out_dir / 's3'} ({len(files)} files)")  # fmt: skip
+    _say(f"done in {time.perf_counter() - t0:.0f} s")
+    return ctx
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+KEY_OUTPUTS = {
+    "validate/report": "data validation report (HTML)",
+    "evaluate/report": "evaluation report (HTML)",
+    "package/model_card": "model card (Markdown)",
+    "package/bundle": "model bundle",
+    "deploy/deployment": "deployment record (Markdown)",
+}
+
+
+def _print_run(run) -> None:
+    """Every artifact of the run (paths relative to the run folder), key ones first."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=160)
+    console.print(f"\nrun folder: {run.run_dir}  ({run.seconds:.0f} s)")
+    table = Table(title="artifacts", show_lines=False)
+    table.add_column("task/output")
+    table.add_column("what")
+    table.add_column("path (under the run folder)")
+    for key, path in sorted(
+        run.artifacts.items(), key=lambda kv: (kv[0] not in KEY_OUTPUTS, kv[0])
+    ):
+        table.add_row(key, KEY_OUTPUTS.get(key, ""), str(path.relative_to(run.run_dir)))
+    console.print(table)
+    for key in ("validate/metrics", "collect-features/metrics", "register/metrics"):
+        if key in run.metrics:
+            console.print(f"{key}: {run.metrics[key]}")
+    score = run.metrics.get("evaluate/metrics", {}).get("quality_score")
+    if score is not None:
+        console.print(f"evaluate/metrics: quality_score = {score:.3f} (+ per-task metrics)")
+
+
+def mirror_store(prefix: str, dest: Path, endpoint_url: str | None) -> list[Path]:
+    """Copy every object under `prefix` to `dest` (the loopback S3 server dies with the demo)."""
+    from cscl.io import storage
+
+    bucket, _ = storage.parse_s3_uri(prefix)
+    out = []
+    for uri in storage.list_uris(prefix, endpoint_url):
+        _, key = storage.parse_s3_uri(uri)
+        out.append(storage.download(uri, dest / bucket / key, endpoint_url))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m cscl_platform.demo", description=__doc__)
+    p.add_argument("--out", default="data/demo", help="working folder (default data/demo)")
+    p.add_argument("--cases", type=int, default=6, help="synthetic cases (default 6)")
+    p.add_argument("--s3-endpoint", help="use this S3 endpoint instead of a loopback moto server")
+    args = p.parse_args(argv)
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    if args.s3_endpoint:
+        run_demo(Path(args.out), args.cases, args.s3_endpoint)
+        return 0
+    with local_s3() as url:
+        run_demo(Path(args.out), args.cases, url)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
