@@ -1,0 +1,1 @@
+"""Platform `cscl` subcommands, registered through the `cscl.commands` entry-point group."""
