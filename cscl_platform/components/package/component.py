@@ -36,7 +36,7 @@ def package(
 
     from cscl import __version__
     from cscl.cli import main as cscl_main
-    from cscl.eval.run import flat_metrics
+    from cscl.eval.metrics import flat_metrics
     from cscl.ingest import read_index
     from cscl.io import storage
     from cscl.shards import training_inputs
