@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from cscl.errors import InputError
+
 HELP = "drift report (Evidently) of a model version's inference logs; optionally start retraining"
 
 
 def _kv(items: list[str] | None, flag: str) -> dict[str, str]:
-    from cscl.errors import InputError
-
     out: dict[str, str] = {}
     for item in items or []:
         k, sep, v = item.partition("=")

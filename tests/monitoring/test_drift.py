@@ -8,40 +8,33 @@ import pandas as pd
 import pytest
 
 from cscl.monitoring.drift import compute_drift, null_auc_threshold
-from cscl.monitoring.logs import read_window
+from cscl.monitoring.logs import LogWindow, read_window
 from cscl.monitoring.policy import load_policy
-from cscl.monitoring.reference import load_reference
-from cscl.monitoring.simulate import make_records
+from cscl.monitoring.reference import load_reference, write_reference
+from cscl.monitoring.schema import flatten_predictions, flatten_qc
+from cscl.monitoring.simulate import RecordModel, make_records
 from cscl.synthetic import ShiftSpec
 
 
-class _Window:
-    """A LogWindow built in memory from sampled records (same fields the reader fills)."""
-
-    def __new__(cls, recs, ref):
-        from cscl.monitoring.logs import LogWindow
-        from cscl.monitoring.schema import flatten_predictions, flatten_qc
-
-        q = [flatten_qc(r["qc"]) for r in recs]
-        return LogWindow(
-            model_version="v1",
-            since="2026-11-01",
-            until="2026-11-01",
-            request_ids=[r["request_id"] for r in recs],
-            slide_ids=[r["slide_id"] for r in recs],
-            embeddings=np.asarray([r["embedding"] for r in recs], dtype=np.float32),
-            qc_numeric=np.asarray([v for v, _ in q], dtype=np.float32),
-            vendors=[vend for _, vend in q],
-            predictions=np.asarray(
-                [flatten_predictions(r["predictions"], ref.pred_columns) for r in recs],
-                dtype=np.float32,
-            ),
-            pred_columns=ref.pred_columns,
-        )
-
-
-def _window(model, ref, n, seed, shift=None):
-    return _Window(make_records(model.sample(n, seed=seed, shift=shift), "v1", "2026-11-01"), ref)
+def _window(model, ref, n, seed, shift=None) -> LogWindow:
+    """A LogWindow of fresh records, built in memory (same fields the reader fills)."""
+    recs = make_records(model.sample(n, seed=seed, shift=shift), "v1", "2026-11-01")
+    q = [flatten_qc(r["qc"]) for r in recs]
+    return LogWindow(
+        model_version="v1",
+        since="2026-11-01",
+        until="2026-11-01",
+        request_ids=[r["request_id"] for r in recs],
+        slide_ids=[r["slide_id"] for r in recs],
+        embeddings=np.asarray([r["embedding"] for r in recs], dtype=np.float32),
+        qc_numeric=np.asarray([v for v, _ in q], dtype=np.float32),
+        vendors=[vend for _, vend in q],
+        predictions=np.asarray(
+            [flatten_predictions(r["predictions"], ref.pred_columns) for r in recs],
+            dtype=np.float32,
+        ),
+        pred_columns=ref.pred_columns,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -115,9 +108,6 @@ def test_reader_feeds_drift(tmp_path, ref, record_model, mon):
 def test_embedding_shift_outside_the_reference_subspace_is_seen(tmp_path):
     """A stain shift moves 128-d embeddings along a direction the training slides never varied
     in; the pooled PCA keeps it (a PCA fitted on the reference alone would project it away)."""
-    from cscl.monitoring.reference import write_reference
-    from cscl.monitoring.simulate import RecordModel
-
     model = RecordModel(dim=128, seed=4)
     c = model.sample(150, seed=1)
     write_reference(tmp_path, c["embeddings"], c["predictions"], c["qc"], "v1")

@@ -19,6 +19,8 @@ from evidently.legacy.calculations.stattests import get_stattest  # noqa: E402
 from evidently.legacy.core import ColumnType  # noqa: E402
 from evidently.legacy.metrics.data_drift.embedding_drift_methods import model  # noqa: E402
 
+from cscl_platform.monitoring.report import render_report, report_values  # noqa: E402
+
 
 def _evidently(method, r, c, categorical):
     ctype = ColumnType.Categorical if categorical else ColumnType.Numerical
@@ -92,8 +94,6 @@ def test_domain_classifier_equals_evidently(dtype):
 
 def test_plan_values_equal_the_rendered_report(tmp_path, bundle, record_model, mon):
     """The Evidently report of a plan shows drift.json's numbers (all four signals)."""
-    from cscl_platform.monitoring.report import render_report, report_values
-
     recs = mon.write_cohort(tmp_path, record_model, 40, seed=300, shift=ShiftSpec(stain=0.3))
     ref = load_reference(str(bundle))
     win = read_window(str(tmp_path), "v1", mon.DAY, mon.DAY, pred_columns=ref.pred_columns,
