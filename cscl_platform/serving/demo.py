@@ -36,10 +36,10 @@ def demo_step(ctx: Any) -> dict | None:
     if not ctx.model_uri:
         print("   serving: no model was released (quality gate said no); skipped")
         return None
+    if ctx.endpoint_url:  # the demo's store (run_demo passes it to every step)
+        storage.configure_store(ctx.endpoint_url)
     store = Path(ctx.out_dir) / "serving" / "model-store"
-    mar = storage.download(
-        ctx.model_uri.rstrip("/") + "/model.mar", store / "cscl.mar", ctx.endpoint_url or None
-    )
+    mar = storage.download(ctx.model_uri.rstrip("/") + "/model.mar", store / "cscl.mar")
     manifest = pd.read_csv(Path(ctx.cohort_dir) / "manifest.csv")
     he_rel = manifest.loc[manifest["stain"] == "HE", "slide_uri"].iloc[0]
     slide_uri = storage.resolve_relative(he_rel, ctx.manifest_uri)
