@@ -12,6 +12,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+from cscl.io import storage
+from cscl_platform.serving.client import ServingClient
+from cscl_platform.serving.server import start_torchserve
+
 
 def summarize_answer(answer: dict) -> dict:
     """The parts of a prediction a person reads first (the full embedding is long)."""
@@ -27,12 +33,6 @@ def summarize_answer(answer: dict) -> dict:
 
 def demo_step(ctx: Any) -> dict | None:
     """Serve the released model and print one prediction for an H&E slide of the cohort."""
-    import pandas as pd
-
-    from cscl.io import storage
-    from cscl_platform.serving.client import ServingClient
-    from cscl_platform.serving.server import start_torchserve
-
     if not ctx.model_uri:
         print("   serving: no model was released (quality gate said no); skipped")
         return None
