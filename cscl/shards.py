@@ -173,20 +173,17 @@ def merge_reports(paths: list[str | Path]) -> pd.DataFrame:
     return df.sort_values("slide_id").reset_index(drop=True)
 
 
-def fetch_features(
-    feature_index: pd.DataFrame, dest: str | Path, endpoint_url: str | None = None
-) -> Path:
-    """Download the usable feature files of an index into `dest/<slide_id>.h5` (local training).
+def fetch_features(feature_index: pd.DataFrame, dest: str | Path) -> Path:
+    """The usable feature files of an index as `dest/<slide_id>.h5` (local training).
 
-    Files already present with the right name are kept (training steps rerun without refetching).
+    Through the store's download-once cache (`storage.fetch`): training steps rerun without
+    refetching, and a feature file replaced in the store is fetched again, never served stale.
     """
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     ok = feature_index[feature_index["status"].isin(["extracted", "reused"])]
     for r in ok.itertuples(index=False):
-        local = dest / f"{r.slide_id}.h5"
-        if not local.exists():
-            storage.download(r.features_uri, local, endpoint_url)
+        storage.fetch(r.features_uri, dest / f"{r.slide_id}.h5")
     return dest
 
 

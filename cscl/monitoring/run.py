@@ -253,7 +253,7 @@ def _retrain(
             raise InputError(f"unknown trigger mode {trigger.mode!r}", hint="none, kfp or github")
     except (TriggerError, InputError) as exc:
         # Nothing was started: release the claim so a retry can trigger.
-        storage_delete(uri, endpoint_url)
+        storage.delete(uri, endpoint_url)
         return {**base, "action": "failed", "reason": f"{why}; trigger failed: {exc}"}
     st.update_state(uri, {**claim, "status": "triggered", "result": result}, endpoint_url)
     return {**base, "action": "triggered", "reason": f"{why}: {what}", "result": result}
@@ -264,14 +264,6 @@ def model_dir_of(reference_uri: str) -> str:
     `current_model_uri`: the model to beat)."""
     d = reference_uri.rsplit("/", 1)[0]
     return (d[: -len("/bundle")] if d.endswith("/bundle") else d) + "/"
-
-
-def storage_delete(uri: str, endpoint_url: str | None) -> None:
-    if storage.is_s3(uri):
-        bucket, key = storage.parse_s3_uri(uri)
-        storage.s3_client(endpoint_url).delete_object(Bucket=bucket, Key=key)
-    else:
-        storage.local_path(uri).unlink(missing_ok=True)
 
 
 def run_monitoring(

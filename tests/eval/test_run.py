@@ -153,26 +153,15 @@ def test_cli_reports_a_bad_task(cohort, tmp_path, capsys):
     assert rc == 2 and "unknown task 'her2'" in capsys.readouterr().err
 
 
-def test_embeddings_and_labels_from_s3(cohort, tmp_path, monkeypatch):
+def test_embeddings_and_labels_from_s3(cohort, tmp_path, s3_server):
     """Tables in a real S3 API (moto over HTTP on 127.0.0.1), as the pipeline passes them."""
-    from moto.server import ThreadedMotoServer
-
     from cscl.io import storage
 
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        url = f"http://{host}:{port}"
-        storage.s3_client(url).create_bucket(Bucket="lab")
-        storage.upload(cohort / "signal.parquet", "s3://lab/emb/signal.parquet", url)
-        storage.upload(cohort / "labels.csv", "s3://lab/cohorts/c/labels.csv", url)
-        m = evaluate({"cscl": "s3://lab/emb/signal.parquet"}, "s3://lab/cohorts/c/labels.csv",
-                     "er_status", tmp_path, "kfold", endpoint_url=url, write_report=False,
-                     **FAST)  # fmt: skip
-    finally:
-        server.stop()
+    url = s3_server(buckets=["lab"]).endpoint
+    storage.upload(cohort / "signal.parquet", "s3://lab/emb/signal.parquet", url)
+    storage.upload(cohort / "labels.csv", "s3://lab/cohorts/c/labels.csv", url)
+    m = evaluate({"cscl": "s3://lab/emb/signal.parquet"}, "s3://lab/cohorts/c/labels.csv",
+                 "er_status", tmp_path, "kfold", endpoint_url=url, write_report=False,
+                 **FAST)  # fmt: skip
     assert m["tasks"]["er_status"]["results"]["cscl"]["kfold"]["metrics"]["auc"]["value"] > 0.95
     assert m["dataset"]["methods"]["cscl"]["source"] == "s3://lab/emb/signal.parquet"
