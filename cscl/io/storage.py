@@ -469,22 +469,10 @@ def configure_store(endpoint_url: str | Store | None = None, *, cache_dir=None) 
     return _STORE
 
 
-def _store(endpoint_url: str | None) -> Store:
-    # Transition only: an explicit endpoint still wins over the process store.
-    return Store(endpoint_url, current_store().cache_root) if endpoint_url else current_store()
-
-
-def s3_client(endpoint_url: str | None = None, *, max_attempts: int = 5):
-    """The current store's boto3 client for this thread (cached); see `Store.client`."""
-    return _store(endpoint_url).client(max_attempts=max_attempts)
-
-
-def _explain_s3(exc: Exception, uri: str, endpoint_url: str | None = None) -> StorageError:
-    return _store(endpoint_url).explain(exc, uri)
-
-
-def _with_retries(fn, uri: str, endpoint_url: str | None = None, attempts: int = 4):
-    return _store(endpoint_url).call(fn, uri, attempts)
+def s3_client(*, max_attempts: int = 5):
+    """The current store's boto3 client for this thread (cached); see `Store.client`.
+    For another endpoint on purpose: `Store(url).client()`."""
+    return current_store().client(max_attempts=max_attempts)
 
 
 def explain_error(exc: Exception, uri: str) -> StorageError:
@@ -497,41 +485,41 @@ def call_with_retries(fn: Callable[[], T], uri: str, attempts: int = 4) -> T:
     return current_store().call(fn, uri, attempts)
 
 
-def stat(uri: str, endpoint_url: str | None = None) -> ObjectInfo:
+def stat(uri: str) -> ObjectInfo:
     """Size and ETag (or an mtime tag for local files) of an object; clear error if missing."""
-    return _store(endpoint_url).stat(uri)
+    return current_store().stat(uri)
 
 
-def exists(uri: str, endpoint_url: str | None = None) -> bool:
-    return _store(endpoint_url).exists(uri)
+def exists(uri: str) -> bool:
+    return current_store().exists(uri)
 
 
-def read_bytes(uri: str, endpoint_url: str | None = None) -> bytes:
-    return _store(endpoint_url).read_bytes(uri)
+def read_bytes(uri: str) -> bytes:
+    return current_store().read_bytes(uri)
 
 
-def write_bytes(uri: str, data: bytes, endpoint_url: str | None = None) -> None:
+def write_bytes(uri: str, data: bytes) -> None:
     """Write atomically (local: temp + rename; S3: a PUT is already atomic)."""
-    _store(endpoint_url).write_bytes(uri, data)
+    current_store().write_bytes(uri, data)
 
 
-def download(uri: str, dest: Path, endpoint_url: str | None = None, *, verify: bool = True) -> Path:
+def download(uri: str, dest: Path, *, verify: bool = True) -> Path:
     """A fresh, verified local copy of an object at `dest` (atomic). Cached: `fetch`."""
-    return _store(endpoint_url).download(uri, dest, verify=verify)
+    return current_store().download(uri, dest, verify=verify)
 
 
-def upload(path: Path, uri: str, endpoint_url: str | None = None) -> None:
-    _store(endpoint_url).upload(path, uri)
+def upload(path: Path, uri: str) -> None:
+    current_store().upload(path, uri)
 
 
-def delete(uri: str, endpoint_url: str | None = None) -> None:
+def delete(uri: str) -> None:
     """Remove an object or file; a missing one is not an error."""
-    _store(endpoint_url).delete(uri)
+    current_store().delete(uri)
 
 
-def list_uris(prefix: str, endpoint_url: str | None = None) -> list[str]:
+def list_uris(prefix: str) -> list[str]:
     """All object URIs under a prefix (S3) or files under a folder (local), sorted."""
-    return _store(endpoint_url).list_uris(prefix)
+    return current_store().list_uris(prefix)
 
 
 def ensure_bucket(bucket: str) -> None:

@@ -253,7 +253,7 @@ def _retrain(
             raise InputError(f"unknown trigger mode {trigger.mode!r}", hint="none, kfp or github")
     except (TriggerError, InputError) as exc:
         # Nothing was started: release the claim so a retry can trigger.
-        storage.delete(uri, endpoint_url)
+        storage.delete(uri)
         return {**base, "action": "failed", "reason": f"{why}; trigger failed: {exc}"}
     st.update_state(uri, {**claim, "status": "triggered", "result": result}, endpoint_url)
     return {**base, "action": "triggered", "reason": f"{why}: {what}", "result": result}

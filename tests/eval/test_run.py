@@ -155,11 +155,10 @@ def test_cli_reports_a_bad_task(cohort, tmp_path, capsys):
 
 def test_embeddings_and_labels_from_s3(cohort, tmp_path, s3_server):
     """Tables in a real S3 API (moto over HTTP on 127.0.0.1), as the pipeline passes them."""
-    from cscl.io import storage
-
-    url = s3_server(buckets=["lab"]).endpoint
-    storage.upload(cohort / "signal.parquet", "s3://lab/emb/signal.parquet", url)
-    storage.upload(cohort / "labels.csv", "s3://lab/cohorts/c/labels.csv", url)
+    srv = s3_server(buckets=["lab"])
+    url = srv.endpoint
+    srv.store.upload(cohort / "signal.parquet", "s3://lab/emb/signal.parquet")
+    srv.store.upload(cohort / "labels.csv", "s3://lab/cohorts/c/labels.csv")
     m = evaluate({"cscl": "s3://lab/emb/signal.parquet"}, "s3://lab/cohorts/c/labels.csv",
                  "er_status", tmp_path, "kfold", endpoint_url=url, write_report=False,
                  **FAST)  # fmt: skip
