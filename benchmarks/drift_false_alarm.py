@@ -16,10 +16,7 @@
 from __future__ import annotations
 
 import argparse
-import os
 import resource
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +27,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from cscl.io import storage  # noqa: E402
+from cscl.io.loopback_s3 import local_s3  # noqa: E402
 from cscl.monitoring.drift import compute_drift  # noqa: E402
 from cscl.monitoring.logs import LogWindow, read_window  # noqa: E402
 from cscl.monitoring.policy import load_policy  # noqa: E402
@@ -160,36 +159,10 @@ def real_path(args, tmp: Path) -> None:
           f"{hits}/{args.real_draws}")  # fmt: skip
 
 
-def _moto_process() -> tuple[subprocess.Popen, str]:
-    """moto in its own process, like a real S3 service (an in-process server shares our GIL)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    exe = Path(sys.executable).with_name("moto_server")
-    proc = subprocess.Popen(
-        [str(exe), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    ep = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return proc, ep
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("moto_server did not start")
-
-
 def scale(args, tmp: Path) -> None:
-    from cscl.io.storage import s3_client
-
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
-    proc, ep = _moto_process()
-    try:
-        s3_client(ep).create_bucket(Bucket="logs")
+    # moto in its own process, like a real S3 service (an in-process server shares our GIL)
+    with local_s3(buckets=["logs"], own_process=True) as s3:
+        storage.configure_store(s3.endpoint)
         model = RecordModel(dim=512, seed=0)
         ref_c = model.sample(200, seed=1)
         write_reference(tmp / "b2", ref_c["embeddings"], ref_c["predictions"], ref_c["qc"], "v1")
@@ -198,7 +171,7 @@ def scale(args, tmp: Path) -> None:
         for start in range(0, args.records, 2000):
             k = min(2000, args.records - start)
             recs = make_records(model.sample(k, seed=5000 + start), "v1", DAY, seed=start)
-            write_records("s3://logs/p", recs, endpoint_url=ep)
+            write_records("s3://logs/p", recs)
             write_records(str(tmp / "local"), recs)
             del recs
         size = sum(p.stat().st_size for p in (tmp / "local").rglob("*.json"))
@@ -206,11 +179,10 @@ def scale(args, tmp: Path) -> None:
               f"{size / 2**20:.0f} MiB of JSON) in one day partition; written in "
               f"{time.perf_counter() - t:.0f} s ==")  # fmt: skip
         kw = dict(pred_columns=ref.pred_columns, embedding_dim=512)
-        for name, prefix, extra in [("moto S3", "s3://logs/p", {"endpoint_url": ep}),
-                                    ("local dir", str(tmp / "local"), {})]:  # fmt: skip
+        for name, prefix in [("moto S3", "s3://logs/p"), ("local dir", str(tmp / "local"))]:
             rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             t = time.perf_counter()
-            w = read_window(prefix, "v1", DAY, DAY, **kw, **extra)
+            w = read_window(prefix, "v1", DAY, DAY, **kw)
             dt = time.perf_counter() - t
             rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             arrays = w.embeddings.nbytes + w.qc_numeric.nbytes + w.predictions.nbytes
@@ -229,9 +201,6 @@ def scale(args, tmp: Path) -> None:
             f"drift numbers of the 10k window in {time.perf_counter() - t:.1f} s: "
             + ", ".join(f"{n}={s.status}" for n, s in comp.signals.items())
         )
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def main() -> None:

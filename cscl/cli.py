@@ -7,11 +7,16 @@
 
 A command module defines `HELP` (one line), `add_arguments(parser)` and `run(args) -> int`, and
 keeps heavy imports inside `run` so `cscl --help` stays fast.
+
+Options every command shares live here, not in each module: `--s3-endpoint URL` configures the
+process object store (`cscl.io.storage.configure_store`) once, before the command runs; it is
+accepted before or after the command name (`cscl --s3-endpoint URL extract …`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.metadata
 import pkgutil
@@ -63,12 +68,26 @@ def build_parser() -> argparse.ArgumentParser:
         description="Cross-Stain Contrastive Learning: paired H&E/IHC slides → H&E slide embeddings.",
     )
     parser.add_argument("--version", action="version", version=f"cscl {__version__}")
+    _add_store_option(parser, default=None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, mod in _command_modules():
         p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
         mod.add_arguments(p)
+        # After the command name too; SUPPRESS so an absent one keeps the value given before it.
+        with contextlib.suppress(argparse.ArgumentError):  # a command still defining its own
+            _add_store_option(p, default=argparse.SUPPRESS)
         p.set_defaults(_run=mod.run)
     return parser
+
+
+def _add_store_option(p: argparse.ArgumentParser, default) -> None:
+    p.add_argument(
+        "--s3-endpoint",
+        dest="store_endpoint",
+        metavar="URL",
+        default=default,
+        help="S3 endpoint of the object store (MinIO, moto…); default $AWS_ENDPOINT_URL, else AWS",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    if args.store_endpoint:
+        from cscl.io import storage  # here, not at the top: `cscl --help` stays fast (numpy)
+
+        storage.configure_store(args.store_endpoint)
     try:
         return int(args._run(args) or 0)
     except CsclError as err:

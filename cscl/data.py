@@ -18,7 +18,6 @@ ok == False are excluded with a warning.
 from __future__ import annotations
 
 import hashlib
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cscl.errors import InputError
+from cscl.errors import ErrorKind, InputError, StorageError
 from cscl.features import feature_path, read_features
 from cscl.io import storage
 from cscl.io.manifest import HE, load_manifest, validate_manifest
@@ -159,14 +158,15 @@ def _patch_size(sf) -> float:
     return v
 
 
-def _resolve_file(features_dir: str, slide_id: str, cache: list) -> Path | None:
+def _resolve_file(features_dir: str, slide_id: str) -> Path | None:
+    """Local path of a slide's feature file (S3: through the store's download-once cache)."""
     if storage.is_s3(features_dir):
-        uri = f"{features_dir.rstrip('/')}/{slide_id}.h5"
-        if not storage.exists(uri):
-            return None
-        if not cache:
-            cache.append(Path(tempfile.mkdtemp(prefix="cscl-features-")))
-        return storage.download(uri, cache[0] / f"{slide_id}.h5")
+        try:
+            return storage.fetch(f"{features_dir.rstrip('/')}/{slide_id}.h5")
+        except StorageError as err:
+            if err.kind == ErrorKind.NOT_FOUND:
+                return None
+            raise
     p = feature_path(storage.local_path(features_dir), slide_id)
     return p if p.exists() else None
 
@@ -207,11 +207,10 @@ def load_cohort(
         skipped += [f"{c} (no H&E slide)" for c in no_he]
         df = df[df["case_id"].isin(has_he)]
     fdir = str(features_dir)
-    cache: list = []
     loaded: dict[str, object] = {}
     missing: list[str] = []
     for sid in df["slide_id"]:
-        path = _resolve_file(fdir, sid, cache)
+        path = _resolve_file(fdir, sid)
         if path is None:
             missing.append(sid)
             continue

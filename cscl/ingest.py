@@ -16,6 +16,7 @@ import pandas as pd
 from cscl.errors import CsclError, StorageError
 from cscl.io import storage
 from cscl.io.manifest import load_manifest
+from cscl.io.storage import ensure_bucket  # also importable from here, where it used to live
 
 INDEX_COLUMNS = ("case_id", "stain", "slide_id", "slide_uri", "mpp", "size", "etag")
 
@@ -43,7 +44,6 @@ class IngestResult:
 
 def ingest_cohort(
     manifest_uri: str,
-    endpoint_url: str | None = None,
     *,
     allow_missing: bool = False,
     progress: bool = True,
@@ -54,7 +54,7 @@ def ingest_cohort(
     `allow_missing` is set, in which case missing slides are left out of the index and listed in
     `IngestResult.missing` so the caller can report them.
     """
-    manifest = load_manifest(manifest_uri, endpoint_url)
+    manifest = load_manifest(manifest_uri)
     rows: list[dict] = []
     missing: list[tuple[str, str]] = []
     iterator = manifest.itertuples(index=False)
@@ -64,7 +64,7 @@ def ingest_cohort(
         iterator = track(iterator, total=len(manifest), description="checking slide objects")
     for r in iterator:
         try:
-            info = storage.stat(r.slide_uri, endpoint_url)
+            info = storage.stat(r.slide_uri)
         except StorageError as err:
             # Endpoint/credential/bucket problems are the same for every slide: stop at once.
             if "not found" not in err.message:
@@ -117,9 +117,7 @@ def read_index(path: str | Path) -> pd.DataFrame:
     return df
 
 
-def upload_folder(
-    folder: str | Path, prefix_uri: str, endpoint_url: str | None = None
-) -> list[str]:
+def upload_folder(folder: str | Path, prefix_uri: str) -> list[str]:
     """Upload a cohort folder (manifest, labels, slides/…) under an s3:// prefix as it is.
 
     Relative slide URIs in the manifest keep working after the upload (they resolve against the
@@ -130,25 +128,12 @@ def upload_folder(
         raise CsclError(f"cohort folder {folder} does not exist")
     if storage.is_s3(prefix_uri):
         bucket, _ = storage.parse_s3_uri(prefix_uri)
-        ensure_bucket(bucket, endpoint_url)
+        ensure_bucket(bucket)
     uris = []
     base = str(prefix_uri).rstrip("/")
     for p in sorted(folder.rglob("*")):
         if p.is_file() and not p.name.startswith("."):
             uri = f"{base}/{p.relative_to(folder).as_posix()}"
-            storage.upload(p, uri, endpoint_url)
+            storage.upload(p, uri)
             uris.append(uri)
     return uris
-
-
-def ensure_bucket(bucket: str, endpoint_url: str | None = None) -> None:
-    """Create `bucket` if it does not exist (demo and tests; production buckets pre-exist)."""
-    client = storage.s3_client(endpoint_url)
-    try:
-        client.head_bucket(Bucket=bucket)
-        return
-    except Exception:  # 404 → create below; other errors surface from create_bucket
-        pass
-    storage._with_retries(
-        lambda: client.create_bucket(Bucket=bucket), f"s3://{bucket}", endpoint_url
-    )

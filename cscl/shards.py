@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cscl.errors import CsclError, InputError
+from cscl.errors import CsclError, InputError, SlideError
 from cscl.io import storage
 
 REPORT_COLUMNS = (
@@ -99,7 +99,6 @@ def extract_shard(
     extractor_hash: str,
     prefix: str,
     scratch: str | Path,
-    endpoint_url: str | None = None,
     *,
     log: Callable[[str], None] = print,
 ) -> ShardReport:
@@ -119,19 +118,19 @@ def extract_shard(
         rec = {c: row.get(c, "") for c in ("case_id", "stain", "slide_id", "slide_uri")}
         rec.update(features_uri=target, seconds=0.0, message="")
         t0 = time.perf_counter()
-        if storage.exists(target, endpoint_url):
+        if storage.exists(target):
             rec["status"] = "reused"
             log(f"[reuse] {row['slide_id']}: {target} exists (extractor {extractor_hash})")
             out.append(rec)
             continue
         work = scratch / str(row["slide_id"])
         try:
-            slide_local = _fetch_slide(row, work, endpoint_url)
+            slide_local = _fetch_slide(row, work)
             h5 = work / f"{row['slide_id']}.h5"
             extract_one(slide_local, row, h5)
             if not h5.exists():
                 raise CsclError(f"extraction of {row['slide_id']} produced no file {h5}")
-            storage.upload(h5, target, endpoint_url)
+            storage.upload(h5, target)
             rec["status"] = "extracted"
             log(f"[done]  {row['slide_id']} → {target}")
         except Exception as exc:  # one bad slide must not lose the shard's other slides
@@ -147,20 +146,20 @@ def extract_shard(
     return ShardReport(pd.DataFrame(out, columns=list(REPORT_COLUMNS)))
 
 
-def _fetch_slide(row: pd.Series, work: Path, endpoint_url: str | None) -> Path:
+def _fetch_slide(row: pd.Series, work: Path) -> Path:
     """Local path of the slide; S3 slides are downloaded and verified against the ingest ETag."""
     uri = str(row["slide_uri"])
     if not storage.is_s3(uri):
         return storage.local_path(uri)
     expected = str(row.get("etag", "") or "")
     if expected and expected != "nan":
-        now = storage.stat(uri, endpoint_url).etag
+        now = storage.stat(uri).etag
         if now != expected:
             raise CsclError(
                 f"{uri} changed since ingestion (ETag {now} != {expected})",
                 hint="rerun the pipeline from ingestion",
             )
-    return storage.download(uri, work / uri.rsplit("/", 1)[-1], endpoint_url, verify=True)
+    return storage.download(uri, work / uri.rsplit("/", 1)[-1], verify=True)
 
 
 def merge_reports(paths: list[str | Path]) -> pd.DataFrame:
@@ -173,20 +172,17 @@ def merge_reports(paths: list[str | Path]) -> pd.DataFrame:
     return df.sort_values("slide_id").reset_index(drop=True)
 
 
-def fetch_features(
-    feature_index: pd.DataFrame, dest: str | Path, endpoint_url: str | None = None
-) -> Path:
-    """Download the usable feature files of an index into `dest/<slide_id>.h5` (local training).
+def fetch_features(feature_index: pd.DataFrame, dest: str | Path) -> Path:
+    """The usable feature files of an index as `dest/<slide_id>.h5` (local training).
 
-    Files already present with the right name are kept (training steps rerun without refetching).
+    Through the store's download-once cache (`storage.fetch`): training steps rerun without
+    refetching, and a feature file replaced in the store is fetched again, never served stale.
     """
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     ok = feature_index[feature_index["status"].isin(["extracted", "reused"])]
     for r in ok.itertuples(index=False):
-        local = dest / f"{r.slide_id}.h5"
-        if not local.exists():
-            storage.download(r.features_uri, local, endpoint_url)
+        storage.fetch(r.features_uri, dest / f"{r.slide_id}.h5")
     return dest
 
 
@@ -195,15 +191,14 @@ def extract_shard_features(
     cfg,
     prefix: str,
     scratch: str | Path,
-    endpoint_url: str | None = None,
     *,
     log: Callable[[str], None] = print,
 ) -> tuple[str, ShardReport]:
     """`extract_shard` with cscl's extractor (`cscl.wsi.extract`): (extractor_hash, report).
 
-    `cfg` is a `cscl.wsi.extract.ExtractConfig`. The backbone is loaded once per shard.
+    `cfg` is a `cscl.wsi.extract.ExtractConfig`. The backbone is loaded once per shard. (The
+    WSI modules are imported here so the other steps that use this module never load torch.)
     """
-    from cscl.errors import SlideError
     from cscl.wsi.encoders import load_encoder
     from cscl.wsi.extract import configure_threads, extract_slide, extractor_hash
 
@@ -213,7 +208,6 @@ def extract_shard_features(
         cfg.allow_random,
         cfg.device,
         seed=cfg.seed,
-        endpoint_url=endpoint_url,
     )
     configure_threads(cfg, encoder)
     ehash = extractor_hash(cfg, encoder.weights_digest)
@@ -233,14 +227,13 @@ def extract_shard_features(
             raise SlideError(res.error or f"extraction of {row['slide_id']} failed")
         log(f"        {row['slide_id']}: {res.n_patches} patches in {res.seconds:.1f}s")
 
-    return ehash, extract_shard(rows, one, ehash, prefix, scratch, endpoint_url, log=log)
+    return ehash, extract_shard(rows, one, ehash, prefix, scratch, log=log)
 
 
 def training_inputs(
     slide_index: pd.DataFrame,
     feature_index: pd.DataFrame,
     dest: str | Path,
-    endpoint_url: str | None = None,
 ) -> tuple[Path, pd.DataFrame]:
     """(local features dir, manifest of the slides that have features) for the training steps.
 
@@ -253,4 +246,4 @@ def training_inputs(
     manifest = slide_index[slide_index["slide_id"].isin(usable)].reset_index(drop=True)
     if manifest.empty:
         raise InputError("no slide has features; nothing to train on")
-    return fetch_features(feature_index, dest, endpoint_url), manifest
+    return fetch_features(feature_index, dest), manifest

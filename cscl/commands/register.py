@@ -51,7 +51,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-overlays", action="store_true", help="skip the overlay PNGs")
     p.add_argument("--no-resume", action="store_true", help="redo pairs already registered")
     p.add_argument("--strict", action="store_true", help="exit 1 when any pair is flagged too")
-    p.add_argument("--s3-endpoint", default=None, help="S3 endpoint URL (else AWS_ENDPOINT_URL)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,7 +74,6 @@ def run(args: argparse.Namespace) -> int:
         args.transforms,
         params=params,
         overlays=not args.no_overlays,
-        endpoint_url=args.s3_endpoint,
         resume=not args.no_resume,
     )
     s = summarize(df)

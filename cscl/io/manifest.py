@@ -22,9 +22,9 @@ REFERENCE_IHC = ("HER2", "KI67", "ER", "PGR")
 _STAIN_RE = re.compile(r"^[A-Z0-9][A-Z0-9_\-+]*$")
 
 
-def read_table(uri: str, endpoint_url: str | None = None) -> pd.DataFrame:
+def read_table(uri: str) -> pd.DataFrame:
     """Read a CSV or Parquet table from a local path or s3:// URI."""
-    data = storage.read_bytes(uri, endpoint_url)
+    data = storage.read_bytes(uri)
     try:
         if str(uri).lower().endswith(".parquet"):
             return pd.read_parquet(io.BytesIO(data))
@@ -97,9 +97,9 @@ def validate_manifest(df: pd.DataFrame, source: str = "manifest") -> pd.DataFram
     return df.reset_index(drop=True)
 
 
-def load_manifest(uri: str, endpoint_url: str | None = None) -> pd.DataFrame:
+def load_manifest(uri: str) -> pd.DataFrame:
     """Load and validate a manifest; relative slide URIs become absolute."""
-    df = validate_manifest(read_table(uri, endpoint_url), source=str(uri))
+    df = validate_manifest(read_table(uri), source=str(uri))
     df["slide_uri"] = [storage.resolve_relative(u, str(uri)) for u in df["slide_uri"]]
     return df
 
@@ -110,9 +110,9 @@ def cases_without_he(df: pd.DataFrame) -> list[str]:
     return sorted(set(df["case_id"]) - has_he)
 
 
-def load_labels(uri: str, endpoint_url: str | None = None) -> pd.DataFrame:
+def load_labels(uri: str) -> pd.DataFrame:
     """Load labels (one row per case). Survival pairs `<t>_time`/`<t>_event` are checked."""
-    df = read_table(uri, endpoint_url)
+    df = read_table(uri)
     if "case_id" not in df.columns:
         raise InputError(f"labels {uri} have no case_id column; columns: {list(df.columns)}")
     df["case_id"] = df["case_id"].astype(str)

@@ -61,10 +61,10 @@ def _join(base: str, *parts: str) -> str:
     return "/".join([str(base).rstrip("/"), *parts])
 
 
-def default_transforms(manifest_uri: str, endpoint_url: str | None = None) -> str | None:
+def default_transforms(manifest_uri: str) -> str | None:
     """`transforms.csv` beside the manifest (synthetic cohorts), if there is one."""
     cand = storage.resolve_relative("transforms.csv", str(manifest_uri))
-    return cand if storage.exists(cand, endpoint_url) else None
+    return cand if storage.exists(cand) else None
 
 
 def _row(case_id, stain, he_id, ihc_id, reg: Registration, error_um: float) -> dict:
@@ -94,16 +94,16 @@ def summarize(df: pd.DataFrame) -> dict:
     }
 
 
-def _previous(out_dir: str, params: RegisterParams, endpoint_url) -> tuple[dict, dict]:
+def _previous(out_dir: str, params: RegisterParams) -> tuple[dict, dict]:
     """Rows (and details) of an earlier run with the same parameters, keyed by (case, stain)."""
     csv, js = _join(out_dir, "registration.csv"), _join(out_dir, "registration.json")
     try:
-        if not (storage.exists(csv, endpoint_url) and storage.exists(js, endpoint_url)):
+        if not (storage.exists(csv) and storage.exists(js)):
             return {}, {}
-        meta = json.loads(storage.read_bytes(js, endpoint_url))
+        meta = json.loads(storage.read_bytes(js))
         if meta.get("params") != asdict(params):
             return {}, {}
-        df = load_registrations(csv, endpoint_url)
+        df = load_registrations(csv)
     except (CsclError, ValueError):
         return {}, {}
     rows = {}
@@ -120,7 +120,6 @@ def register_manifest(
     *,
     params: RegisterParams | None = None,
     overlays: bool = True,
-    endpoint_url: str | None = None,
     progress: bool = True,
     resume: bool = True,
 ) -> pd.DataFrame:
@@ -131,14 +130,14 @@ def register_manifest(
     table; per-slide problems become flagged rows.
     """
     params = params or RegisterParams()
-    manifest = load_manifest(manifest_uri, endpoint_url)
+    manifest = load_manifest(manifest_uri)
     if transforms_path is None:
-        transforms_path = default_transforms(manifest_uri, endpoint_url)
+        transforms_path = default_transforms(manifest_uri)
     truth = {}
     if transforms_path is not None:
-        for r in load_registrations(transforms_path, endpoint_url).to_dict("records"):
+        for r in load_registrations(transforms_path).to_dict("records"):
             truth[(r["case_id"], r["stain"])] = matrix_of(r)
-    prev_rows, prev_pairs = _previous(out_dir, params, endpoint_url) if resume else ({}, {})
+    prev_rows, prev_pairs = _previous(out_dir, params) if resume else ({}, {})
 
     he_rows = manifest[manifest["stain"] == HE].set_index("case_id")
     ihc_rows = manifest[manifest["stain"] != HE].sort_values(["case_id", "stain"])
@@ -156,7 +155,7 @@ def register_manifest(
 
     def save() -> None:
         df = pd.DataFrame(rows, columns=list(REGISTRATION_COLUMNS))
-        write_registrations(_join(out_dir, "registration.csv"), df, endpoint_url)
+        write_registrations(_join(out_dir, "registration.csv"), df)
         meta = {
             "params": asdict(params),
             "manifest": str(manifest_uri),
@@ -166,7 +165,6 @@ def register_manifest(
         storage.write_bytes(
             _join(out_dir, "registration.json"),
             json.dumps(meta, indent=1, default=float).encode(),
-            endpoint_url,
         )
 
     def he_thumb(case_id: str) -> SlideThumb | str:
@@ -174,7 +172,7 @@ def register_manifest(
             he = he_rows.loc[case_id]
             try:
                 he_cache[case_id] = read_thumb(
-                    he["slide_uri"], _mpp(he), params.thumb_mpp, endpoint_url, he["slide_id"]
+                    he["slide_uri"], _mpp(he), params.thumb_mpp, he["slide_id"]
                 )
             except CsclError as exc:
                 he_cache[case_id] = f"H&E slide unusable: {exc}"
@@ -195,16 +193,14 @@ def register_manifest(
                 old is not None
                 and old["he_slide_id"] == he_id
                 and old["ihc_slide_id"] == ihc_id
-                and (not overlays or storage.exists(png, endpoint_url))
+                and (not overlays or storage.exists(png))
             ):
                 rows.append({c: old.get(c) for c in REGISTRATION_COLUMNS})
                 details[key] = prev_pairs.get(key, {})
                 bar.advance(task)
                 continue
             t0 = time.perf_counter()
-            row, he_img = _register_one(
-                ihc, he_id, he_thumb if he_id else None, truth, params, endpoint_url
-            )
+            row, he_img = _register_one(ihc, he_id, he_thumb if he_id else None, truth, params)
             rows.append(row)
             details[key] = {"seconds": round(time.perf_counter() - t0, 2), **row.pop("_details")}
             if overlays:
@@ -218,7 +214,7 @@ def register_manifest(
                     if isinstance(he_img, tuple)
                     else failure_png(he_img, title=key, message=row["message"])
                 )
-                storage.write_bytes(png, data, endpoint_url)
+                storage.write_bytes(png, data)
             save()
             bar.advance(task)
     save()
@@ -230,9 +226,7 @@ def _mpp(row: dict | pd.Series) -> float | None:
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
 
-def _register_one(
-    ihc: dict, he_id: str, he_thumb, truth: dict, params: RegisterParams, endpoint_url
-):
+def _register_one(ihc: dict, he_id: str, he_thumb, truth: dict, params: RegisterParams):
     """One pair → (row with `_details`, overlay inputs or the H&E thumbnail for a failure)."""
     case_id, stain, ihc_id = ihc["case_id"], ihc["stain"], ihc["slide_id"]
     if he_thumb is None:
@@ -247,7 +241,7 @@ def _register_one(
         row["_details"] = {}
         return row, None
     try:
-        ihc_t = read_thumb(ihc["slide_uri"], _mpp(ihc), params.thumb_mpp, endpoint_url, ihc_id)
+        ihc_t = read_thumb(ihc["slide_uri"], _mpp(ihc), params.thumb_mpp, ihc_id)
         reg = register_thumbs(
             he,
             ihc_t,

@@ -76,14 +76,14 @@ def _to_bool(v) -> bool:
     return bool(v)
 
 
-def load_registrations(path: str | Path, endpoint_url: str | None = None) -> pd.DataFrame:
+def load_registrations(path: str | Path) -> pd.DataFrame:
     """Read `registration.csv` (from `cscl register`) or a synthetic `transforms.csv`.
 
     Both carry `case_id, stain, m00..m12`. A table without `ok` (true transforms) gets ok=True;
     `ok` read from CSV text becomes a real bool, so `df[df.ok]` keeps only usable pairs.
     """
     uri = str(path)
-    data = storage.read_bytes(uri, endpoint_url)
+    data = storage.read_bytes(uri)
     try:
         if uri.lower().endswith(".parquet"):
             df = pd.read_parquet(io.BytesIO(data))
@@ -118,11 +118,9 @@ def load_registrations(path: str | Path, endpoint_url: str | None = None) -> pd.
     return df.reset_index(drop=True)
 
 
-def write_registrations(
-    path: str | Path, df: pd.DataFrame, endpoint_url: str | None = None
-) -> None:
+def write_registrations(path: str | Path, df: pd.DataFrame) -> None:
     """Write the table with the contract's columns first, atomically (local or S3)."""
     cols = [c for c in REGISTRATION_COLUMNS if c in df.columns]
     cols += [c for c in df.columns if c not in cols]
     data = df[cols].to_csv(index=False, float_format="%.10g").encode()
-    storage.write_bytes(str(path), data, endpoint_url)
+    storage.write_bytes(str(path), data)

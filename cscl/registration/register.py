@@ -102,13 +102,12 @@ def read_thumb(
     uri: str,
     mpp: float | None = None,
     thumb_mpp: float = DEFAULT_THUMB_MPP,
-    endpoint_url: str | None = None,
     slide_id: str | None = None,
 ) -> SlideThumb:
     """Open a slide, read it at ~`thumb_mpp` µm/px and mask its tissue (SlideError if none)."""
     from cscl.wsi.reader import open_slide
 
-    with open_slide(uri, mpp=mpp, endpoint_url=endpoint_url) as wsi:
+    with open_slide(uri, mpp=mpp) as wsi:
         ds = max(1.0, thumb_mpp / wsi.mpp)
         rgb = wsi.read_downsampled(ds)
         mask = registration_mask(rgb, wsi.mpp * ds)
@@ -172,7 +171,6 @@ def register_pair(
     thumb_mpp: float = DEFAULT_THUMB_MPP,
     min_score: float = DEFAULT_MIN_SCORE,
     min_texture: float = DEFAULT_MIN_TEXTURE,
-    endpoint_url: str | None = None,
 ) -> Registration:
     """Register one IHC slide to its H&E slide (paths or s3:// URIs).
 
@@ -181,11 +179,11 @@ def register_pair(
     (the slide is probably of another case) also give ok=False.
     """
     try:
-        he = read_thumb(he_uri, he_mpp, thumb_mpp, endpoint_url)
+        he = read_thumb(he_uri, he_mpp, thumb_mpp)
     except CsclError as exc:
         return Registration.failed(f"H&E slide unusable: {exc}")
     try:
-        ihc = read_thumb(ihc_uri, ihc_mpp, thumb_mpp, endpoint_url)
+        ihc = read_thumb(ihc_uri, ihc_mpp, thumb_mpp)
     except CsclError as exc:
         return Registration.failed(f"IHC slide unusable: {exc}")
     return register_thumbs(

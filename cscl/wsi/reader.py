@@ -7,7 +7,6 @@ truncated tile) are turned into `SlideError`s that name the file.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import warnings
@@ -31,15 +30,8 @@ def cache_dir() -> Path:
 
 
 def fetch_slide(uri: str, endpoint_url: str | None = None) -> Path:
-    """A local path for `uri`; s3:// objects are downloaded once into the cache (size-checked)."""
-    if not storage.is_s3(uri):
-        return storage.local_path(uri)
-    name = uri.rstrip("/").rsplit("/", 1)[-1]
-    dest = cache_dir() / hashlib.sha256(uri.encode()).hexdigest()[:16] / name
-    info = storage.stat(uri, endpoint_url)
-    if dest.exists() and dest.stat().st_size == info.size:
-        return dest
-    return storage.download(uri, dest, endpoint_url)
+    """A local path for `uri`; s3:// objects are downloaded once (`storage.fetch`, ETag-keyed)."""
+    return storage.fetch(uri) if storage.is_s3(uri) else storage.local_path(uri)
 
 
 @dataclass

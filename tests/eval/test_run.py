@@ -154,19 +154,16 @@ def test_cli_reports_a_bad_task(cohort, tmp_path, capsys):
     assert rc == 2 and "unknown task 'her2'" in capsys.readouterr().err
 
 
-def test_embeddings_and_labels_from_s3(cohort, tmp_path, s3_endpoint):
+def test_embeddings_and_labels_from_s3(cohort, tmp_path, s3_server):
     """Tables in a real S3 API (moto over HTTP on 127.0.0.1), as the pipeline passes them; the
     endpoint is the process's store (set once by the entry point), not an argument."""
     from cscl.io import storage
 
-    storage.configure_store(s3_endpoint)
-    try:
-        storage.s3_client().create_bucket(Bucket="lab")
-        storage.upload(cohort / "signal.parquet", "s3://lab/emb/signal.parquet")
-        storage.upload(cohort / "labels.csv", "s3://lab/cohorts/c/labels.csv")
-        m = evaluate({"cscl": "s3://lab/emb/signal.parquet"}, "s3://lab/cohorts/c/labels.csv",
-                     "er_status", tmp_path, "kfold", write_report=False, **FAST)  # fmt: skip
-    finally:
-        storage.configure_store(None)
+    srv = s3_server(buckets=["lab"])
+    storage.configure_store(srv.store)
+    storage.upload(cohort / "signal.parquet", "s3://lab/emb/signal.parquet")
+    storage.upload(cohort / "labels.csv", "s3://lab/cohorts/c/labels.csv")
+    m = evaluate({"cscl": "s3://lab/emb/signal.parquet"}, "s3://lab/cohorts/c/labels.csv",
+                 "er_status", tmp_path, "kfold", write_report=False, **FAST)  # fmt: skip
     assert m["tasks"]["er_status"]["results"]["cscl"]["kfold"]["metrics"]["auc"]["value"] > 0.95
     assert m["dataset"]["methods"]["cscl"]["source"] == "s3://lab/emb/signal.parquet"

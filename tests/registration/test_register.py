@@ -13,6 +13,7 @@ from PIL import Image
 
 from cscl.cli import main
 from cscl.errors import InputError
+from cscl.io import storage
 from cscl.registration import (
     REGISTRATION_COLUMNS,
     RegisterParams,
@@ -131,41 +132,32 @@ def test_register_pair_api(reg_cohort):
 
 
 @pytest.fixture
-def s3(monkeypatch, tmp_path):
-    """A real S3 API (moto) over HTTP on 127.0.0.1, dummy credentials, a private slide cache."""
-    from moto.server import ThreadedMotoServer
-
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+def s3(s3_server, monkeypatch, tmp_path) -> str:
+    """A real S3 API (moto over HTTP on 127.0.0.1) as the process store; a private slide cache."""
     monkeypatch.setenv("CSCL_CACHE_DIR", str(tmp_path / "cache"))
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    srv = s3_server(buckets=["lab"])
+    storage.configure_store(srv.endpoint)
+    return srv.endpoint
 
 
 def test_register_manifest_on_s3(reg_cohort, tmp_path, s3):
     """Manifest, slides, transforms and outputs all in an object store (relative slide URIs)."""
-    from cscl.io import storage
-
-    storage.s3_client(s3).create_bucket(Bucket="lab")
     src = reg_cohort.parent
     pd.read_csv(src / "manifest.csv").query("case_id == 'case002'").to_csv(
         tmp_path / "m.csv", index=False
     )
     prefix = "s3://lab/cohorts/c"
-    storage.upload(tmp_path / "m.csv", f"{prefix}/manifest.csv", s3)
-    storage.upload(src / "transforms.csv", f"{prefix}/transforms.csv", s3)
+    storage.upload(tmp_path / "m.csv", f"{prefix}/manifest.csv")
+    storage.upload(src / "transforms.csv", f"{prefix}/transforms.csv")
     for s in ("HE", "HER2", "KI67"):
-        storage.upload(src / "slides" / f"case002_{s}.svs", f"{prefix}/slides/case002_{s}.svs", s3)
-    df = register_manifest(
-        f"{prefix}/manifest.csv", "s3://lab/reg", endpoint_url=s3, progress=False
-    )
+        storage.upload(src / "slides" / f"case002_{s}.svs", f"{prefix}/slides/case002_{s}.svs")
+    df = register_manifest(f"{prefix}/manifest.csv", "s3://lab/reg", progress=False)
     assert df["ok"].all() and (df["error_um"] < 15).all()  # transforms.csv found beside it
-    back = load_registrations("s3://lab/reg/registration.csv", s3)
+    back = load_registrations("s3://lab/reg/registration.csv")
     assert back["ok"].all() and len(back) == 2
-    assert storage.exists("s3://lab/reg/overlays/case002_HER2.png", s3)
+    assert storage.exists("s3://lab/reg/overlays/case002_HER2.png")
+    # each slide was downloaded once, into the cache
+    assert len(list((tmp_path / "cache").rglob("case002_HE.svs"))) == 1
 
 
 def test_two_slides_of_one_stain_in_a_case_is_an_input_error(reg_cohort, tmp_path):

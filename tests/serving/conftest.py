@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -36,24 +35,8 @@ def slide(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def s3():
     """A real S3 API (moto) over HTTP on 127.0.0.1; yields (endpoint, server, boto3 client)."""
-    from moto.server import ThreadedMotoServer
+    from cscl.io.loopback_s3 import local_s3
 
-    from cscl.io.storage import s3_client
-
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-    os.environ["AWS_ACCESS_KEY_ID"] = "testing"
-    os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    client = s3_client(endpoint)
-    for b in (LOG_BUCKET, DATA_BUCKET):
-        client.create_bucket(Bucket=b)
-    yield {"endpoint": endpoint, "server": server, "client": client, "port": port}
-    server.stop()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with local_s3(buckets=(LOG_BUCKET, DATA_BUCKET)) as server:
+        yield {"endpoint": server.endpoint, "server": server, "client": server.client(),
+               "port": server.port}  # fmt: skip

@@ -54,8 +54,7 @@ def test_logs_to_s3_and_monitoring_reads_them(s3):
 def test_store_down_never_blocks_and_records_are_retried(tmp_path):
     """Endpoint down: log() returns at once, failures are counted; when it comes back the kept
     records are written."""
-    from moto.server import ThreadedMotoServer
-
+    from cscl.io.loopback_s3 import LoopbackS3
     from cscl.io.storage import s3_client
     from cscl_platform.serving.server import free_ports
 
@@ -72,8 +71,7 @@ def test_store_down_never_blocks_and_records_are_retried(tmp_path):
         lg.flush(0.2)
     st = lg.stats()  # a record being retried right now is still pending
     assert st["failed_attempts"] >= 3 and st["pending"] == 3 and st["written"] == 0
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    server = LoopbackS3(port).start()
     try:
         s3_client(endpoint).create_bucket(Bucket="late-bucket")
         assert lg.flush(20)

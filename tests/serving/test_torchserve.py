@@ -22,19 +22,10 @@ pytestmark = pytest.mark.torchserve
 
 @pytest.fixture(scope="module")
 def log_s3():
-    from moto.server import ThreadedMotoServer
+    from cscl.io.loopback_s3 import local_s3
 
-    from cscl.io.storage import s3_client
-    from cscl_platform.serving.server import free_ports
-
-    port = free_ports(1)[0]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    s3_client(endpoint).create_bucket(Bucket=LOG_BUCKET)
-    box = {"server": server, "port": port, "endpoint": endpoint}
-    yield box
-    box["server"].stop()
+    with local_s3(buckets=(LOG_BUCKET,)) as server:
+        yield {"server": server, "port": server.port, "endpoint": server.endpoint}
 
 
 @pytest.fixture(scope="module")
@@ -250,8 +241,6 @@ def _wait_for(pred, timeout=30.0):
 
 
 def test_inference_logs_written_and_store_outage_does_not_fail_requests(client, made, log_s3):
-    from moto.server import ThreadedMotoServer
-
     from cscl.io.storage import s3_client
 
     out = client.predict_features_file(made["features"] / "case007_HE.h5")
@@ -269,9 +258,7 @@ def test_inference_logs_written_and_store_outage_does_not_fail_requests(client, 
     during = [client.predict_features_file(made["features"] / "case008_HE.h5") for _ in range(3)]
     assert all(d["slide_id"] == "case008_HE" for d in during)
     # it comes back: the records kept during the outage are written
-    log_s3["server"] = ThreadedMotoServer(ip_address="127.0.0.1", port=log_s3["port"],
-                                          verbose=False)  # fmt: skip
-    log_s3["server"].start()
+    log_s3["server"].start()  # on the same port
     client.predict_features_file(made["features"] / "case009_HE.h5")
     want = {d["request_id"] for d in during}
     _wait_for(lambda: want <= {k.rsplit("/", 1)[-1][:-5] for k in _log_keys(log_s3)}, 60)
