@@ -162,3 +162,17 @@ def load_trained(run_dir: str | Path, device: str | torch.device | None = None) 
     encoder = _load_module(run_dir, cfg, "slide_encoder", dev)
     head = _load_module(run_dir, cfg, "head", dev)
     return TrainedModel(cfg, adapter, encoder, head, dev)
+
+
+def load_adapter(run_dir: str | Path, device: str | torch.device | None = None):
+    """(adapter module in eval mode, the run's config) of a stage-1 run dir (`cscl pretrain
+    --stage adapter`, or any run that holds an adapter)."""
+    run_dir = Path(run_dir)
+    cfg = read_config(run_dir)
+    if not cfg.get("adapter"):
+        raise InputError(
+            f"{run_dir} holds no adapter (kind {cfg.get('kind')!r})",
+            hint="give the --out folder of `cscl pretrain --stage adapter`",
+        )
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    return _load_module(run_dir, cfg, "adapter", dev), cfg
