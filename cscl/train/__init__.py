@@ -11,9 +11,11 @@ New objective: one file in cscl/train/objectives/ with `@register_objective("nam
 """
 
 from cscl.models.abmil import ABMIL_PRESETS, SMALL_ABMIL
+from cscl.train import objectives  # noqa: F401  (registers the built-in objectives)
 from cscl.train.checkpoint import TrainedModel, load_adapter, load_trained
 from cscl.train.fit import FitConfig, FitResult, Selection, clamp_schedule, fit
 from cscl.train.objective import Objective, TrainInputs
+from cscl.train.objectives.adapter import AdapterConfig
 from cscl.train.registry import (
     create_objective,
     list_objectives,
@@ -21,11 +23,8 @@ from cscl.train.registry import (
     objective_config,
     register_objective,
 )
+from cscl.train.run import pretrain
 from cscl.train.stage2 import SlideConfig
-
-from cscl.train import objectives  # noqa: E402, F401, I001  (registers the built-in objectives)
-from cscl.train.objectives.adapter import AdapterConfig  # noqa: E402
-from cscl.train.run import pretrain  # noqa: E402
 
 __all__ = [
     "ABMIL_PRESETS",

@@ -210,8 +210,6 @@ def he_embeddings(enc, data: SlideData, n_tokens: int, dev: torch.device) -> np.
     return torch.cat(Z).float().cpu().numpy()
 
 
-
-
 @torch.no_grad()
 def validation_metrics(enc, head, data: SlideData, idx: list[int], y: torch.Tensor,
                        n_tokens: int, dev: torch.device) -> dict[str, float]:  # fmt: skip

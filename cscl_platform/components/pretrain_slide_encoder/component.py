@@ -33,10 +33,10 @@ def pretrain_slide_encoder(
 
     import pandas as pd
 
+    from cscl.errors import InputError
     from cscl.ingest import read_index
     from cscl.io import storage
     from cscl.shards import training_inputs
-    from cscl.errors import InputError
     from cscl.train import (
         SMALL_ABMIL,
         clamp_schedule,
@@ -61,10 +61,18 @@ def pretrain_slide_encoder(
             f"{list_objectives(stage='slide')}",
         )
     cfg = clamp_schedule(
-        objective_config(objective, epochs=epochs, batch_size=batch_size, n_tokens=n_tokens,
-                         lr=lr, pairing=pairing, seed=seed, quiet=True,
-                         abmil=dict(SMALL_ABMIL) if small else None,
-                         label_task=label_task or None)  # fmt: skip
+        objective_config(
+            objective,
+            epochs=epochs,
+            batch_size=batch_size,
+            n_tokens=n_tokens,
+            lr=lr,
+            pairing=pairing,
+            seed=seed,
+            quiet=True,
+            abmil=dict(SMALL_ABMIL) if small else None,
+            label_task=label_task or None,
+        )  # fmt: skip
     )
     run = pretrain(objective, features=feats, manifest=manifest, out=model.path, config=cfg,
                    registration=str(Path(registration.path) / "registration.csv"),
