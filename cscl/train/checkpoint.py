@@ -11,6 +11,7 @@ PUBLIC API (used by cscl.bundle / cscl.inference / cscl.embed; keep stable):
     emb, attn = m.embed(features (N, D) float32, coords (N, 2) | None)   # ONE H&E slide
     m.embed_batch([features, ...]) -> [(emb, attn), ...]
     m.predict_status(features) -> class probabilities (histostainalign / supervised runs)
+    adapter, cfg = load_adapter(run_dir, device)   # the frozen stage-1 adapter of a run
 `embed` applies adapter → stain code + fusion on H&E alone → gated ABMIL, the path the model was
 trained with under stain dropout (see cscl.models.fusion).
 """
