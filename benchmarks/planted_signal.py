@@ -35,13 +35,11 @@ sys.path.insert(0, str(ROOT))
 
 from cscl.data import load_cohort  # noqa: E402
 from cscl.eval.fewshot import few_shot  # noqa: E402
-from cscl.registration import load_registrations  # noqa: E402
+from cscl.train import SMALL_ABMIL, SlideConfig, pretrain  # noqa: E402
 from cscl.train.checkpoint import load_trained, mean_pool_model  # noqa: E402
 from cscl.train.simulate import SimConfig, simulate_cohort  # noqa: E402
-from cscl.train.stage1 import AdapterConfig, train_adapter  # noqa: E402
-from cscl.train.stage2 import SlideConfig, objective_defaults, train_slide_encoder  # noqa: E402
 
-SMALL = dict(hidden=128, n_heads=2, head_dim=64, attn_hidden=64, embed_dim=64, token_dim=32)
+SMALL = SMALL_ABMIL
 TASKS = ("er_status", "pgr_status", "her2_status", "ki67_status")
 
 
@@ -77,29 +75,19 @@ def build_data(args) -> dict:
 def train_all(d: dict, args) -> dict[str, object]:
     """Train every method on the pretraining half; returns name → model (TrainedModel)."""
     runs = Path(d["root"]) / f"runs_e{args.epochs1}_{args.epochs2}_b{args.batch2}_s{args.seed}"
-    labels = pd.read_csv(d["labels"], dtype={"case_id": str})
-    regs = load_registrations(d["transforms"])
-    pre = str(d["root"] / "manifest_pretrain.csv")
-
-    def coh():
-        return load_cohort(d["features"], pre)
+    inputs = dict(features=d["features"], manifest=str(d["root"] / "manifest_pretrain.csv"))
+    regs = str(d["transforms"])
 
     def scfg(obj, **kw):
-        c = SlideConfig(objective=obj, seed=args.seed, device=args.device, quiet=args.quiet)
-        for k, v in objective_defaults(obj).items():
-            setattr(c, k, v)
-        c.epochs, c.abmil, c.lr = args.epochs2, dict(SMALL), args.lr2
-        c.warmup_epochs, c.rankme_after = max(1, args.epochs2 // 10), max(1, args.epochs2 // 3)
-        c.batch_size = args.batch2
-        for k, v in kw.items():
-            setattr(c, k, v)
-        return c
+        """Overrides of the objective's paper defaults for this benchmark."""
+        return dict(seed=args.seed, device=args.device, quiet=args.quiet, epochs=args.epochs2,
+                    abmil=dict(SMALL), lr=args.lr2, warmup_epochs=max(1, args.epochs2 // 10),
+                    rankme_after=max(1, args.epochs2 // 3), batch_size=args.batch2, **kw)  # fmt: skip
 
     def acfg(pairing):
-        return AdapterConfig(epochs=args.epochs1, batch_size=16, pairs_per_case=128,
-                             pairing=pairing, lr=args.lr1, warmup_epochs=max(1, args.epochs1 // 10),
-                             seed=args.seed, device=args.device, quiet=args.quiet,
-                             residual=args.residual)  # fmt: skip
+        return dict(epochs=args.epochs1, batch_size=16, pairs_per_case=128, pairing=pairing,
+                    lr=args.lr1, warmup_epochs=max(1, args.epochs1 // 10), seed=args.seed,
+                    device=args.device, quiet=args.quiet, residual=args.residual)  # fmt: skip
 
     timings = {}
 
@@ -112,49 +100,41 @@ def train_all(d: dict, args) -> dict[str, object]:
             print(f"  trained {name} in {timings[name]:.0f}s")
         return out
 
-    from cscl.train.histostainalign import train_histostainalign
-    from cscl.train.supervised import train_supervised
-
     models = {"mean-pool": mean_pool_model()}
-    lab = dict(label_task="er_status")
+    lab = dict(labels=str(d["labels"]))
     models["supervised ABMIL (ER)"] = load_trained(
-        timed("supervised", lambda o: train_supervised(coh(), labels, o, scfg("supervised", **lab)))
-    )
+        timed("supervised", lambda o: pretrain("supervised", **inputs, **lab, out=o,
+                                               config=scfg("supervised", label_task="er_status")))
+    )  # fmt: skip
     tkw = dict(temperature=args.temp2) if args.temp2 else {}
     models["MADELEINE-style"] = load_trained(
         timed(
             f"madeleine_t{args.temp2:g}" if args.temp2 else "madeleine",
-            lambda o: train_slide_encoder(coh(), o, scfg("madeleine", **tkw)),
+            lambda o: pretrain("madeleine", **inputs, out=o, config=scfg("madeleine", **tkw)),
         )
     )
+    hsa = scfg("histostainalign", label_task="er_status")
+    hsa["batch_size"] = 16
     models["HistoStainAlign (ER)"] = load_trained(
-        timed(
-            "histostainalign",
-            lambda o: train_histostainalign(
-                coh(),
-                labels,
-                o,
-                scfg("histostainalign", **lab, epochs=args.epochs2, batch_size=16, lr=args.lr2),
-            ),
-        )
-    )
+        timed("histostainalign",
+              lambda o: pretrain("histostainalign", **inputs, **lab, out=o, config=hsa))
+    )  # fmt: skip
     res = "_res" if args.residual else ""
     cscl_abmil = dict(SMALL, mean_skip=True) if args.mean_skip else dict(SMALL)
     for pairing in ("location", "random"):
         a = timed(
-            f"adapter_{pairing}{res}", lambda o, p=pairing: train_adapter(coh(), o, acfg(p), regs)
-        )
+            f"adapter_{pairing}{res}",
+            lambda o, p=pairing: pretrain("adapter", **inputs, registration=regs, out=o,
+                                          config=acfg(p)),
+        )  # fmt: skip
         models[f"CSCL adapter only ({pairing}) + mean"] = load_trained(a)
+        cfg = scfg("cscl", pairing=pairing, he_query_branch=args.he_branch, **tkw)
+        cfg["abmil"] = cscl_abmil
         s = timed(
             f"cscl_{pairing}{variant(args)}",
-            lambda o, a=a, p=pairing: train_slide_encoder(
-                coh(),
-                o,
-                scfg("cscl", pairing=p, he_query_branch=args.he_branch, abmil=cscl_abmil, **tkw),
-                adapter_dir=a,
-                registrations=regs,
-            ),
-        )
+            lambda o, a=a, c=cfg: pretrain("cscl", **inputs, registration=regs, adapter=a, out=o,
+                                           config=c),
+        )  # fmt: skip
         models[f"CSCL {pairing} pairing"] = load_trained(s)
     return models, runs  # fmt: skip
 
@@ -221,7 +201,7 @@ def throughput_and_scaling(models_dir: Path, d: dict, args) -> None:
 
     torch.manual_seed(0)
     for label, abmil in (("small ABMIL", SMALL), ("paper-size ABMIL", {})):
-        c = SlideConfig(abmil=dict(abmil), he_query_branch=args.he_branch)
+        c = SlideConfig(abmil=dict(abmil), he_query_branch=args.he_branch)  # frozen: not changed
         enc, _ = build_encoder(c, 64, 5)
         opt = torch.optim.AdamW(enc.parameters(), lr=1e-4)
         g = torch.Generator().manual_seed(0)

@@ -1,4 +1,7 @@
-"""`cscl pretrain`: stage 1 adapter or stage 2 slide encoder (CSCL and baselines)."""
+"""`cscl pretrain`: stage 1 adapter or stage 2 slide encoder (CSCL and baselines).
+
+Maps flags to an objective name + config overrides and calls `cscl.train.pretrain` (the same
+function the pretrain components call)."""
 
 from __future__ import annotations
 
@@ -17,8 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pairing", choices=("location", "identity", "random"), default=None)
     p.add_argument(
         "--objective",
-        choices=("cscl", "histostainalign", "madeleine", "supervised"),
         default="cscl",
+        help="stage-2 objective: cscl, madeleine, histostainalign, supervised, or any other "
+        "registered one (cscl.train.list_objectives())",
     )
     p.add_argument("--labels", default=None, help="labels table (histostainalign, supervised)")
     p.add_argument("--label-task", default=None, help="label column, e.g. er_status")
@@ -51,80 +55,38 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true")
 
 
-SMALL_ABMIL = dict(hidden=128, n_heads=2, head_dim=64, attn_hidden=64, embed_dim=64, token_dim=32)
-
-
-def _set(cfg, **kv) -> None:
-    for k, v in kv.items():
-        if v is not None:
-            setattr(cfg, k, v)
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from cscl.data import load_cohort
     from cscl.errors import InputError
-    from cscl.registration import load_registrations
+    from cscl.train import SMALL_ABMIL, pretrain
 
     if args.threads:
         torch.set_num_threads(args.threads)
-
-    data_info = {"features_dir": str(args.features), "manifest": str(args.manifest)}
-    cohort = load_cohort(
-        args.features, args.manifest, on_missing_file="skip" if args.skip_missing else "error"
-    )
-    regs = load_registrations(args.registration) if args.registration else None
-    if args.registration:
-        data_info["registration"] = str(args.registration)
+    common = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, pairing=args.pairing,
+                  warmup_epochs=args.warmup_epochs, temperature=args.temperature,
+                  got_weight=args.got_weight, seed=args.seed, device=args.device,
+                  quiet=args.quiet)  # fmt: skip
     if args.stage == "adapter":
-        from cscl.train.stage1 import AdapterConfig, train_adapter
-
         if args.objective != "cscl":
             raise InputError(
                 f"--stage adapter trains the CSCL adapter; objective {args.objective!r} has none",
                 hint="run --stage slide directly for histostainalign/madeleine/supervised",
             )
-        cfg = AdapterConfig(seed=args.seed, device=args.device, quiet=args.quiet)
-        _set(cfg, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-             pairing=args.pairing, pairs_per_case=args.pairs_per_case,
-             warmup_epochs=args.warmup_epochs, temperature=args.temperature,
-             got_weight=args.got_weight)  # fmt: skip
-        if args.scales:
-            cfg.scales = [s.strip() for s in args.scales.split(",") if s.strip()]
-        cfg.residual = args.residual
-        out = train_adapter(cohort, args.out, cfg, regs, data_info)
-        print(f"wrote {out}")
-        return 0
-
-    from cscl.train.stage2 import SlideConfig, objective_defaults, train_slide_encoder
-
-    cfg = SlideConfig(objective=args.objective, seed=args.seed, device=args.device,
-                      quiet=args.quiet)  # fmt: skip
-    _set(cfg, **objective_defaults(args.objective))
-    _set(cfg, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, pairing=args.pairing,
-         n_tokens=args.tokens, warmup_epochs=args.warmup_epochs, rankme_after=args.rankme_after,
-         temperature=args.temperature, got_weight=args.got_weight, label_task=args.label_task,
-         ihc_stain=args.ihc_stain, he_query_branch=args.he_query_branch)  # fmt: skip
-    if args.no_fusion:
-        cfg.fusion = False
-    if args.no_stain_embed:
-        cfg.stain_embed = False
-    if args.small:
-        cfg.abmil = dict(SMALL_ABMIL)
-    if args.objective in ("histostainalign", "supervised"):
-        if not args.labels or not args.label_task:
-            raise InputError(f"objective {args.objective} needs --labels and --label-task")
-        from cscl.io.manifest import load_labels
-
-        labels = load_labels(args.labels)
-        data_info["labels"] = str(args.labels)
-        if args.objective == "histostainalign":
-            from cscl.train.histostainalign import train_histostainalign as fn
-        else:
-            from cscl.train.supervised import train_supervised as fn
-        out = fn(cohort, labels, args.out, cfg, args.adapter, data_info)
+        objective = "adapter"
+        scales = [s.strip() for s in args.scales.split(",") if s.strip()] if args.scales else None
+        overrides = dict(common, pairs_per_case=args.pairs_per_case, residual=args.residual,
+                         scales=tuple(scales) if scales else None)  # fmt: skip
     else:
-        out = train_slide_encoder(cohort, args.out, cfg, args.adapter, regs, data_info)
+        objective = args.objective
+        overrides = dict(common, n_tokens=args.tokens, rankme_after=args.rankme_after,
+                         label_task=args.label_task, ihc_stain=args.ihc_stain,
+                         he_query_branch=args.he_query_branch,
+                         fusion=False if args.no_fusion else None,
+                         stain_embed=False if args.no_stain_embed else None,
+                         abmil=dict(SMALL_ABMIL) if args.small else None)  # fmt: skip
+    out = pretrain(objective, features=args.features, manifest=args.manifest, out=args.out,
+                   registration=args.registration, adapter=args.adapter, labels=args.labels,
+                   config=overrides, skip_missing=args.skip_missing)  # fmt: skip
     print(f"wrote {out}")
     return 0

@@ -17,6 +17,13 @@ import torch.nn as nn
 
 from cscl.models.registry import register_model
 
+# Model-size presets (GatedABMIL kwargs). {} = the paper sizes; "small" for CPU runs and tests.
+ABMIL_PRESETS: dict[str, dict[str, int]] = {
+    "paper": {},
+    "small": dict(hidden=128, n_heads=2, head_dim=64, attn_hidden=64, embed_dim=64, token_dim=32),
+}
+SMALL_ABMIL = ABMIL_PRESETS["small"]
+
 
 class GatedAttentionHead(nn.Module):
     """Gated attention scores for one head: w·(tanh(Va x) ⊙ σ(Ua x))."""

@@ -11,6 +11,7 @@ PUBLIC API (used by cscl.bundle / cscl.inference / cscl.embed; keep stable):
     emb, attn = m.embed(features (N, D) float32, coords (N, 2) | None)   # ONE H&E slide
     m.embed_batch([features, ...]) -> [(emb, attn), ...]
     m.predict_status(features) -> class probabilities (histostainalign / supervised runs)
+    adapter, cfg = load_adapter(run_dir, device)   # the frozen stage-1 adapter of a run
 `embed` applies adapter → stain code + fusion on H&E alone → gated ABMIL, the path the model was
 trained with under stain dropout (see cscl.models.fusion).
 """
@@ -162,3 +163,17 @@ def load_trained(run_dir: str | Path, device: str | torch.device | None = None) 
     encoder = _load_module(run_dir, cfg, "slide_encoder", dev)
     head = _load_module(run_dir, cfg, "head", dev)
     return TrainedModel(cfg, adapter, encoder, head, dev)
+
+
+def load_adapter(run_dir: str | Path, device: str | torch.device | None = None):
+    """(adapter module in eval mode, the run's config) of a stage-1 run dir (`cscl pretrain
+    --stage adapter`, or any run that holds an adapter)."""
+    run_dir = Path(run_dir)
+    cfg = read_config(run_dir)
+    if not cfg.get("adapter"):
+        raise InputError(
+            f"{run_dir} holds no adapter (kind {cfg.get('kind')!r})",
+            hint="give the --out folder of `cscl pretrain --stage adapter`",
+        )
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    return _load_module(run_dir, cfg, "adapter", dev), cfg

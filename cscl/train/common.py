@@ -1,23 +1,18 @@
-"""Shared training plumbing: device/autocast, seeding, run metadata, progress bar."""
+"""Shared training plumbing: autocast, seeding, run metadata, progress bar (device and git
+commit come from `cscl.runtime`, their one home)."""
 
 from __future__ import annotations
 
 import contextlib
 import platform
 import random
-import subprocess
 from importlib import metadata
-from pathlib import Path
 
 import numpy as np
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-
-def pick_device(device: str | None = None) -> torch.device:
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+from cscl.runtime import git_commit
 
 
 def autocast(device: torch.device, enabled: bool = True):
@@ -36,20 +31,6 @@ def seed_everything(seed: int) -> torch.Generator:
     return g
 
 
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def environment() -> dict:
     """Package versions and git commit recorded in every checkpoint's config.json."""
     pk = {}
@@ -58,7 +39,7 @@ def environment() -> dict:
             pk[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             pk[name] = None
-    return {"python": platform.python_version(), "packages": pk, "git_commit": _git_commit()}
+    return {"python": platform.python_version(), "packages": pk, "git_commit": git_commit()}
 
 
 def progress(disable: bool = False) -> Progress:

@@ -28,3 +28,20 @@ def case_labels(case_ids: list[str], labels: pd.DataFrame, task: str) -> tuple[n
     if (y >= 0).sum() < 2:
         raise InputError(f"label task {task!r}: fewer than 2 training cases have a label")
     return y.astype(np.int64), known
+
+
+def holdout_split(y: np.ndarray, frac: float, seed: int = 0) -> tuple[list[int], list[int]]:
+    """(train, validation) indices of the labelled items (y >= 0), stratified by class.
+
+    Each class gives round(frac × its size) items to validation, but always keeps one for
+    training; classes of one item stay in training. Seeded and independent of global RNG state.
+    """
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for c in np.unique(y[y >= 0]):
+        idx = np.flatnonzero(y == c)
+        rng.shuffle(idx)
+        k = min(int(round(frac * len(idx))), len(idx) - 1)
+        val += idx[:k].tolist()
+        train += idx[k:].tolist()
+    return sorted(train), sorted(val)

@@ -1,4 +1,4 @@
-"""Stage 2: slide encoder training (CSCL, MADELEINE-style) and the shared MIL training loop.
+"""Stage 2 building blocks shared by the slide-level objectives (cscl.train.objectives).
 
 CSCL: frozen stage-1 adapter → location-aligned tokens [B,S,P,D] (IHC token p = the IHC patch
 registered to H&E patch p) → stain code → cross-stain fusion → gated ABMIL per stain → symmetric
@@ -9,44 +9,37 @@ from H&E tokens alone — the inference computation — and IHC embeddings from 
 fusion cannot hand the co-located IHC token to the H&E query (the shortcut found by the planted-
 signal benchmark). `"fused"` reproduces the old single pass (fusion over all stains, with stain
 dropout: each IHC stain hidden with prob `stain_dropout`, all with prob `drop_all_ihc`).
-MADELEINE-style: no adapter, no fusion, no stain code, same losses.
-The checkpoint is chosen by RankMe smooth rank of the training H&E embeddings (H&E-only path)
-after `rankme_after` epochs. `run_training` is reused by HistoStainAlign and supervised ABMIL.
+Here: `SlideConfig`, `SlideData` (adapted tokens + batches), the encoder, the alignment loss,
+RankMe/validation metrics, and the base classes `SlideObjective` / `LabelledSlideObjective`.
 """
 
 from __future__ import annotations
 
-import copy
-import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from cscl.data import CohortFeatures
 from cscl.errors import InputError
 from cscl.models import create_model
 from cscl.models.losses import got_loss, symmetric_infonce
-from cscl.train.checkpoint import save_run
-from cscl.train.common import autocast, environment, pick_device, progress, seed_everything
+from cscl.train.checkpoint import load_adapter
+from cscl.train.fit import FitConfig, Selection
+from cscl.train.labels import case_labels, holdout_split
+from cscl.train.objective import Objective
 from cscl.train.rankme import smooth_rank
-from cscl.train.schedule import warmup_cosine
-
-OBJECTIVES = ("cscl", "madeleine", "histostainalign", "supervised")
 
 
-@dataclass
-class SlideConfig:
+@dataclass(frozen=True)
+class SlideConfig(FitConfig):
+    """Stage-2 settings (all slide-level objectives); objectives replace their DEFAULTS over it."""
+
     objective: str = "cscl"
-    epochs: int = 120
     batch_size: int = 24
     n_tokens: int = 2048
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    warmup_epochs: int = 5
-    min_lr: float = 1e-8
     temperature: float = 0.001
     got_weight: float = 1.0
     got_tokens: int = 256
@@ -66,25 +59,7 @@ class SlideConfig:
     label_task: str | None = None
     ihc_stain: str | None = None  # HistoStainAlign: IHC stain to align (default from label)
     mask_frac: float = 0.5  # HistoStainAlign masked view
-    seed: int = 0
-    device: str | None = None
-    quiet: bool = False
-
-
-def objective_defaults(objective: str) -> dict:
-    """Paper hyper-parameters per objective (METHOD.md); CLI flags override them."""
-    if objective == "madeleine":
-        return dict(fusion=False, stain_embed=False, pairing="random", temperature=0.001)
-    if objective == "histostainalign":
-        return dict(
-            fusion=False, stain_embed=False, pairing="random", temperature=0.01, lr=5e-5,
-            min_lr=5e-7, warmup_epochs=2, epochs=30, batch_size=8, n_tokens=4096, got_weight=0.0,
-        )  # fmt: skip
-    if objective == "supervised":
-        return dict(fusion=False, stain_embed=False, pairing="random", got_weight=0.0)
-    if objective == "cscl":
-        return {}
-    raise InputError(f"unknown objective {objective!r}", hint=f"one of {OBJECTIVES}")
+    val_frac: float = 0.2  # labelled objectives: held-out cases for checkpoint selection
 
 
 class SlideData:
@@ -225,75 +200,6 @@ def alignment_loss(out: dict, valid, present, cfg: SlideConfig, g) -> torch.Tens
     return torch.stack(terms).mean()
 
 
-def run_training(
-    *,
-    data: SlideData,
-    modules: dict[str, torch.nn.Module],
-    loss_fn: Callable[[list[int], torch.Generator], torch.Tensor],
-    cfg: SlideConfig,
-    g: torch.Generator,
-    dev: torch.device,
-    n_items: int | None = None,
-    desc: str = "stage 2",
-) -> dict:
-    """AdamW + warm-up/cosine loop; RankMe selection of the encoder after `rankme_after`."""
-    n = n_items or len(data)
-    params = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    spe = max(1, -(-n // cfg.batch_size))
-    sched = warmup_cosine(opt, cfg.epochs * spe, cfg.warmup_epochs * spe, cfg.min_lr)
-    enc = modules["slide_encoder"]
-    best = {"rankme": -1.0, "epoch": None}
-    best_state = None
-    history = []
-    slides_done, step_time = 0, 0.0
-    with progress(cfg.quiet) as prog:
-        task = prog.add_task(desc, total=cfg.epochs, info="")
-        for epoch in range(cfg.epochs):
-            for m in modules.values():
-                m.train()
-            order = torch.randperm(n, generator=g).tolist()
-            tot, nb = 0.0, 0
-            for b0 in range(0, n, cfg.batch_size):
-                idx = order[b0 : b0 + cfg.batch_size]
-                t = time.perf_counter()
-                with autocast(dev):
-                    loss = loss_fn(idx, g)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 5.0)
-                opt.step()
-                sched.step()
-                step_time += time.perf_counter() - t
-                slides_done += len(idx)
-                tot += float(loss.detach())
-                nb += 1
-            rec = {"epoch": epoch, "loss": tot / max(nb, 1)}
-            if epoch + 1 >= cfg.rankme_after or epoch == cfg.epochs - 1:
-                Z = he_embeddings(enc, data, cfg.n_tokens, dev)
-                rec["rankme"] = smooth_rank(Z)
-                if epoch + 1 >= cfg.rankme_after and rec["rankme"] > best["rankme"]:
-                    best = {"rankme": rec["rankme"], "epoch": epoch}
-                    best_state = {k: copy.deepcopy(m.state_dict()) for k, m in modules.items()}
-            history.append(rec)
-            prog.update(task, advance=1, info=f"loss {rec['loss']:.4f}")
-    if best_state is None:  # rankme_after > epochs: keep the last epoch
-        best = {"rankme": history[-1].get("rankme"), "epoch": cfg.epochs - 1}
-    else:
-        for k, m in modules.items():
-            m.load_state_dict(best_state[k])
-    for m in modules.values():
-        m.eval()
-    return {
-        "history": history,
-        "selection": {"method": "rankme", "after_epoch": cfg.rankme_after, **best},
-        "throughput": {
-            "cases_per_s": slides_done / step_time if step_time else None,
-            "step_seconds_total": step_time,
-        },
-    }
-
-
 @torch.no_grad()
 def he_embeddings(enc, data: SlideData, n_tokens: int, dev: torch.device) -> np.ndarray:
     """H&E-only embeddings of all cases (inference path) for RankMe."""
@@ -304,84 +210,115 @@ def he_embeddings(enc, data: SlideData, n_tokens: int, dev: torch.device) -> np.
     return torch.cat(Z).float().cpu().numpy()
 
 
-def _load_adapter(adapter_dir: str | Path | None, dev):
-    if adapter_dir is None:
-        return None, None
-    from cscl.train.checkpoint import _load_module, read_config
-
-    acfg = read_config(adapter_dir)
-    if not acfg.get("adapter"):
-        raise InputError(f"{adapter_dir} holds no adapter (kind {acfg.get('kind')!r})")
-    return _load_module(Path(adapter_dir), acfg, "adapter", dev), acfg
-
-
-def base_config(cohort, cfg: SlideConfig, acfg: dict | None, data_info: dict | None) -> dict:
-    if acfg is not None and acfg["data"]["extractor_hash"] != cohort.extractor_hash:
-        raise InputError(
-            "the adapter was trained on features of another extractor "
-            f"({acfg['data']['extractor_hash']} vs {cohort.extractor_hash})",
-            hint="use the adapter run trained on these feature files",
-        )
+@torch.no_grad()
+def validation_metrics(enc, head, data: SlideData, idx: list[int], y: torch.Tensor,
+                       n_tokens: int, dev: torch.device) -> dict[str, float]:  # fmt: skip
+    """Held-out cross-entropy and accuracy of the status head on H&E alone (inference path)."""
+    was = enc.training, head.training
+    enc.eval(), head.eval()
+    z = torch.cat([enc.encode_he(data.he_only(i, n_tokens)[None].to(dev))[0] for i in idx])
+    logits = head(z).float()
+    yv = y[idx].to(dev)
+    enc.train(was[0]), head.train(was[1])
     return {
-        "stage": "slide",
-        "objective": cfg.objective,
-        "input_dim": cohort.dim,
-        "stains": cohort.stains,
-        "he_id": 0,
-        "adapter": acfg["adapter"] if acfg else None,
-        "adapter_run": {"model_version": acfg.get("model_version"), "train": acfg.get("train")}
-        if acfg
-        else None,
-        "train": asdict(cfg),
-        "seed": cfg.seed,
-        "data": {
-            "fingerprint": cohort.fingerprint,
-            "extractor_hash": cohort.extractor_hash,
-            "encoder": cohort.encoder,
-            "n_cases": len(cohort.cases),
-            **(data_info or {}),
-        },
-        "env": environment(),
+        "val_loss": float(F.cross_entropy(logits, yv)),
+        "val_accuracy": float((logits.argmax(1) == yv).float().mean()),
     }
 
 
-def train_slide_encoder(
-    cohort: CohortFeatures,
-    out_dir: str | Path,
-    cfg: SlideConfig | None = None,
-    adapter_dir: str | Path | None = None,
-    registrations=None,
-    data_info: dict | None = None,
-) -> Path:
-    """CSCL / MADELEINE-style stage 2. Writes config.json, slide_encoder.pt (+ adapter.pt)."""
-    cfg = cfg or SlideConfig()
-    if cfg.objective not in ("cscl", "madeleine"):
-        raise InputError(f"train_slide_encoder handles cscl/madeleine, not {cfg.objective!r}")
-    g = seed_everything(cfg.seed)
-    dev = pick_device(cfg.device)
-    adapter, acfg = _load_adapter(adapter_dir, dev)
-    if cfg.objective == "madeleine" and adapter is not None:
-        raise InputError("the MADELEINE-style objective uses no adapter", hint="drop --adapter")
-    aligned = cfg.fusion and cfg.pairing in ("location", "identity")
-    if aligned:
-        cohort.attach_pairs(registrations, cfg.pairing, cfg.max_dist_frac)
-    data = SlideData(cohort, adapter, cohort.stains, aligned)
-    if len(cohort.stains) < 2:
-        raise InputError("stage 2 alignment needs IHC slides; the cohort has only H&E")
-    enc, mc = build_encoder(cfg, data.dim, len(cohort.stains))
-    enc = enc.to(dev)
+class SlideObjective(Objective):
+    """Base of the slide-level objectives: SlideConfig, optional frozen adapter, run config."""
 
-    def loss_fn(idx, g):
-        x, valid, present = data.batch(idx, cfg.n_tokens, g)
-        x, valid, present = x.to(dev), valid.to(dev), present.to(dev)
-        out = slide_outputs(enc, x, valid, cfg, g)
-        return alignment_loss(out, valid, present, cfg, g)
+    Config: ClassVar[type[FitConfig]] = SlideConfig
+    config: SlideConfig
 
-    res = run_training(data=data, modules={"slide_encoder": enc}, loss_fn=loss_fn, cfg=cfg, g=g,
-                       dev=dev, desc=f"stage 2 {cfg.objective}")  # fmt: skip
-    config = base_config(cohort, cfg, acfg, data_info)
-    config.update(kind=cfg.objective, slide_encoder={"name": "slide_encoder", "config": mc}, **res)
-    mods = {"slide_encoder": enc}
-    if adapter is not None:
-        mods = {"adapter": adapter, **mods}
-    return save_run(out_dir, config, mods)
+    @property
+    def description(self) -> str:
+        return f"stage 2 {self.name}"
+
+    def load_adapter(self, dev: torch.device) -> None:
+        """The frozen stage-1 adapter (None without `adapter_dir`), checked against the cohort."""
+        self.adapter, self.adapter_config = None, None
+        if self.inputs.adapter_dir is None:
+            return
+        self.adapter, self.adapter_config = load_adapter(self.inputs.adapter_dir, dev)
+        trained_on = self.adapter_config["data"]["extractor_hash"]
+        if trained_on != self.inputs.cohort.extractor_hash:
+            raise InputError(
+                f"the adapter was trained on features of another extractor "
+                f"({trained_on} vs {self.inputs.cohort.extractor_hash})",
+                hint="use the adapter run trained on these feature files",
+            )
+
+    def build_encoder(self, n_stains: int, dev: torch.device) -> None:
+        self.encoder, self.encoder_config = build_encoder(self.config, self.data.dim, n_stains)
+        self.encoder = self.encoder.to(dev)
+
+    def n_items(self) -> int:
+        return len(self.data)
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"slide_encoder": self.encoder}
+
+    def saved_modules(self) -> dict[str, torch.nn.Module]:
+        mods = self.modules()
+        return {"adapter": self.adapter, **mods} if self.adapter is not None else mods
+
+    def run_config(self) -> dict[str, Any]:
+        acfg = self.adapter_config
+        return {
+            "kind": self.name,
+            "stage": "slide",
+            "objective": self.name,
+            "input_dim": self.inputs.cohort.dim,
+            "stains": list(self.data.stains),
+            "he_id": 0,
+            "adapter": acfg["adapter"] if acfg else None,
+            "adapter_run": {"model_version": acfg.get("model_version"), "train": acfg.get("train")}
+            if acfg
+            else None,
+            "slide_encoder": {"name": "slide_encoder", "config": self.encoder_config},
+        }
+
+    def rankme(self) -> dict[str, float]:
+        """RankMe of the training H&E embeddings (H&E-only inference path): label-free."""
+        Z = he_embeddings(self.encoder, self.data, self.config.n_tokens, self.device)
+        return {"rankme": smooth_rank(Z)}
+
+
+class LabelledSlideObjective(SlideObjective):
+    """Base of the objectives with a status head trained on one label task (HistoStainAlign,
+    supervised ABMIL). `val_frac` of the labelled cases (stratified) are held out: their labels
+    are never trained on, and the checkpoint is the epoch with the lowest held-out CE."""
+
+    needs_labels: ClassVar[bool] = True
+
+    def setup_labels(self) -> None:
+        """y (per case, -1 = unknown), class names, train/validation split, status head."""
+        cfg = self.config
+        y, self.classes = case_labels(self.data.case_ids, self.inputs.labels, cfg.label_task)
+        self.train_idx, self.val_idx = holdout_split(y, cfg.val_frac, cfg.seed)
+        self.y = torch.from_numpy(y)
+        self.y_train = self.y.clone()
+        self.y_train[self.val_idx] = -1
+        self.head_config = dict(in_dim=self.encoder.embed_dim, n_classes=len(self.classes))
+        self.head = create_model("status_head", **self.head_config).to(self.device)
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"slide_encoder": self.encoder, "head": self.head}
+
+    def selection(self) -> Selection:
+        return Selection("val_loss", "min", after=1) if self.val_idx else Selection()
+
+    def epoch_metrics(self) -> dict[str, float]:
+        return validation_metrics(self.encoder, self.head, self.data, self.val_idx, self.y,
+                                  self.config.n_tokens, self.device)  # fmt: skip
+
+    def run_config(self) -> dict[str, Any]:
+        return {
+            **super().run_config(),
+            "head": {"name": "status_head", "config": self.head_config},
+            "classes": self.classes,
+            "label_task": self.config.label_task,
+            "validation": {"cases": [self.data.case_ids[i] for i in self.val_idx]},
+        }

@@ -85,13 +85,14 @@ def test_load_trained_api_and_relocatable_run(slide_run, cohort, tmp_path):
         m.embed(np.zeros((4, 7), np.float32))
 
 
-def test_training_is_deterministic_with_seed(cohort, regs, tmp_path):
-    from cscl.train.stage2 import SlideConfig, train_slide_encoder
+def test_training_is_deterministic_with_seed(sim, tmp_path):
+    from cscl.train import pretrain
 
     def run(out, seed):
-        cfg = SlideConfig(epochs=1, batch_size=5, n_tokens=16, rankme_after=1, abmil=TINY,
-                          seed=seed, quiet=True, device="cpu")  # fmt: skip
-        train_slide_encoder(cohort, out, cfg, registrations=regs)
+        cfg = dict(epochs=1, batch_size=5, n_tokens=16, rankme_after=1, abmil=TINY, seed=seed,
+                   quiet=True, device="cpu")  # fmt: skip
+        pretrain("cscl", features=sim["features"], manifest=str(sim["manifest"]), out=out,
+                 registration=str(sim["transforms"]), config=cfg)  # fmt: skip
         return torch.load(out / "slide_encoder.pt", weights_only=True)
 
     a, b, c = run(tmp_path / "1", 0), run(tmp_path / "2", 0), run(tmp_path / "3", 1)
@@ -126,6 +127,9 @@ def test_histostainalign_and_supervised_predict_status(sim, cohort, tmp_path):
     m = load_trained(tmp_path / "hsa")
     p = m.predict_status(cohort.cases[0].he.features.astype(np.float32))
     assert m.classes == ["negative", "positive"] and abs(p.sum() - 1) < 1e-5
+    # checkpoint chosen on held-out labelled cases, not on RankMe (label-free) as before
+    assert m.config["selection"]["method"] == "val_loss" and m.config["validation"]["cases"]
+    assert all("val_loss" in h for h in m.config["history"])
     assert main(["pretrain", *c, "--stage", "slide", "--objective", "supervised", *lab,
                  "--out", str(tmp_path / "sup"), "--epochs", "1", "--tokens", "16",
                  "--small", "--rankme-after", "1"]) == 0  # fmt: skip

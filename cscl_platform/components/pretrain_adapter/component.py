@@ -19,37 +19,32 @@ def pretrain_adapter(
     seed: int = 0,
     s3_endpoint: str = "",
 ) -> None:
-    """Fetch the cohort's feature files and train the adapter (cscl.train.stage1)."""
+    """Fetch the cohort's feature files and train the stage-1 adapter (`cscl.train.pretrain`
+    with the "adapter" objective)."""
     import tempfile
     from pathlib import Path
 
     import pandas as pd
 
-    from cscl.data import load_cohort
     from cscl.ingest import read_index
-    from cscl.registration import load_registrations
+    from cscl.io import storage
     from cscl.shards import training_inputs
-    from cscl.train.stage1 import AdapterConfig, train_adapter
+    from cscl.train import clamp_schedule, objective_config, pretrain
+    from cscl.train.checkpoint import read_config
 
+    storage.configure_store(s3_endpoint or None)
     feats, manifest = training_inputs(
         read_index(slide_index.path),
         pd.read_csv(features.path, dtype={"slide_id": str, "case_id": str}),
         tempfile.mkdtemp(prefix="cscl-features-"),
-        s3_endpoint or None,
     )
-    cohort = load_cohort(feats, manifest)
-    regs = load_registrations(str(Path(registration.path) / "registration.csv"))
-    cfg = AdapterConfig(
-        epochs=epochs,
-        batch_size=batch_size,
-        pairs_per_case=pairs_per_case,
-        lr=lr,
-        pairing=pairing,
-        warmup_epochs=min(5, max(epochs - 1, 0)),
-        seed=seed,
-        quiet=True,
-    )
-    info = {"features": features.uri, "extractor_hash": features.metadata.get("extractor_hash")}
-    train_adapter(cohort, adapter.path, cfg, regs, info)
-    adapter.metadata.update(stage="adapter", epochs=epochs, n_cases=len(cohort.cases))
-    print(f"adapter trained on {len(cohort.cases)} cases → {adapter.path}")
+    cfg = clamp_schedule(
+        objective_config("adapter", epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                         pairs_per_case=pairs_per_case, pairing=pairing, quiet=True)
+    )  # fmt: skip
+    run = pretrain("adapter", features=feats, manifest=manifest, out=adapter.path, config=cfg,
+                   registration=str(Path(registration.path) / "registration.csv"),
+                   info={"features": features.uri})  # fmt: skip
+    n_cases = read_config(run)["data"]["n_cases"]
+    adapter.metadata.update(stage="adapter", epochs=epochs, n_cases=n_cases)
+    print(f"adapter trained on {n_cases} cases → {run}")

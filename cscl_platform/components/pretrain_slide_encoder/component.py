@@ -1,4 +1,4 @@
-"""pretrain_slide_encoder: CSCL stage 2 (cross-stain slide encoder, MIL) → `Model` (run dir)."""
+"""pretrain_slide_encoder: stage 2 (any registered slide objective) → `Model` (run dir)."""
 
 from kfp.dsl import Dataset, Input, Model, Output
 
@@ -19,42 +19,65 @@ def pretrain_slide_encoder(
     lr: float = 1e-4,
     pairing: str = "location",
     small: bool = False,
+    labels_uri: str = "",
+    label_task: str = "",
     seed: int = 0,
     s3_endpoint: str = "",
 ) -> None:
-    """Train the slide encoder on the stage-1 adapter (cscl.train.stage2). `small` = a small
-    ABMIL (CPU/tests)."""
+    """Train the slide encoder with `objective` (`cscl.train.pretrain`; any name in
+    `cscl.train.list_objectives()`). The stage-1 adapter is used by the objectives that expect
+    it (cscl); `labels_uri` + `label_task` feed the labelled ones (histostainalign, supervised).
+    `small` = a small ABMIL (CPU/tests)."""
     import tempfile
     from pathlib import Path
 
     import pandas as pd
 
-    from cscl.commands.pretrain import SMALL_ABMIL
-    from cscl.data import load_cohort
+    from cscl.errors import InputError
     from cscl.ingest import read_index
-    from cscl.registration import load_registrations
+    from cscl.io import storage
     from cscl.shards import training_inputs
-    from cscl.train.stage2 import SlideConfig, objective_defaults, train_slide_encoder
+    from cscl.train import (
+        SMALL_ABMIL,
+        clamp_schedule,
+        list_objectives,
+        objective_class,
+        objective_config,
+        pretrain,
+    )
+    from cscl.train.checkpoint import read_config
 
+    storage.configure_store(s3_endpoint or None)
     feats, manifest = training_inputs(
         read_index(slide_index.path),
         pd.read_csv(features.path, dtype={"slide_id": str, "case_id": str}),
         tempfile.mkdtemp(prefix="cscl-features-"),
-        s3_endpoint or None,
     )
-    cohort = load_cohort(feats, manifest)
-    regs = load_registrations(str(Path(registration.path) / "registration.csv"))
-    cfg = SlideConfig(objective=objective, seed=seed, quiet=True)
-    for k, v in objective_defaults(objective).items():
-        setattr(cfg, k, v)
-    cfg.epochs, cfg.batch_size, cfg.n_tokens, cfg.lr = epochs, batch_size, n_tokens, lr
-    cfg.pairing = pairing
-    cfg.warmup_epochs = min(cfg.warmup_epochs, max(epochs - 1, 0))
-    cfg.rankme_after = min(cfg.rankme_after, max(epochs - 1, 0))
-    if small:
-        cfg.abmil = dict(SMALL_ABMIL)
-    info = {"features": features.uri, "extractor_hash": features.metadata.get("extractor_hash")}
-    use_adapter = adapter.path if objective == "cscl" else None
-    train_slide_encoder(cohort, model.path, cfg, use_adapter, regs, info)
+    spec = objective_class(objective)
+    if spec.stage != "slide":
+        raise InputError(
+            f"objective {objective!r} trains stage {spec.stage!r}, not a slide encoder",
+            hint=f"use the pretrain_{spec.stage} component, or one of "
+            f"{list_objectives(stage='slide')}",
+        )
+    cfg = clamp_schedule(
+        objective_config(
+            objective,
+            epochs=epochs,
+            batch_size=batch_size,
+            n_tokens=n_tokens,
+            lr=lr,
+            pairing=pairing,
+            seed=seed,
+            quiet=True,
+            abmil=dict(SMALL_ABMIL) if small else None,
+            label_task=label_task or None,
+        )  # fmt: skip
+    )
+    run = pretrain(objective, features=feats, manifest=manifest, out=model.path, config=cfg,
+                   registration=str(Path(registration.path) / "registration.csv"),
+                   adapter=adapter.path if spec.adapter_use == "expected" else None,
+                   labels=labels_uri or None, info={"features": features.uri})  # fmt: skip
     model.metadata.update(stage="slide", objective=objective, epochs=epochs)
-    print(f"slide encoder ({objective}) trained on {len(cohort.cases)} cases → {model.path}")
+    n_cases = read_config(run)["data"]["n_cases"]
+    print(f"slide encoder ({objective}) trained on {n_cases} cases → {run}")

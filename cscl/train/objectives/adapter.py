@@ -1,4 +1,4 @@
-"""Stage 1: train the patch adapter with patch-wise cross-stain contrastive alignment.
+"""Stage 1 (`adapter`): the patch adapter, trained with patch-wise cross-stain contrastive alignment.
 
 For each IHC stain, H&E tokens (queries) are matched to the IHC token of the SAME tissue
 location (positive; `pairing="location"` via the registration, or `"identity"` for slides that
@@ -6,14 +6,14 @@ already share coordinates); every other IHC token of the batch is a negative. Lo
 `nce_weight` × patch InfoNCE (L2-normalised, T=0.07) + `got_weight` × OT token loss.
 `pairing="random"` reproduces the reference bug (independently sampled patches paired by index).
 Optional 5x scale: each 5x token is the mean of the (up to) 2×2 10x tokens it covers; it has its
-own adapter and its own location pairs.
+own adapter and its own location pairs. Checkpoint: the last epoch (fixed schedule, as the paper).
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+import copy
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -22,33 +22,77 @@ from cscl.data import CohortFeatures, SlideTokens
 from cscl.errors import InputError
 from cscl.models import create_model
 from cscl.models.losses import got_loss, patch_nce
-from cscl.train.checkpoint import save_run
-from cscl.train.common import autocast, environment, pick_device, progress, seed_everything
-from cscl.train.schedule import warmup_cosine
+from cscl.train.fit import FitConfig
+from cscl.train.objective import Objective
+from cscl.train.registry import register_objective
 
 
-@dataclass
-class AdapterConfig:
-    epochs: int = 120
-    batch_size: int = 8  # cases per step
+@dataclass(frozen=True)
+class AdapterConfig(FitConfig):
     pairs_per_case: int = 256  # token pairs per case and stain per step
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    warmup_epochs: int = 5
-    min_lr: float = 1e-8
     temperature: float = 0.07
     nce_weight: float = 10.0
     got_weight: float = 1.0
     got_tokens: int = 256
     pairing: str = "location"  # location | identity | random
     max_dist_frac: float = 0.75
-    scales: list[str] = field(default_factory=lambda: ["10x"])
+    scales: tuple[str, ...] = ("10x",)
     reduction: int = 4
     residual: bool = False
     alpha: float = 0.2
-    seed: int = 0
-    device: str | None = None
-    quiet: bool = False
+
+
+@register_objective("adapter")
+class AdapterObjective(Objective):
+    Config: ClassVar[type[FitConfig]] = AdapterConfig
+    stage: ClassVar[str] = "adapter"
+    adapter_use: ClassVar[str] = "never"  # it trains one
+    config: AdapterConfig
+
+    @property
+    def description(self) -> str:
+        return "stage 1 adapter"
+
+    def setup(self, device: torch.device) -> None:
+        cfg, cohort = self.config, self.inputs.cohort
+        self.device = device
+        self.data = _scale_pairs(cohort, self.inputs.registrations, cfg)
+        if not self.data[cfg.scales[0]]:
+            raise InputError(
+                "no case has an IHC slide with usable pairs; stage 1 needs paired H&E/IHC slides",
+                hint="check the manifest's IHC rows and the registration table (ok column)",
+            )
+        self.model_config = dict(dim=cohort.dim, scales=list(cfg.scales), reduction=cfg.reduction,
+                                 residual=cfg.residual, alpha=cfg.alpha)  # fmt: skip
+        self.adapter = create_model("patch_adapter", **self.model_config).to(device)
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"adapter": self.adapter}
+
+    def n_items(self) -> int:
+        return len(self.data[self.config.scales[0]])
+
+    def loss(self, idx: list[int], g: torch.Generator) -> torch.Tensor:
+        loss = torch.zeros((), device=self.device)
+        for scale in self.config.scales:
+            loss = loss + _batch_loss(self.adapter, self.data[scale], idx, scale, self.config, g,
+                                      self.device)  # fmt: skip
+        return loss
+
+    def run_config(self) -> dict[str, Any]:
+        cohort = self.inputs.cohort
+        return {
+            "kind": "adapter",
+            "stage": "adapter",
+            "objective": "cscl",
+            "input_dim": cohort.dim,
+            "stains": cohort.stains,
+            "he_id": 0,
+            "adapter": {"name": "patch_adapter", "config": self.model_config},
+        }
+
+    def data_info(self) -> dict[str, Any]:
+        return {"n_cases_with_pairs": self.n_items()}
 
 
 def pool_5x(sl: SlideTokens) -> SlideTokens:
@@ -65,8 +109,6 @@ def pool_5x(sl: SlideTokens) -> SlideTokens:
 
 def _scale_pairs(cohort: CohortFeatures, registrations, cfg: AdapterConfig) -> dict:
     """{scale: list over cases of (he_feats, {stain: (ihc_feats, he_idx, ihc_idx)})}."""
-    import copy
-
     out = {}
     for scale in cfg.scales:
         if scale == "10x":
@@ -107,83 +149,6 @@ def _sample_pairs(he, ihc, hi, ii, m: int, g: torch.Generator):
         return a, b
     sel = torch.randperm(hi.numel(), generator=g)[:m]
     return hi[sel], ii[sel]
-
-
-def train_adapter(
-    cohort: CohortFeatures,
-    out_dir: str | Path,
-    cfg: AdapterConfig | None = None,
-    registrations=None,
-    data_info: dict | None = None,
-) -> Path:
-    """Train the stage-1 adapter and write a run dir (config.json + adapter.pt)."""
-    cfg = cfg or AdapterConfig()
-    g = seed_everything(cfg.seed)
-    dev = pick_device(cfg.device)
-    data = _scale_pairs(cohort, registrations, cfg)
-    n_items = len(data[cfg.scales[0]])
-    if n_items == 0:
-        raise InputError(
-            "no case has an IHC slide with usable pairs; stage 1 needs paired H&E/IHC slides",
-            hint="check the manifest's IHC rows and the registration table (ok column)",
-        )
-    model_cfg = dict(
-        dim=cohort.dim,
-        scales=list(cfg.scales),
-        reduction=cfg.reduction,
-        residual=cfg.residual,
-        alpha=cfg.alpha,
-    )
-    adapter = create_model("patch_adapter", **model_cfg).to(dev)
-    opt = torch.optim.AdamW(adapter.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = max(1, -(-n_items // cfg.batch_size))
-    sched = warmup_cosine(
-        opt, cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch, cfg.min_lr
-    )
-    history = []
-    t0 = time.perf_counter()
-    with progress(cfg.quiet) as prog:
-        task = prog.add_task("stage 1 adapter", total=cfg.epochs, info="")
-        for epoch in range(cfg.epochs):
-            order = torch.randperm(n_items, generator=g).tolist()
-            tot, nb = 0.0, 0
-            for b0 in range(0, n_items, cfg.batch_size):
-                idx = order[b0 : b0 + cfg.batch_size]
-                loss = torch.zeros((), device=dev)
-                with autocast(dev):
-                    for scale in cfg.scales:
-                        loss = loss + _batch_loss(adapter, data[scale], idx, scale, cfg, g, dev)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                tot += float(loss.detach())
-                nb += 1
-            history.append({"epoch": epoch, "loss": tot / max(nb, 1)})
-            prog.update(task, advance=1, info=f"loss {tot / max(nb, 1):.4f}")
-    config = {
-        "kind": "adapter",
-        "stage": "adapter",
-        "objective": "cscl",
-        "input_dim": cohort.dim,
-        "stains": cohort.stains,
-        "he_id": 0,
-        "adapter": {"name": "patch_adapter", "config": model_cfg},
-        "train": asdict(cfg),
-        "seed": cfg.seed,
-        "data": {
-            "fingerprint": cohort.fingerprint,
-            "extractor_hash": cohort.extractor_hash,
-            "encoder": cohort.encoder,
-            "n_cases": len(cohort.cases),
-            "n_cases_with_pairs": n_items,
-            **(data_info or {}),
-        },
-        "history": history,
-        "train_seconds": time.perf_counter() - t0,
-        "env": environment(),
-    }
-    return save_run(out_dir, config, {"adapter": adapter})
 
 
 def _batch_loss(adapter, items, idx, scale, cfg: AdapterConfig, g, dev) -> torch.Tensor:
