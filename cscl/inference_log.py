@@ -164,7 +164,7 @@ class InferenceLogger:
         if storage.is_s3(uri):
             if self._client is None:  # one attempt per call: this loop does the retrying
                 store = self.store or storage.current_store()
-                self._client = storage.s3_client(store.endpoint, max_attempts=1)
+                self._client = store.client(max_attempts=1)
             bucket, key = storage.parse_s3_uri(uri)
             self._client.put_object(
                 Bucket=bucket, Key=key, Body=data, ContentType="application/json"

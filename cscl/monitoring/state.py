@@ -53,7 +53,7 @@ def create_state(uri: str, state: dict[str, Any]) -> bool:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}:
                 return False
-            raise storage._explain_s3(exc, uri, None) from exc
+            raise storage.explain_error(exc, uri) from exc
     dest = storage.local_path(uri)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)

@@ -44,15 +44,6 @@ def model_dir_of(reference_uri: str) -> str:
     return (d[: -len("/bundle")] if d.endswith("/bundle") else d) + "/"
 
 
-def storage_delete(uri: str) -> None:
-    """Delete one object or file (releasing a claim). Moves into cscl.io.storage (issue 13)."""
-    if storage.is_s3(uri):
-        bucket, key = storage.parse_s3_uri(uri)
-        storage.s3_client().delete_object(Bucket=bucket, Key=key)
-    else:
-        storage.local_path(uri).unlink(missing_ok=True)
-
-
 def _start(trigger: TriggerConfig, model_version: str, run_name: str, model_dir: str, why: str):
     """Start the retraining; (result, what was done). Raises TriggerError/InputError."""
     if trigger.mode == "kfp":
@@ -135,7 +126,7 @@ def retrain(
         result, what = _start(trigger, model_version, run_name, model_dir_of(reference_uri), why)
     except (TriggerError, InputError) as exc:
         # Nothing was started: release the claim so a retry can trigger.
-        storage_delete(uri)
+        storage.delete(uri)
         return {**base, "action": "failed", "reason": f"{why}; trigger failed: {exc}"}
     st.update_state(uri, {**claim, "status": "triggered", "result": result})
     return {**base, "action": "triggered", "reason": f"{why}: {what}", "result": result}

@@ -55,7 +55,7 @@ def test_store_down_never_blocks_and_records_are_retried(tmp_path):
     """Endpoint down: log() returns at once, failures are counted; when it comes back the kept
     records are written."""
     from cscl.io.loopback_s3 import LoopbackS3
-    from cscl.io.storage import s3_client
+    from cscl.io.storage import Store
     from cscl_platform.serving.server import free_ports
 
     port = free_ports(1)[0]
@@ -73,10 +73,10 @@ def test_store_down_never_blocks_and_records_are_retried(tmp_path):
     assert st["failed_attempts"] >= 3 and st["pending"] == 3 and st["written"] == 0
     server = LoopbackS3(port).start()
     try:
-        s3_client(endpoint).create_bucket(Bucket="late-bucket")
+        Store(endpoint).client().create_bucket(Bucket="late-bucket")
         assert lg.flush(20)
         assert lg.stats()["written"] == 3 and lg.stats()["pending"] == 0
-        got = s3_client(endpoint).list_objects_v2(Bucket="late-bucket")["KeyCount"]
+        got = Store(endpoint).client().list_objects_v2(Bucket="late-bucket")["KeyCount"]
         assert got == 3
     finally:
         lg.close(1)

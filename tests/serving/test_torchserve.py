@@ -227,9 +227,9 @@ def test_worker_restart_recovers(ts, made):
 
 
 def _log_keys(log_s3) -> set[str]:
-    from cscl.io.storage import s3_client
+    from cscl.io.storage import Store
 
-    resp = s3_client(log_s3["endpoint"]).list_objects_v2(Bucket=LOG_BUCKET, Prefix="proj/")
+    resp = Store(log_s3["endpoint"]).client().list_objects_v2(Bucket=LOG_BUCKET, Prefix="proj/")
     return {o["Key"] for o in resp.get("Contents", [])}
 
 
@@ -241,14 +241,14 @@ def _wait_for(pred, timeout=30.0):
 
 
 def test_inference_logs_written_and_store_outage_does_not_fail_requests(client, made, log_s3):
-    from cscl.io.storage import s3_client
+    from cscl.io.storage import Store
 
     out = client.predict_features_file(made["features"] / "case007_HE.h5")
     rid = out["request_id"]
     _wait_for(lambda: any(k.endswith(f"/{rid}.json") for k in _log_keys(log_s3)))
     key = next(k for k in _log_keys(log_s3) if k.endswith(f"/{rid}.json"))
     assert key.startswith("proj/inference-logs/date=")
-    rec = json.loads(s3_client(log_s3["endpoint"]).get_object(Bucket=LOG_BUCKET, Key=key)["Body"]
+    rec = json.loads(Store(log_s3["endpoint"]).client().get_object(Bucket=LOG_BUCKET, Key=key)["Body"]
                      .read())  # fmt: skip
     assert rec["model_version"] == "0.1.0+test" and rec["slide_id"] == "case007_HE"
     assert rec["embedding"] == out["embedding"] and rec["predictions"] == out["predictions"]
