@@ -286,7 +286,7 @@ def feature_preprocessing(
     hash, which is checked, so a bundle never extracts slides differently from training.
     """
     from cscl.features import read_features
-    from cscl.wsi.encoders import sha256_file as weights_sha
+    from cscl.runtime import sha256_file as weights_sha
     from cscl.wsi.extract import ExtractConfig
     from cscl.wsi.extract import extractor_hash as ehash_of
     from cscl.wsi.tissue import TissueParams

@@ -200,7 +200,7 @@ class Predictor:
         """Tissue detection → patch grid → backbone, exactly as `cscl extract` did for training."""
         from cscl.io.manifest import slide_id_from_uri
         from cscl.wsi.extract import extractor_hash, features_in_memory
-        from cscl.wsi.reader import open_slide
+        from cscl.wsi.readers import open_slide
 
         if not self.pre.get("slide_input", True):
             raise InputError(

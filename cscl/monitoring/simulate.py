@@ -174,7 +174,7 @@ def slide_records(
     from cscl.io.manifest import load_manifest
     from cscl.wsi.encoders import load_encoder
     from cscl.wsi.extract import ExtractConfig, features_in_memory
-    from cscl.wsi.reader import open_slide
+    from cscl.wsi.readers import open_slide
 
     enc = load_encoder(backbone, allow_random=True, device="cpu", seed=0)
     cfg = ExtractConfig(
