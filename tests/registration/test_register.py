@@ -145,10 +145,11 @@ def s3(monkeypatch, tmp_path):
     server.stop()
 
 
-def test_register_manifest_on_s3(reg_cohort, tmp_path, s3):
+def test_register_manifest_on_s3(reg_cohort, tmp_path, s3, monkeypatch):
     """Manifest, slides, transforms and outputs all in an object store (relative slide URIs)."""
     from cscl.io import storage
 
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3)  # slides are opened through the process store
     storage.s3_client(s3).create_bucket(Bucket="lab")
     src = reg_cohort.parent
     pd.read_csv(src / "manifest.csv").query("case_id == 'case002'").to_csv(

@@ -79,7 +79,9 @@ class SlideReader(ABC):
 
     name: ClassVar[str] = ""  # the backend name, set by `register_reader`
 
-    def __init__(self, path: str | os.PathLike, *, uri: str | None = None, mpp: float | None = None):
+    def __init__(
+        self, path: str | os.PathLike, *, uri: str | None = None, mpp: float | None = None
+    ):
         self.path = Path(path)
         self.uri = uri or str(path)
         self.mpp_override = mpp
