@@ -23,14 +23,15 @@ WORKDIR /opt/cscl
 # torch/torchvision first and explicitly, the same pair as the Makefile and pyproject.toml.
 RUN pip install torch==2.14.1 torchvision==0.29.1
 
-# Then the project with exactly the pins of pyproject.toml (no extras: tests stay out).
+# Then the project with exactly the pins of pyproject.toml and the platform extra (Kubeflow,
+# TorchServe, Evidently, Great Expectations); the dev extra (tests) stays out.
 COPY pyproject.toml README.md ./
 COPY cscl ./cscl
 COPY cscl_platform ./cscl_platform
 # The InferenceService the deploy component applies (see cscl_platform/components/deploy/logic.py).
 COPY manifests/base/serving/kserve/inferenceservice.yaml ./manifests/inferenceservice.yaml
 ENV CSCL_ISVC_TEMPLATE=/opt/cscl/manifests/inferenceservice.yaml
-RUN pip install . \
+RUN pip install "./[platform]" \
     && useradd --create-home --uid 1000 cscl
 
 USER 1000:1000

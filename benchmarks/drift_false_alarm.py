@@ -4,8 +4,8 @@
 
 1. False alarms: independent unshifted cohorts drawn from the same population as the reference
    (cscl.monitoring.simulate.RecordModel, 512-d embeddings), judged with the default policy —
-   the same Evidently numbers as the report (`compute_drift(report=False)`, checked equal in
-   tests/monitoring/test_drift.py). Also the optimistic variant the brief mentions (bootstrapped
+   the numbers drift.json and the Evidently report show (`compute_drift`, checked equal to the
+   report in tests/monitoring/test_stats.py). Also the optimistic variant the brief mentions (bootstrapped
    reference rows + noise) for comparison.
 2. Detection: the same for ShiftSpec stain / scanner / composition shifts.
 3. Real path: tiny synthetic slides with and without a shift → cscl.wsi QC + features → verdict.
@@ -87,7 +87,7 @@ def rate(ref, policy, windows) -> tuple[float, dict]:
     hits, total, by_signal = 0, 0, {}
     for w in windows:
         total += 1
-        comp = compute_drift(ref, w, policy, report=False)
+        comp = compute_drift(ref, w, policy)
         drifted = [n for n, s in comp.signals.items() if s.status == "drift"]
         hits += bool(drifted)
         for n in drifted:
@@ -147,13 +147,13 @@ def real_path(args, tmp: Path) -> None:
     for s in range(args.real_draws):
         same = slide_records(str(tiny_cohort(tmp / f"s{s}", n, seed=10 + s, **size)), "v1", day=DAY)
         alarms += any(x.status == "drift" for x in
-                      compute_drift(ref, window_of(same, ref), policy, report=False).signals.values())  # fmt: skip
+                      compute_drift(ref, window_of(same, ref), policy).signals.values())  # fmt: skip
         sh = tiny_cohort(
             tmp / f"h{s}", n, seed=10 + s, shift=ShiftSpec(stain=0.8, scanner=0.5), **size
         )
         shifted = slide_records(str(sh), "v1", day=DAY)
         hits += any(x.status == "drift" for x in
-                    compute_drift(ref, window_of(shifted, ref), policy, report=False).signals.values())  # fmt: skip
+                    compute_drift(ref, window_of(shifted, ref), policy).signals.values())  # fmt: skip
     print(f"\n== real slide path ({n} slides/side, {args.real_draws} draws, "
           f"{time.perf_counter() - t:.0f} s) ==")  # fmt: skip
     print(f"unshifted flagged {alarms}/{args.real_draws}; stain+scanner shift flagged "
@@ -224,7 +224,7 @@ def scale(args, tmp: Path) -> None:
         print(f"peak Python memory while reading (tracemalloc, local): {peak / 2**20:.0f} MiB "
               f"for {size / 2**20:.0f} MiB of JSON")  # fmt: skip
         t = time.perf_counter()
-        comp = compute_drift(ref, w, load_policy(), report=False)
+        comp = compute_drift(ref, w, load_policy())
         print(
             f"drift numbers of the 10k window in {time.perf_counter() - t:.1f} s: "
             + ", ".join(f"{n}={s.status}" for n, s in comp.signals.items())

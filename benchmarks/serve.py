@@ -52,16 +52,17 @@ def extract_config():
 
 
 def build(root: Path, n_patches: int, n_cases: int = 16, small: bool = False) -> dict:
-    """Feature files, a random-init run, embeddings, labels → `cscl package` → bundle + .mar."""
+    """Feature files, a random-init run, embeddings, labels → package_model (what `cscl package`
+    runs) → bundle + .mar."""
     import pandas as pd
     import torch
 
-    from cscl.cli import main
     from cscl.embeddings import write_embeddings
     from cscl.features import SlideFeatures, read_features, write_features
     from cscl.models import create_model
     from cscl.train.checkpoint import load_trained, save_run
     from cscl.wsi.extract import extractor_hash
+    from cscl_platform.serving.package import package_model
 
     rng = np.random.default_rng(0)
     ehash = extractor_hash(extract_config(), "random-seed0")
@@ -115,10 +116,9 @@ def build(root: Path, n_patches: int, n_cases: int = 16, small: bool = False) ->
         }
     ).to_csv(root / "labels.csv", index=False)
     out = root / "models"
-    argv = ["package", "--model", str(run), "--out", str(out), "--labels", str(root / "labels.csv"),
-            "--embeddings", str(root / "emb.parquet"), "--tasks", "er_status,subtype,os",
-            "--version", "bench", "--n-iter", "2", "--max-batch-delay", "5"]  # fmt: skip
-    assert main(argv) == 0
+    package_model(run, out, labels=str(root / "labels.csv"), embeddings=root / "emb.parquet",
+                  tasks="er_status,subtype,os", version="bench", n_iter=2,
+                  max_batch_delay=5)  # fmt: skip
     return {"store": out, "bundle": out / "cscl", "features": fdir, "ids": ids}
 
 

@@ -16,9 +16,10 @@ import importlib
 import importlib.metadata
 import pkgutil
 import sys
+import types
 
 from cscl import __version__
-from cscl.errors import CsclError
+from cscl.errors import CsclError, InputError
 
 ENTRY_POINT_GROUP = "cscl.commands"
 
@@ -37,8 +38,23 @@ def _command_modules():
         try:
             yield name, importlib.import_module(found[name])
         except ImportError as exc:  # a platform extra that is not installed
-            print(f"cscl: command {name!r} unavailable ({exc}); install its extra, e.g. "
-                  "pip install 'cscl[platform]'", file=sys.stderr)  # fmt: skip
+            yield name, _unavailable(name, exc)
+
+
+def _unavailable(name: str, exc: ImportError) -> types.SimpleNamespace:
+    """A stand-in command that says which extra to install, instead of breaking every command."""
+
+    def run(args) -> int:
+        raise InputError(
+            f"`cscl {name}` is part of the platform layer, which is not installed ({exc})",
+            hint="pip install 'cscl[platform]' (or the one extra it needs)",
+        )
+
+    return types.SimpleNamespace(
+        HELP=f"(not installed: pip install 'cscl[platform]') {name}",
+        add_arguments=lambda p: p.add_argument("rest", nargs=argparse.REMAINDER),
+        run=run,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,26 +1,62 @@
 """Slide or patch features → embedding, predictions, top patches and QC. No server imports.
 
-`Predictor` is what TorchServe's handler (serving/handler.py), `cscl predict --bundle` and any
-other host call. It loads a model bundle once and checks every input against the bundle's
-preprocessing (feature dimension, extractor hash, encoder) so features from another backbone or
-resolution are refused with a clear `InputError` instead of producing confident nonsense.
+`Predictor` is what TorchServe's handler (cscl_platform/serving/handler.py), `cscl predict
+--bundle` and any other host call. It loads a model bundle once and checks every input against
+the bundle's preprocessing (feature dimension, extractor hash, encoder) so features from another
+backbone or resolution are refused with a clear `InputError` instead of producing confident
+nonsense. `Predictor.run` answers a batch of `Request`s (cscl.inference_request) with one
+`Result` each: the answer, or the error (with its `kind`) that request alone ran into.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import tempfile
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cscl.bundle import Bundle, load_bundle
-from cscl.errors import CsclError, InputError
-from cscl.features import SlideFeatures
+from cscl.errors import CsclError, ErrorKind, InputError, SlideError
+from cscl.eval.heads import apply_heads
+from cscl.features import SlideFeatures, read_features
+from cscl.inference_request import DEFAULT_MAX_BYTES, Request
 from cscl.io import storage
+from cscl.io.manifest import slide_id_from_uri
+from cscl.runtime import jsonable, pick_device
+from cscl.wsi.encoders import load_encoder
+from cscl.wsi.extract import ExtractConfig, extractor_hash, features_in_memory
+from cscl.wsi.readers import open_slide
+from cscl.wsi.tissue import TissueParams
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Result:
+    """One request's outcome: `answer` (the Inference API dict) or `error` (kind + message)."""
+
+    request: Request | None
+    answer: dict | None = None
+    error: CsclError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @classmethod
+    def failed(cls, exc: BaseException, request: Request | None = None) -> Result:
+        """A failed request; anything that is not a CsclError is a bug (kind INTERNAL)."""
+        if not isinstance(exc, CsclError):
+            log.error("request %s failed unexpectedly", request, exc_info=exc)
+            exc = CsclError(f"internal error: {type(exc).__name__}: {exc}", kind=ErrorKind.INTERNAL)
+        return cls(request, error=exc)
 
 
 def _qc_of(sf: SlideFeatures) -> dict:
@@ -40,19 +76,6 @@ def _qc_of(sf: SlideFeatures) -> dict:
     return out
 
 
-def _clean(v):
-    """JSON-safe: NaN/inf → None, numpy scalars → Python."""
-    if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_clean(x) for x in v]
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
-
-
 class Predictor:
     """Loads a bundle once; predicts from SlideFeatures (single or batched) or a whole slide."""
 
@@ -66,7 +89,7 @@ class Predictor:
         warmup: bool = True,
     ):
         self.bundle: Bundle = load_bundle(bundle_dir, verify=verify)
-        self.device = device or "cpu"
+        self.device = str(pick_device(device))
         self.model = self.bundle.load_model(self.device)
         self.heads = self.bundle.heads
         self.top_k = int(top_k)
@@ -83,8 +106,6 @@ class Predictor:
         x = np.random.default_rng(0).normal(size=(4, self.input_dim)).astype(np.float32)
         emb, _ = self.model.embed(x)
         if self.heads:
-            from cscl.eval.heads import apply_heads
-
             apply_heads(self.heads, emb.astype(np.float64))
 
     @property
@@ -125,8 +146,6 @@ class Predictor:
 
     # ---- prediction ---------------------------------------------------------------------------
     def _result(self, sf: SlideFeatures, emb: np.ndarray, attn: np.ndarray, qc=None) -> dict:
-        from cscl.eval.heads import apply_heads
-
         k = min(self.top_k, len(attn))
         order = np.argsort(-attn, kind="stable")[:k]
         top = [
@@ -134,7 +153,7 @@ class Predictor:
             for i in order
         ]
         preds = apply_heads(self.heads, emb.astype(np.float64)) if self.heads else {}
-        return _clean(
+        return jsonable(
             {
                 "model_name": self.bundle.name,
                 "model_version": self.model_version,
@@ -162,9 +181,6 @@ class Predictor:
     # ---- whole slides -----------------------------------------------------------------------
     def extract_config(self):
         """The ExtractConfig that reproduces the training features (checked by its hash)."""
-        from cscl.wsi.extract import ExtractConfig
-        from cscl.wsi.tissue import TissueParams
-
         bb, pre = self.bundle.backbone, self.pre
         weights = self.bundle.backbone_weights
         return ExtractConfig(
@@ -186,26 +202,22 @@ class Predictor:
     def encoder(self):
         """The patch backbone, loaded on first slide request (feature requests never need it)."""
         if self._encoder is None:
-            from cscl.wsi.encoders import load_encoder
-
             cfg = self.extract_config()
             self._encoder = load_encoder(
                 cfg.backbone, cfg.weights, cfg.allow_random, self.device, seed=cfg.seed
             )
         return self._encoder
 
-    def slide_features(
-        self, uri: str, endpoint_url: str | None = None, mpp: float | None = None
-    ) -> SlideFeatures:
+    def slide_features(self, uri: str, mpp: float | None = None) -> SlideFeatures:
         """Tissue detection → patch grid → backbone, exactly as `cscl extract` did for training."""
-        from cscl.io.manifest import slide_id_from_uri
-        from cscl.wsi.extract import extractor_hash, features_in_memory
-        from cscl.wsi.readers import open_slide
-
         if not self.pre.get("slide_input", True):
             raise InputError(
                 f"model {self.model_version} was packaged for feature files only; slides refused",
                 hint="send the slide's feature file, or package with the backbone weights",
+            )
+        if not storage.is_s3(uri) and not storage.local_path(uri).exists():
+            raise SlideError(
+                f"slide file not found: {uri}", hint="check the slide_uri", kind=ErrorKind.NOT_FOUND
             )
         cfg = self.extract_config()
         enc = self.encoder
@@ -220,21 +232,19 @@ class Predictor:
             local = uri
             if storage.is_s3(uri):  # a private copy, deleted after the request (no cache growth)
                 name = uri.rstrip("/").rsplit("/", 1)[-1] or "slide"
-                local = str(storage.download(uri, Path(tmp) / name, endpoint_url))
+                local = str(storage.download(uri, Path(tmp) / name))
             try:
                 with open_slide(local, mpp=mpp) as wsi:
                     return features_in_memory(wsi, cfg, enc, slide_id=slide_id_from_uri(uri))
             except CsclError as exc:  # name the client's URI, not our temporary copy
                 if local == uri:
                     raise
-                raise type(exc)(exc.message.replace(local, uri), hint=exc.hint) from None
+                raise exc.naming(local, uri) from None
 
-    def predict_slide(
-        self, uri: str, endpoint_url: str | None = None, mpp: float | None = None
-    ) -> dict:
+    def predict_slide(self, uri: str, mpp: float | None = None) -> dict:
         """A whole H&E slide (local path, file:// or s3://) → the Inference API answer."""
         t0 = time.perf_counter()
-        sf = self.slide_features(uri, endpoint_url, mpp)
+        sf = self.slide_features(uri, mpp)
         t1 = time.perf_counter()
         out = self.predict_features(sf)
         out["timing_ms"] = {
@@ -242,3 +252,68 @@ class Predictor:
             "model": round((time.perf_counter() - t1) * 1000, 1),
         }
         return out
+
+    # ---- requests (any host: TorchServe, CLI, tests) --------------------------------------------
+    def request_features(self, req: Request, max_bytes: int = DEFAULT_MAX_BYTES) -> SlideFeatures:
+        """SlideFeatures of an upload or a features_uri (size-checked; temp copies removed)."""
+        with tempfile.TemporaryDirectory(prefix="cscl-req-") as tmp:
+            if req.source == "upload":
+                path = Path(tmp) / "upload.h5"
+                path.write_bytes(req.data or b"")
+            else:
+                if not storage.is_s3(req.uri) and not storage.local_path(req.uri).exists():
+                    raise InputError(f"feature file {req.uri} not found", kind=ErrorKind.NOT_FOUND)
+                info = storage.stat(req.uri)
+                if info.size > max_bytes:
+                    raise InputError(
+                        f"{req.uri} is {info.size} bytes, above the limit of {max_bytes} bytes",
+                        kind=ErrorKind.TOO_LARGE,
+                    )
+                if storage.is_s3(req.uri):
+                    path = storage.download(req.uri, Path(tmp) / "features.h5")
+                else:
+                    path = storage.local_path(req.uri)
+            try:
+                sf = read_features(path)
+            except CsclError as exc:  # name what the client sent, not our temporary copy
+                raise exc.naming(str(path), req.describe()) from None
+        self.validate(sf, req.describe())
+        return sf
+
+    def run(
+        self, requests: Sequence[Request | CsclError], *, max_bytes: int = DEFAULT_MAX_BYTES
+    ) -> list[Result]:
+        """One Result per request, in order. A request that fails (or arrived as an error from
+        parsing) never fails the others: feature requests are predicted as one batch, and one at
+        a time only if the batch fails, to find the one at fault."""
+        results: list[Result | None] = [None] * len(requests)
+        feats: dict[int, SlideFeatures] = {}
+        for i, req in enumerate(requests):
+            if isinstance(req, CsclError):
+                results[i] = Result(None, error=req)
+            elif req.source != "slide_uri":
+                try:
+                    feats[i] = self.request_features(req, max_bytes)
+                except Exception as exc:
+                    results[i] = Result.failed(exc, req)
+        if feats:
+            try:
+                answers = self.predict_many(list(feats.values()))
+            except Exception:
+                answers = None
+            for n, (i, sf) in enumerate(feats.items()):
+                req = requests[i]
+                if answers is not None:
+                    results[i] = Result(req, answer=answers[n])
+                    continue
+                try:
+                    results[i] = Result(req, answer=self.predict_features(sf))
+                except Exception as exc:
+                    results[i] = Result.failed(exc, req)
+        for i, req in enumerate(requests):
+            if results[i] is None:  # slide requests: one at a time (each is minutes of work)
+                try:
+                    results[i] = Result(req, answer=self.predict_slide(req.uri, req.mpp))
+                except Exception as exc:
+                    results[i] = Result.failed(exc, req)
+        return [r for r in results if r is not None]

@@ -71,14 +71,16 @@ class InferenceLogger:
     """Asynchronous, never-failing writer of inference log records.
 
     `log(record)` returns at once; `flush(timeout)` waits for everything queued to be written (or
-    the timeout); `stats()` counts written, failed attempts, pending retries and dropped records.
+    the timeout); `stats()` counts written, failed attempts, pending and dropped records.
+    `store`: where S3 records go when that is not the process store (`storage.current_store()`),
+    e.g. a log bucket on another endpoint than the data.
     """
 
     def __init__(
         self,
         prefix_uri: str,
-        endpoint_url: str | None = None,
         *,
+        store: storage.Store | None = None,
         max_queue: int = 1000,
         max_pending: int = 10000,
         retry_initial: float = 1.0,
@@ -86,7 +88,7 @@ class InferenceLogger:
         timeout: float = 5.0,
     ):
         self.prefix = str(prefix_uri).rstrip("/")
-        self.endpoint_url = endpoint_url
+        self.store = store
         self.max_queue = max_queue
         self.timeout = timeout
         self._queue: collections.deque = collections.deque()
@@ -142,7 +144,8 @@ class InferenceLogger:
                 "queued": self._counts["queued"],
                 "written": self._counts["written"],
                 "failed_attempts": self._counts["failed"],
-                "pending": len(self._queue) + len(self._retry),
+                # in flight counts as pending: a queued record is written, pending or evicted
+                "pending": len(self._queue) + len(self._retry) + int(self._busy),
                 "dropped": self._counts["dropped"] + self._counts["evicted"],
                 "unserialisable": self._counts["unserialisable"],
             }
@@ -160,7 +163,8 @@ class InferenceLogger:
     def _write(self, uri: str, data: bytes) -> None:
         if storage.is_s3(uri):
             if self._client is None:  # one attempt per call: this loop does the retrying
-                self._client = storage.s3_client(self.endpoint_url, max_attempts=1)
+                store = self.store or storage.current_store()
+                self._client = storage.s3_client(store.endpoint, max_attempts=1)
             bucket, key = storage.parse_s3_uri(uri)
             self._client.put_object(
                 Bucket=bucket, Key=key, Body=data, ContentType="application/json"

@@ -59,7 +59,7 @@ COHORT_PREFIX = f"{PROJECT_PREFIX}/cohorts/demo"
 # checkout and defines `demo_step(ctx: DemoContext) -> None` is called in order (serving: start
 # TorchServe and print one prediction; monitoring: one drift run). Their owners add the module;
 # this file does not change.
-DEMO_STEP_MODULES = ("cscl_platform.serving.demo", "cscl.monitoring.demo")
+DEMO_STEP_MODULES = ("cscl_platform.serving.demo", "cscl_platform.monitoring.demo")
 
 
 @dataclass

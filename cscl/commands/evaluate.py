@@ -56,7 +56,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=[],
         help="name of each --baseline, in the same order (default: file name)",
     )
-    p.add_argument("--endpoint-url", default=None, help="S3 endpoint (else AWS_ENDPOINT_URL)")
+    p.add_argument(
+        "--score-metric",
+        default="kfold_auc",
+        help="metric of the printed quality score (mean over tasks; default kfold_auc)",
+    )
+    p.add_argument(
+        "--s3-endpoint",
+        "--endpoint-url",
+        dest="s3_endpoint",
+        default=None,
+        help="S3 endpoint URL (else AWS_ENDPOINT_URL)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -64,7 +75,13 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from cscl.errors import InputError
-    from cscl.eval.run import evaluate, flat_metrics
+    from cscl.eval.metrics import method_values
+    from cscl.eval.quality import check_score_metric, score_summary
+    from cscl.eval.run import evaluate
+    from cscl.io import storage
+
+    storage.configure_store(args.s3_endpoint)
+    check_score_metric(args.score_metric)
 
     if len(args.baseline_name) > len(args.baseline):
         raise InputError("more --baseline-name than --baseline options")
@@ -93,13 +110,15 @@ def run(args: argparse.Namespace) -> int:
         inner_folds=args.inner_folds,
         cox_components=args.cox_components,
         cox_alpha=args.cox_alpha,
-        endpoint_url=args.endpoint_url,
         progress=not args.no_progress,
     )
-    flat = flat_metrics(metrics)
-    for key in sorted(flat):
-        if ".kfold_auc" in key and "_ci_" not in key or key.endswith(".cindex"):
-            print(f"{key:50s} {flat[key]:.3f}")
+    for task, entry in metrics["tasks"].items():
+        for method, result in entry["results"].items():
+            values = method_values(result)
+            for name in ("kfold_auc", "cindex"):
+                if name in values:
+                    print(f"{f'{task}.{method}.{name}':50s} {values[name]:.3f}")
+    print(f"quality score: {score_summary(metrics, args.name, args.score_metric).describe()}")
     for item in metrics["skipped"]:
         where = " ".join(str(item[k]) for k in ("task", "method", "protocol") if item.get(k))
         print(f"skipped {where}: {item['reason']}")

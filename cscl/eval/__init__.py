@@ -1,42 +1,34 @@
 """Evaluation of slide embeddings: few-shot probe (MADELEINE), k-fold probe with bootstrap CIs
-(HistoStainAlign), survival (Cox, C-index, Kaplan–Meier), HTML report, and linear task heads for
-serving. Submodules import sklearn lazily enough that `import cscl.eval` stays cheap."""
+(HistoStainAlign), survival (Cox, C-index, Kaplan–Meier), HTML report, the quality score and the
+candidate-vs-current comparison, and linear task heads for serving. Names are resolved lazily so
+`import cscl.eval` stays cheap (no sklearn)."""
 
 from __future__ import annotations
 
-__all__ = [
-    "apply_heads",
-    "classification_artifacts",
-    "evaluate",
-    "few_shot",
-    "fit_heads",
-    "flat_metrics",
-    "kfold_eval",
-    "load_heads",
-    "save_heads",
-    "survival_eval",
-]
+import importlib
+
+_HOMES = {
+    "evaluate": "run",
+    "EvalConfig": "protocols",
+    "protocol": "protocols",
+    "flat_metrics": "metrics",
+    "method_values": "metrics",
+    "classification_artifacts": "metrics",
+    "quality_score": "quality",
+    "score_summary": "quality",
+    "compare_models": "quality",
+    "few_shot": "fewshot",
+    "kfold_eval": "kfold",
+    "survival_eval": "survival",
+    "fit_heads": "heads",
+    "apply_heads": "heads",
+    "save_heads": "heads",
+    "load_heads": "heads",
+}
+__all__ = sorted(_HOMES)
 
 
 def __getattr__(name: str):
-    if name in ("evaluate", "flat_metrics", "classification_artifacts"):
-        from cscl.eval import run
-
-        return getattr(run, name)
-    if name == "few_shot":
-        from cscl.eval.fewshot import few_shot
-
-        return few_shot
-    if name == "kfold_eval":
-        from cscl.eval.kfold import kfold_eval
-
-        return kfold_eval
-    if name == "survival_eval":
-        from cscl.eval.survival import survival_eval
-
-        return survival_eval
-    if name in ("fit_heads", "apply_heads", "save_heads", "load_heads"):
-        from cscl.eval import heads
-
-        return getattr(heads, name)
+    if name in _HOMES:
+        return getattr(importlib.import_module(f"cscl.eval.{_HOMES[name]}"), name)
     raise AttributeError(f"module 'cscl.eval' has no attribute {name!r}")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from cscl.errors import StorageError
+from cscl.errors import ErrorKind, StorageError
 
 
 def _umask() -> int:
@@ -145,16 +145,21 @@ def _explain_s3(exc: Exception, uri: str, endpoint_url: str | None) -> StorageEr
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if code in {"NoSuchBucket"}:
             return StorageError(
-                f"bucket of {uri} does not exist at {ep}", hint="create it or fix the URI"
+                f"bucket of {uri} does not exist at {ep}",
+                hint="create it or fix the URI",
+                kind=ErrorKind.NOT_FOUND,
             )
         if code in {"404", "NoSuchKey", "NotFound"}:
             return StorageError(
-                f"object {uri} not found at {ep}", hint="check the key or upload it"
+                f"object {uri} not found at {ep}",
+                hint="check the key or upload it",
+                kind=ErrorKind.NOT_FOUND,
             )
         if code in {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"}:
             return StorageError(
                 f"access denied to {uri} at {ep} ({code})",
                 hint="check the S3 credentials and the bucket policy",
+                kind=ErrorKind.FORBIDDEN,
             )
         return StorageError(f"S3 error {code} for {uri} at {ep}: {exc}")
     return StorageError(f"S3 request for {uri} failed: {exc}")

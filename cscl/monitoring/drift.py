@@ -1,43 +1,44 @@
-"""Drift between a reference set and a window of inference logs, computed with Evidently 0.7.
+"""Drift between a reference set and a window of inference logs: which tests run on which
+columns (`plan_drift`), their values (`drift_values`, our own scipy/sklearn code in
+`cscl.monitoring.stats`) and the per-signal verdicts under a policy (`decide`);
+`compute_drift` does all three. The Evidently HTML report of the same plan is rendered by the
+platform layer (`cscl_platform.monitoring.report`), which shows the same numbers.
 
-One Evidently `Report` holds every signal, so `drift.html` shows them side by side:
-- `EmbeddingsDrift` on the slide embeddings with the domain-classifier method
-  (`embedding_drift_methods.model`): a classifier learns to tell reference from current slides on
-  the top principal components of reference and current *together*; its held-out ROC-AUC is the
-  drift score. (Evidently's own `pca_components` fits the PCA on the reference only, so a shift
-  in a direction the training slides never varied in — a new stain, a new scanner — is projected
-  away: on 512-d embeddings it caught 0 of 10 stain shifts that the pooled PCA catches 9 of 10
-  times. The pooled projection ignores which rows are which, so the null below still holds.) When nothing drifted the
-  classifier's held-out scores are independent of the held-out labels, so the AUC is distributed
-  like that of random scores: mean 0.5, variance (n0 + n1 + 1) / (12 n0 n1) for n1 reference and
-  n0 current rows in the held-out half. The threshold is that null's (1 - false_alarm_rate)
-  quantile (normal approximation), floored at `min_auc`. It works in any embedding dimension, is
-  scale-free, and "0.5 = indistinguishable" reads well in a report. (MMD was the alternative; its
-  Evidently bootstrap defaults to the 5th percentile and uses a different kernel bandwidth for
-  the statistic and its null, so its false-alarm rate is not what the policy says.)
-- `ValueDrift` per QC column (KS / chi-square p-values) and per prediction column.
-- `ValueDrift` per label column (target drift) when labels arrived for enough requests.
-
-Speed: Evidently draws the embedding picture with a t-SNE of up to 2,500 + 2,500 rows (minutes on
-2 cores, and slower still when OpenMP oversubscribes a shared machine). During our report the
-picture uses a 2-D PCA projection instead (`_pca_picture`); the drift score is not affected. BLAS/
-OpenMP threads are capped at the CPUs this process may use.
+- embedding: a domain classifier learns to tell reference from current slides on the top
+  principal components of reference and current *together*; its held-out ROC-AUC is the drift
+  score. (A PCA fitted on the reference only — Evidently's own `pca_components` — projects away a
+  shift in a direction the training slides never varied in, such as a new stain or scanner: on
+  512-d embeddings it caught 0 of 10 stain shifts that the pooled PCA catches 9 of 10 times. The
+  pooled projection ignores which rows are which, so the null below still holds.) When nothing
+  drifted the classifier's held-out scores are independent of the held-out labels, so the AUC is
+  distributed like that of random scores: mean 0.5, variance (n0 + n1 + 1) / (12 n0 n1) for n1
+  reference and n0 current rows in the held-out half. The threshold is that null's
+  (1 - false_alarm_rate) quantile (normal approximation), floored at `min_auc`. It works in any
+  embedding dimension, is scale-free, and "0.5 = indistinguishable" reads well in a report. (MMD
+  was the alternative; Evidently's MMD bootstrap defaults to the 5th percentile and uses a
+  different kernel bandwidth for the statistic and its null, so its false-alarm rate is not what
+  the policy says.)
+- qc / predictions: a two-sample test per column (KS / chi-square p-values by default).
+- target: a test per label column when labels arrived for enough requests.
 """
 
 from __future__ import annotations
 
-import contextlib
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.stats import norm
+from sklearn.decomposition import PCA
 
 from cscl.monitoring.logs import LogWindow
 from cscl.monitoring.policy import CAT_METHODS, NUM_METHODS, Policy
 from cscl.monitoring.reference import ReferenceSet
 from cscl.monitoring.schema import LABEL_PREFIX, QC_CATEGORICAL, QC_NUMERIC
+from cscl.monitoring.stats import column_test, domain_classifier_auc, split_counts
 
 EMB = "slide_embedding"
 
@@ -70,64 +71,9 @@ class SignalResult:
         return d
 
 
-@dataclass
-class DriftComputation:
-    signals: dict[str, SignalResult]
-    snapshot: Any  # evidently Snapshot (save_html / dict / json)
-
-
-class _PCA2D:
-    """Stand-in for sklearn's TSNE in Evidently's embedding picture: a seeded 2-D PCA."""
-
-    def __init__(self, n_components: int = 2, **_: Any):
-        self.n_components = n_components
-
-    def fit_transform(self, X: Any) -> np.ndarray:
-        from sklearn.decomposition import PCA
-
-        return PCA(n_components=self.n_components, random_state=0).fit_transform(np.asarray(X))
-
-
-@contextlib.contextmanager
-def _pca_picture():
-    """Swap the t-SNE of Evidently's EmbeddingsDrift picture for PCA; cap native threads."""
-    import os
-
-    from evidently.legacy.metrics.data_drift import embeddings_drift
-    from threadpoolctl import threadpool_limits
-
-    saved = embeddings_drift.TSNE
-    embeddings_drift.TSNE = _PCA2D
-    try:
-        with threadpool_limits(limits=max(1, min(2, len(os.sched_getaffinity(0))))):
-            yield
-    finally:
-        embeddings_drift.TSNE = saved
-
-
-def _split_counts(n_ref: int, n_cur: int) -> tuple[int, int, int, int]:
-    """(reference, current) rows in Evidently's train half, then in its held-out half.
-
-    Reproduces `train_test_split(test_size=0.5, random_state=42)` of reference rows labelled 1
-    followed by current rows labelled 0 (ModelDriftMethod).
-    """
-    from sklearn.model_selection import train_test_split
-
-    y = np.r_[np.ones(n_ref, dtype=int), np.zeros(n_cur, dtype=int)]
-    y_train, y_test = train_test_split(y, test_size=0.5, random_state=42, shuffle=True)
-    return (
-        int(y_train.sum()),
-        int(len(y_train) - y_train.sum()),
-        int(y_test.sum()),
-        int(len(y_test) - y_test.sum()),
-    )
-
-
 def null_auc_threshold(n_ref: int, n_cur: int, false_alarm_rate: float, min_auc: float) -> float:
     """Domain-classifier AUC above which we call drift (see module docstring)."""
-    from scipy.stats import norm
-
-    _, _, n1, n0 = _split_counts(n_ref, n_cur)
+    _, _, n1, n0 = split_counts(n_ref, n_cur)
     if n0 == 0 or n1 == 0:
         return 1.0
     sd = math.sqrt((n0 + n1 + 1) / (12.0 * n0 * n1))
@@ -138,8 +84,6 @@ def _pooled_pcs(
     ref_df: pd.DataFrame, cur_df: pd.DataFrame, cols: list[str], k: int
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """Replace the embedding columns by their top-k principal components of ref + current."""
-    from sklearn.decomposition import PCA
-
     both = np.vstack([ref_df[cols].to_numpy(np.float64), cur_df[cols].to_numpy(np.float64)])
     pcs = PCA(n_components=k, random_state=0).fit_transform(both)
     pc_cols = [f"emb_pc_{i}" for i in range(k)]
@@ -194,7 +138,13 @@ def _is_p(method: str, categorical: bool) -> bool:
 
 
 @dataclass
-class _Plan:
+class DriftPlan:
+    """Which tests run on which columns of which tables; the signals start undecided.
+
+    The Evidently report (platform layer) is rendered from the same plan, so both show the same
+    tests on the same (pooled-PCA) columns.
+    """
+
     ref_df: pd.DataFrame
     cur_df: pd.DataFrame
     emb_cols: list[str]
@@ -205,7 +155,9 @@ class _Plan:
     columns: list[tuple[str, str, str, float, bool]]  # (signal, column, method, thr, is_p)
 
 
-def _plan(ref: ReferenceSet, cur: LogWindow, policy: Policy, labels: pd.DataFrame | None) -> _Plan:
+def plan_drift(
+    ref: ReferenceSet, cur: LogWindow, policy: Policy, labels: pd.DataFrame | None = None
+) -> DriftPlan:
     """Which tests run on which columns, and the initial (undecided) signal results."""
     ref_df, cur_df = build_frames(ref, cur, labels)
     d = ref.embeddings.shape[1]
@@ -216,7 +168,7 @@ def _plan(ref: ReferenceSet, cur: LogWindow, policy: Policy, labels: pd.DataFram
     plan: list[tuple[str, str, str, float, bool]] = []
     k = 0
     emb_cols = _emb_cols(d)
-    if policy.enabled("embedding") and min(_split_counts(n_ref, n_cur)) < 2:
+    if policy.enabled("embedding") and min(split_counts(n_ref, n_cur)) < 2:
         signals["embedding"] = SignalResult(
             "embedding",
             "skipped",
@@ -273,7 +225,7 @@ def _plan(ref: ReferenceSet, cur: LogWindow, policy: Policy, labels: pd.DataFram
         else:
             add_columns("target", label_cols, set(label_cols))
             signals["target"].samples = {"reference": n_ref, "labelled": labelled}
-    return _Plan(
+    return DriftPlan(
         ref_df,
         cur_df,
         emb_cols,
@@ -285,73 +237,28 @@ def _plan(ref: ReferenceSet, cur: LogWindow, policy: Policy, labels: pd.DataFram
     )
 
 
-def _embedding_planned(plan: _Plan) -> bool:
+def embedding_planned(plan: DriftPlan) -> bool:
+    """Whether the plan runs the domain classifier (enough rows for both halves)."""
     s = plan.signals.get("embedding")
     return s is not None and s.status != "skipped"
 
 
-def _values_report(plan: _Plan) -> tuple[dict[str, float], Any]:
-    """All values from one Evidently Report (the HTML report comes with it)."""
-    from evidently import DataDefinition, Dataset, Report
-    from evidently.legacy.metrics.data_drift.embedding_drift_methods import model
-    from evidently.metrics import EmbeddingsDrift, ValueDrift
-
-    metrics: list[Any] = []
-    if _embedding_planned(plan):
-        method = model(bootstrap=False)  # projection done in _plan (pooled PCA)
-        metrics.append(EmbeddingsDrift(embeddings_name=EMB, drift_method=method))
-    metrics += [ValueDrift(column=c, method=m, threshold=t) for _, c, m, t, _ in plan.columns]
-    definition = DataDefinition(
-        numerical_columns=plan.num_cols,
-        categorical_columns=plan.cat_cols,
-        embeddings={EMB: plan.emb_cols},
-    )
-    with _pca_picture():
-        snapshot = Report(metrics).run(
-            reference_data=Dataset.from_pandas(plan.ref_df, data_definition=definition),
-            current_data=Dataset.from_pandas(plan.cur_df, data_definition=definition),
-        )
+def drift_values(plan: DriftPlan) -> dict[str, float]:
+    """The value of every planned test: `EMB` → the domain classifier's AUC, column → score."""
     values: dict[str, float] = {}
-    for m in snapshot.dict()["metrics"]:
-        cfg = m["config"]
-        v = m["value"]
-        values[cfg.get("column") or cfg.get("embeddings_name")] = (
-            float(v) if isinstance(v, int | float) else float("nan")
+    if embedding_planned(plan):
+        values[EMB] = domain_classifier_auc(
+            plan.ref_df[plan.emb_cols].to_numpy(), plan.cur_df[plan.emb_cols].to_numpy()
         )
-    return values, snapshot
-
-
-def _values_direct(plan: _Plan) -> dict[str, float]:
-    """The same values from the same Evidently functions, without building the report.
-
-    Mirrors what the report's metrics call (the drift method object; `get_stattest` on columns
-    with inf/NaN dropped). Used to measure false-alarm rates over many draws; a test checks that
-    it agrees with `_values_report`.
-    """
-    from evidently.legacy.calculations.stattests import get_stattest
-    from evidently.legacy.core import ColumnType
-    from evidently.legacy.metrics.data_drift.embedding_drift_methods import model
-
-    values: dict[str, float] = {}
-    if _embedding_planned(plan):
-        method = model(bootstrap=False)
-        with _pca_picture():
-            score, _, _ = method(
-                plan.cur_df[plan.emb_cols].copy(), plan.ref_df[plan.emb_cols].copy()
-            )
-        values[EMB] = float(score)
-    for _, col, m, thr, _ in plan.columns:
-        ctype = ColumnType.Categorical if col in plan.cat_cols else ColumnType.Numerical
-        r = plan.ref_df[col].replace([-np.inf, np.inf], np.nan).dropna()
-        c = plan.cur_df[col].replace([-np.inf, np.inf], np.nan).dropna()
-        test = get_stattest(r, c, ctype, m)
-        values[col] = float(test(r, c, ctype, thr).drift_score)
+    for _, col, method, _, _ in plan.columns:
+        values[col] = column_test(method, plan.ref_df[col], plan.cur_df[col], col in plan.cat_cols)
     return values
 
 
-def _decide(plan: _Plan, values: dict[str, float], policy: Policy) -> dict[str, SignalResult]:
-    signals = plan.signals
-    if _embedding_planned(plan):
+def decide(plan: DriftPlan, values: dict[str, float], policy: Policy) -> dict[str, SignalResult]:
+    """Per-signal verdicts from the test values (the plan itself is left undecided)."""
+    signals = copy.deepcopy(plan.signals)
+    if embedding_planned(plan):
         s = signals["embedding"]
         s.value = values.get(EMB)
         s.status = "drift" if s.value is not None and s.value > s.threshold else "ok"
@@ -384,22 +291,18 @@ def _decide(plan: _Plan, values: dict[str, float], policy: Policy) -> dict[str, 
     return signals
 
 
+@dataclass
+class DriftComputation:
+    signals: dict[str, SignalResult]
+    plan: DriftPlan  # what was tested: the Evidently report renders the same plan
+
+
 def compute_drift(
     ref: ReferenceSet,
     cur: LogWindow,
     policy: Policy,
     labels: pd.DataFrame | None = None,
-    *,
-    report: bool = True,
 ) -> DriftComputation:
-    """Evidently values → per-signal verdicts under `policy`.
-
-    report=False computes the same numbers without the Evidently HTML (snapshot is None): ~10x
-    faster, for false-alarm measurements over many draws.
-    """
-    plan = _plan(ref, cur, policy, labels)
-    if report:
-        values, snapshot = _values_report(plan)
-    else:
-        values, snapshot = _values_direct(plan), None
-    return DriftComputation(signals=_decide(plan, values, policy), snapshot=snapshot)
+    """Plan the tests, compute their values, decide each signal under `policy`."""
+    plan = plan_drift(ref, cur, policy, labels)
+    return DriftComputation(signals=decide(plan, drift_values(plan), policy), plan=plan)

@@ -84,6 +84,12 @@ def logs_root(prefix: str) -> str:
     return p if p.endswith(LOGS_DIR) else f"{p}/{LOGS_DIR}"
 
 
+def prefix_of(logs: str) -> str:
+    """The project prefix from a logs location (which may name `<prefix>/inference-logs`)."""
+    p = str(logs).rstrip("/")
+    return p[: -len(LOGS_DIR) - 1] if p.endswith("/" + LOGS_DIR) else p
+
+
 def parse_date(s: str | dt.date, what: str) -> dt.date:
     if isinstance(s, dt.date):
         return s
@@ -102,16 +108,34 @@ def window_dates(since: str | dt.date, until: str | dt.date) -> list[dt.date]:
     return [a + dt.timedelta(days=i) for i in range((b - a).days + 1)]
 
 
-def list_window(
-    prefix: str, since: str | dt.date, until: str | dt.date, endpoint_url: str | None = None
-) -> list[str]:
+def resolve_window(
+    since: str | dt.date | None,
+    until: str | dt.date | None,
+    window_days: int | None,
+    today: dt.date,
+) -> tuple[str, str]:
+    """(since, until) as ISO dates.
+
+    With `since`: until defaults to today. Without (scheduled runs): the last `window_days`
+    complete days, i.e. until = yesterday, since = until - window_days + 1.
+    """
+    if since:
+        u = parse_date(until or today, "--until")
+        return str(parse_date(since, "--since")), str(u)
+    if not window_days or int(window_days) < 1:
+        raise InputError("give --since, or --window-days N (>= 1)")
+    u = parse_date(until, "--until") if until else today - dt.timedelta(days=1)
+    return str(u - dt.timedelta(days=int(window_days) - 1)), str(u)
+
+
+def list_window(prefix: str, since: str | dt.date, until: str | dt.date) -> list[str]:
     """URIs of the `.json` records in the date partitions of [since, until] (inclusive)."""
     root = logs_root(prefix)
     out: list[str] = []
     for day in window_dates(since, until):
         part = f"{root}/date={day.isoformat()}/"
         if storage.is_s3(part):
-            out.extend(u for u in storage.list_uris(part, endpoint_url) if u.endswith(".json"))
+            out.extend(u for u in storage.list_uris(part) if u.endswith(".json"))
         else:
             d = storage.local_path(part)
             if d.is_dir():
@@ -120,7 +144,7 @@ def list_window(
     return out
 
 
-def _fetcher(endpoint_url: str | None) -> Callable[[str], bytes | None]:
+def _fetcher() -> Callable[[str], bytes | None]:
     """One shared client for all threads (boto3 clients are thread-safe); None = unreadable."""
     client = None
 
@@ -129,7 +153,7 @@ def _fetcher(endpoint_url: str | None) -> Callable[[str], bytes | None]:
         try:
             if storage.is_s3(uri):
                 if client is None:
-                    client = storage.s3_client(endpoint_url)
+                    client = storage.s3_client()
                 bucket, key = storage.parse_s3_uri(uri)
                 return client.get_object(Bucket=bucket, Key=key)["Body"].read()
             with open(uri, "rb") as f:
@@ -140,9 +164,9 @@ def _fetcher(endpoint_url: str | None) -> Callable[[str], bytes | None]:
     return fetch
 
 
-def _fetch_all(uris: list[str], endpoint_url: str | None, workers: int) -> Iterator[bytes | None]:
+def _fetch_all(uris: list[str], workers: int) -> Iterator[bytes | None]:
     """Contents in order, with at most `4 * workers` objects in flight (bounded memory)."""
-    fetch = _fetcher(endpoint_url)
+    fetch = _fetcher()
     if workers <= 1 or len(uris) < 2:
         yield from map(fetch, uris)
         return
@@ -165,7 +189,6 @@ def read_window(
     *,
     pred_columns: list[str],
     embedding_dim: int,
-    endpoint_url: str | None = None,
     workers: int = 16,
     progress: bool = False,
 ) -> LogWindow:
@@ -174,7 +197,7 @@ def read_window(
     `pred_columns` and `embedding_dim` come from the reference set: a record that does not match
     them cannot be compared, and is skipped as `missing_predictions` / `embedding_dim`.
     """
-    uris = list_window(prefix, since, until, endpoint_url)
+    uris = list_window(prefix, since, until)
     emb = _Rows(embedding_dim, len(uris))
     qcn = _Rows(len(QC_NUMERIC), len(uris))
     prd = _Rows(len(pred_columns), len(uris))
@@ -183,7 +206,7 @@ def read_window(
     vendors: list[str] = []
     seen: set[str] = set()
     skipped: Counter[str] = Counter()
-    stream = _fetch_all(uris, endpoint_url, workers)
+    stream = _fetch_all(uris, workers)
     if progress and uris:
         from tqdm import tqdm
 

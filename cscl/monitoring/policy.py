@@ -140,7 +140,7 @@ def _check(raw: dict, src: str) -> None:
         raise bad("retraining.cooldown_hours must be >= 0")
 
 
-def load_policy(source: str | Path | dict | None = None, endpoint_url: str | None = None) -> Policy:
+def load_policy(source: str | Path | dict | None = None) -> Policy:
     """A policy from a YAML file (local or s3://), a dict, or None (the default).
 
     Keys left out take their default, so a policy file may hold only what it changes.
@@ -152,7 +152,7 @@ def load_policy(source: str | Path | dict | None = None, endpoint_url: str | Non
     else:
         src = str(source)
         try:
-            data = yaml.safe_load(storage.read_bytes(src, endpoint_url)) or {}
+            data = yaml.safe_load(storage.read_bytes(src)) or {}
         except yaml.YAMLError as exc:
             raise InputError(f"policy {src} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):

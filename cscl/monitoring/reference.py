@@ -77,7 +77,6 @@ def write_reference(
     *,
     slide_ids: Sequence[str] | None = None,
     labels: Mapping[str, Sequence[Any]] | None = None,
-    endpoint_url: str | None = None,
 ) -> str:
     """Write `reference.parquet` for a model version; returns where it was written.
 
@@ -139,7 +138,7 @@ def write_reference(
     if storage.is_s3(uri):
         buf = io.BytesIO()
         pq.write_table(table, buf)
-        storage.write_bytes(uri, buf.getvalue(), endpoint_url)
+        storage.write_bytes(uri, buf.getvalue())
     else:
         with storage.atomic_path(storage.local_path(uri)) as tmp:
             pq.write_table(table, tmp)
@@ -150,7 +149,7 @@ def _missing(v: Any) -> bool:
     return v is None or (isinstance(v, float) and v != v)  # None or NaN: not labelled
 
 
-def resolve_reference_uri(ref: str, endpoint_url: str | None = None) -> str:
+def resolve_reference_uri(ref: str) -> str:
     """A `.parquet` URI, or a bundle dir / `models/<name>/<V>/` prefix holding one.
 
     Looks for `<ref>/reference.parquet`, then `<ref>/bundle/reference.parquet`.
@@ -162,7 +161,7 @@ def resolve_reference_uri(ref: str, endpoint_url: str | None = None) -> str:
         base = ref.rstrip("/")
         candidates = [f"{base}/{REFERENCE_FILE}", f"{base}/bundle/{REFERENCE_FILE}"]
     for c in candidates:
-        if storage.exists(c, endpoint_url):
+        if storage.exists(c):
             return c
     raise InputError(
         f"no reference set found: looked for {' and '.join(candidates)}",
@@ -171,19 +170,17 @@ def resolve_reference_uri(ref: str, endpoint_url: str | None = None) -> str:
     )
 
 
-def load_reference(
-    uri: str, *, model_version: str | None = None, endpoint_url: str | None = None
-) -> ReferenceSet:
+def load_reference(uri: str, *, model_version: str | None = None) -> ReferenceSet:
     """Read a reference set (file, bundle dir or model prefix; local or s3://).
 
     Raises InputError when there is none, when it is not a reference table, or when it belongs to
     another model version than `model_version`.
     """
-    uri = resolve_reference_uri(uri, endpoint_url)
+    uri = resolve_reference_uri(uri)
     try:
         if storage.is_s3(uri):
             with tempfile.TemporaryDirectory() as d:
-                local = storage.download(uri, Path(d) / REFERENCE_FILE, endpoint_url)
+                local = storage.download(uri, Path(d) / REFERENCE_FILE)
                 table = pq.read_table(local)
         else:
             table = pq.read_table(storage.local_path(uri))

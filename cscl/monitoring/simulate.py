@@ -28,7 +28,11 @@ from typing import Any
 import numpy as np
 
 from cscl.io import storage
+from cscl.io.manifest import load_manifest
 from cscl.monitoring.logs import logs_root
+from cscl.wsi.encoders import load_encoder
+from cscl.wsi.extract import ExtractConfig, features_in_memory
+from cscl.wsi.readers import open_slide
 
 SUBTYPES = ("HER2+", "LumA", "LumB", "TNBC")
 
@@ -129,12 +133,12 @@ def make_records(
 def write_records(
     prefix: str,
     records: Iterable[dict[str, Any]],
-    endpoint_url: str | None = None,
+    *,
     workers: int = 16,
 ) -> int:
     """Write records where the serving logger would: `<prefix>/inference-logs/date=D/<id>.json`."""
     root = logs_root(prefix)
-    client = storage.s3_client(endpoint_url) if storage.is_s3(prefix) else None
+    client = storage.s3_client() if storage.is_s3(prefix) else None
 
     def put(rec: dict[str, Any]) -> None:
         day = str(rec["time"])[:10]
@@ -171,11 +175,6 @@ def slide_records(
     Predictions come from a fixed random linear head on the embedding (3-class softmax + a risk
     score): enough for drift tests, not a trained model. The H&E slides of the manifest only.
     """
-    from cscl.io.manifest import load_manifest
-    from cscl.wsi.encoders import load_encoder
-    from cscl.wsi.extract import ExtractConfig, features_in_memory
-    from cscl.wsi.readers import open_slide
-
     enc = load_encoder(backbone, allow_random=True, device="cpu", seed=0)
     cfg = ExtractConfig(
         backbone=backbone,

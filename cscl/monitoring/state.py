@@ -29,23 +29,23 @@ def state_uri(state_root: str, model_version: str, since: str, until: str) -> st
     return f"{str(state_root).rstrip('/')}/{model_version}/{window_key(since, until)}.json"
 
 
-def read_state(uri: str, endpoint_url: str | None = None) -> dict[str, Any] | None:
-    if not storage.exists(uri, endpoint_url):
+def read_state(uri: str) -> dict[str, Any] | None:
+    if not storage.exists(uri):
         return None
     try:
-        return json.loads(storage.read_bytes(uri, endpoint_url))
+        return json.loads(storage.read_bytes(uri))
     except json.JSONDecodeError:
         return {"status": "corrupt", "uri": uri}
 
 
-def create_state(uri: str, state: dict[str, Any], endpoint_url: str | None = None) -> bool:
+def create_state(uri: str, state: dict[str, Any]) -> bool:
     """Write `state` only if nothing is at `uri`; True when this call created it."""
     data = json.dumps(state, indent=2, sort_keys=True).encode()
     if storage.is_s3(uri):
         from botocore.exceptions import ClientError
 
         bucket, key = storage.parse_s3_uri(uri)
-        client = storage.s3_client(endpoint_url)
+        client = storage.s3_client()
         try:
             client.put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
             return True
@@ -53,7 +53,7 @@ def create_state(uri: str, state: dict[str, Any], endpoint_url: str | None = Non
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}:
                 return False
-            raise storage._explain_s3(exc, uri, endpoint_url) from exc
+            raise storage._explain_s3(exc, uri, None) from exc
     dest = storage.local_path(uri)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
@@ -69,21 +69,19 @@ def create_state(uri: str, state: dict[str, Any], endpoint_url: str | None = Non
         Path(tmp).unlink(missing_ok=True)
 
 
-def update_state(uri: str, state: dict[str, Any], endpoint_url: str | None = None) -> None:
+def update_state(uri: str, state: dict[str, Any]) -> None:
     """Overwrite (atomically) a state this run created."""
-    storage.write_bytes(uri, json.dumps(state, indent=2, sort_keys=True).encode(), endpoint_url)
+    storage.write_bytes(uri, json.dumps(state, indent=2, sort_keys=True).encode())
 
 
-def last_trigger(
-    state_root: str, model_version: str, endpoint_url: str | None = None
-) -> dict[str, Any] | None:
+def last_trigger(state_root: str, model_version: str) -> dict[str, Any] | None:
     """The most recent claimed/triggered state of a model version (for the cool-down)."""
     prefix = f"{str(state_root).rstrip('/')}/{model_version}/"
     best: dict[str, Any] | None = None
-    for uri in storage.list_uris(prefix, endpoint_url):
+    for uri in storage.list_uris(prefix):
         if not uri.endswith(".json"):
             continue
-        st = read_state(uri, endpoint_url)
+        st = read_state(uri)
         if not st or st.get("status") not in {"claimed", "triggered"}:
             continue
         if best is None or str(st.get("claimed_at", "")) > str(best.get("claimed_at", "")):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from cscl.errors import InputError
+
 HELP = "drift report (Evidently) of a model version's inference logs; optionally start retraining"
 
 
 def _kv(items: list[str] | None, flag: str) -> dict[str, str]:
-    from cscl.errors import InputError
-
     out: dict[str, str] = {}
     for item in items or []:
         k, sep, v = item.partition("=")
@@ -65,9 +65,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cscl.monitoring.run import TriggerConfig, run_monitoring
-    from cscl.monitoring.trigger import GithubTarget, KfpTarget
+    from cscl.io import storage
+    from cscl_platform.monitoring.retraining import TriggerConfig
+    from cscl_platform.monitoring.run import run_monitoring
+    from cscl_platform.monitoring.trigger import GithubTarget, KfpTarget
 
+    storage.configure_store(args.s3_endpoint or None)
     trig = TriggerConfig(mode=args.trigger, force=args.force_trigger)
     if args.kfp_host:
         trig.kfp = KfpTarget(
@@ -98,7 +101,6 @@ def run(args: argparse.Namespace) -> int:
         labels=args.labels or None,
         trigger=trig,
         state_root=args.state or None,
-        endpoint_url=args.s3_endpoint or None,
     )
     rec = res.drift["records"]
     print(

@@ -6,7 +6,7 @@ import argparse
 
 HELP = "package a trained run as a model bundle and a TorchServe .mar (optionally upload to S3)"
 
-DEFAULT_TASKS = "er_status,pgr_status,her2_status,ki67_status,subtype,os"
+DEFAULT_TASKS = "er_status,pgr_status,her2_status,ki67_status,subtype,os"  # cscl.packaging
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,102 +39,37 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    import numpy as np
+    from cscl.io import storage
+    from cscl_platform.serving.package import package_model
 
-    from cscl import __version__
-    from cscl.bundle import (
-        build_mar,
-        feature_preprocessing,
-        git_version,
-        qc_records,
-        reference_inputs,
-        save_bundle,
-    )
-    from cscl.errors import InputError
-    from cscl.train.checkpoint import read_config
-
-    cfg = read_config(args.model)
-    data = cfg.get("data") or {}
-    features = args.features or data.get("features_dir")
-    if not features or not data.get("extractor_hash"):
-        raise InputError(
-            f"run {args.model} does not name its feature files", hint="pass --features DIR"
-        )
-    backbone, pre = feature_preprocessing(
-        features,
-        data["extractor_hash"],
+    if args.s3_endpoint:
+        storage.configure_store(args.s3_endpoint)
+    done = package_model(
+        args.model,
+        args.out,
+        features_dir=args.features,
+        labels=args.labels,
+        embeddings=args.embeddings,
+        tasks=args.tasks,
+        name=args.name,
+        version=args.version,
         backbone_weights=args.backbone_weights,
         backbone_seed=args.backbone_seed,
         min_tissue=args.min_tissue,
         features_only=args.features_only,
+        metrics=json.loads(Path(args.metrics).read_text()) if args.metrics else None,
+        seed=args.seed,
+        n_iter=args.n_iter,
+        mar=not args.no_mar,
+        batch_size=args.batch_size,
+        max_batch_delay=args.max_batch_delay,
+        response_timeout=args.response_timeout,
+        upload=args.upload,
     )
-    version = args.version or f"{__version__}+{git_version()}"
-    heads, ref_args, labels = None, None, None
-    if args.labels and not args.embeddings:
-        raise InputError("--labels needs --embeddings (from `cscl embed --model RUN_DIR`)")
-    if args.embeddings:
-        from cscl.io.manifest import load_labels
-
-        labels = load_labels(args.labels) if args.labels else None
-        meta, X, aligned = reference_inputs(
-            args.embeddings, labels, features, cfg.get("model_version")
-        )
-        preds: list[dict] = [{} for _ in range(len(X))]
-        if aligned is not None:
-            from cscl.eval.heads import apply_heads, fit_heads
-            from cscl.eval.tasks import parse_tasks
-
-            tasks = parse_tasks(args.tasks, aligned)
-            heads = fit_heads(X, aligned, tasks, seed=args.seed, n_iter=args.n_iter)
-            preds = [apply_heads(heads, x.astype(np.float64)) for x in X]
-        qcs = qc_records(features, meta["slide_id"].astype(str).tolist())
-        if qcs is None:
-            print("note: feature files lack `qc` attributes; no reference set for monitoring")
-        else:
-            lab = None
-            if aligned is not None:
-                lab = {t.name: aligned[t.name].tolist() for t in tasks if t.name in aligned}
-            ref_args = dict(embeddings=X, predictions=preds, qc_records=qcs,
-                            slide_ids=meta["slide_id"].astype(str).tolist(), labels=lab)  # fmt: skip
-    metrics = json.loads(Path(args.metrics).read_text()) if args.metrics else None
-    out = Path(args.out)
-    bundle_dir = out / args.name
-    reference = None
-    if ref_args is not None:
-        from cscl.monitoring.reference import write_reference
-
-        bundle_dir.mkdir(parents=True, exist_ok=True)
-        reference = write_reference(bundle_dir / "reference.parquet", model_version=version,
-                                    **ref_args)  # fmt: skip
-    save_bundle(
-        bundle_dir,
-        args.model,
-        heads,
-        backbone,
-        pre,
-        version,
-        data.get("fingerprint"),
-        metrics,
-        reference,
-        name=args.name,
-        git_commit=git_version(),
-    )
-    print(f"bundle  {bundle_dir}  (version {version}, heads: {', '.join(heads or {}) or 'none'})")
-    mar = None
-    if not args.no_mar:
-        mar = build_mar(
-            bundle_dir,
-            out,
-            args.name,
-            version,
-            batch_size=args.batch_size,
-            max_batch_delay=args.max_batch_delay,
-            response_timeout=args.response_timeout,
-        )
-        print(f"archive {mar}")
-    if args.upload:
-        from cscl.bundle import upload_release
-
-        dest = upload_release(bundle_dir, mar, args.upload, args.name, version, args.s3_endpoint)
-        print(f"uploaded to {dest}")
+    heads = ", ".join(done.bundle.heads) or "none"
+    print(f"bundle  {done.bundle.path}  (version {done.version}, heads: {heads})")
+    if done.mar is not None:
+        print(f"archive {done.mar}")
+    if done.release_uri:
+        print(f"uploaded to {done.release_uri}")
     return 0

@@ -26,22 +26,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _in_process(args) -> dict:
+    import tempfile
+    from pathlib import Path
+
     from cscl.features import read_features
     from cscl.inference import Predictor
     from cscl.io import storage
 
     pred = Predictor(args.bundle)
-    if args.features or args.features_uri:
-        uri = args.features or args.features_uri
-        if storage.is_s3(uri):
-            import tempfile
-            from pathlib import Path
-
-            with tempfile.TemporaryDirectory() as d:
-                local = storage.download(uri, Path(d) / "f.h5", args.s3_endpoint)
-                return pred.predict_features(read_features(local))
-        return pred.predict_features(read_features(storage.local_path(uri)))
-    return pred.predict_slide(args.slide or args.slide_uri, args.s3_endpoint, args.mpp)
+    uri = args.features or args.features_uri
+    if uri is None:
+        return pred.predict_slide(args.slide or args.slide_uri, args.mpp)
+    with tempfile.TemporaryDirectory(prefix="cscl-predict-") as d:
+        local = storage.download(uri, Path(d) / "f.h5") if storage.is_s3(uri) else uri
+        return pred.predict_features(read_features(storage.local_path(local)))
 
 
 def _served(args) -> dict:
@@ -71,6 +69,11 @@ def _served(args) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     import json
+
+    from cscl.io import storage
+
+    if args.s3_endpoint:
+        storage.configure_store(args.s3_endpoint)
 
     answer = _in_process(args) if args.bundle else _served(args)
     text = json.dumps(answer, indent=None if args.compact else 2)

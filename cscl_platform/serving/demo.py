@@ -12,6 +12,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+from cscl.io import storage
+from cscl_platform.serving.client import ServingClient
+from cscl_platform.serving.server import start_torchserve
+
 
 def summarize_answer(answer: dict) -> dict:
     """The parts of a prediction a person reads first (the full embedding is long)."""
@@ -27,19 +33,13 @@ def summarize_answer(answer: dict) -> dict:
 
 def demo_step(ctx: Any) -> dict | None:
     """Serve the released model and print one prediction for an H&E slide of the cohort."""
-    import pandas as pd
-
-    from cscl.io import storage
-    from cscl_platform.serving.client import ServingClient
-    from cscl_platform.serving.server import start_torchserve
-
     if not ctx.model_uri:
         print("   serving: no model was released (quality gate said no); skipped")
         return None
+    if ctx.endpoint_url:  # the demo's store (run_demo passes it to every step)
+        storage.configure_store(ctx.endpoint_url)
     store = Path(ctx.out_dir) / "serving" / "model-store"
-    mar = storage.download(
-        ctx.model_uri.rstrip("/") + "/model.mar", store / "cscl.mar", ctx.endpoint_url or None
-    )
+    mar = storage.download(ctx.model_uri.rstrip("/") + "/model.mar", store / "cscl.mar")
     manifest = pd.read_csv(Path(ctx.cohort_dir) / "manifest.csv")
     he_rel = manifest.loc[manifest["stain"] == "HE", "slide_uri"].iloc[0]
     slide_uri = storage.resolve_relative(he_rel, ctx.manifest_uri)

@@ -9,7 +9,8 @@ from sksurv.metrics import concordance_index_censored
 from cscl.cli import main
 from cscl.embeddings import write_embeddings
 from cscl.errors import InputError
-from cscl.eval.run import classification_artifacts, evaluate, flat_metrics
+from cscl.eval.metrics import classification_artifacts, flat_metrics
+from cscl.eval.run import evaluate
 
 FAST = dict(n_boot=200, n_iter=2, inner_folds=3, draws=2, ks=(1, 5, 25))
 
@@ -153,26 +154,19 @@ def test_cli_reports_a_bad_task(cohort, tmp_path, capsys):
     assert rc == 2 and "unknown task 'her2'" in capsys.readouterr().err
 
 
-def test_embeddings_and_labels_from_s3(cohort, tmp_path, monkeypatch):
-    """Tables in a real S3 API (moto over HTTP on 127.0.0.1), as the pipeline passes them."""
-    from moto.server import ThreadedMotoServer
-
+def test_embeddings_and_labels_from_s3(cohort, tmp_path, s3_endpoint):
+    """Tables in a real S3 API (moto over HTTP on 127.0.0.1), as the pipeline passes them; the
+    endpoint is the process's store (set once by the entry point), not an argument."""
     from cscl.io import storage
 
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
+    storage.configure_store(s3_endpoint)
     try:
-        host, port = server.get_host_and_port()
-        url = f"http://{host}:{port}"
-        storage.s3_client(url).create_bucket(Bucket="lab")
-        storage.upload(cohort / "signal.parquet", "s3://lab/emb/signal.parquet", url)
-        storage.upload(cohort / "labels.csv", "s3://lab/cohorts/c/labels.csv", url)
+        storage.s3_client().create_bucket(Bucket="lab")
+        storage.upload(cohort / "signal.parquet", "s3://lab/emb/signal.parquet")
+        storage.upload(cohort / "labels.csv", "s3://lab/cohorts/c/labels.csv")
         m = evaluate({"cscl": "s3://lab/emb/signal.parquet"}, "s3://lab/cohorts/c/labels.csv",
-                     "er_status", tmp_path, "kfold", endpoint_url=url, write_report=False,
-                     **FAST)  # fmt: skip
+                     "er_status", tmp_path, "kfold", write_report=False, **FAST)  # fmt: skip
     finally:
-        server.stop()
+        storage.configure_store(None)
     assert m["tasks"]["er_status"]["results"]["cscl"]["kfold"]["metrics"]["auc"]["value"] > 0.95
     assert m["dataset"]["methods"]["cscl"]["source"] == "s3://lab/emb/signal.parquet"

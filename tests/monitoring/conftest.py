@@ -16,6 +16,7 @@ import pytest
 # `pytest` puts on sys.path as a namespace package).
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from cscl.io import storage  # noqa: E402
 from cscl.monitoring.reference import write_reference  # noqa: E402
 from cscl.monitoring.simulate import RecordModel, make_records, write_records  # noqa: E402
 
@@ -49,10 +50,19 @@ def bundle(tmp_path_factory, record_model) -> Path:
     return d
 
 
-def write_cohort(prefix, model, n, seed, shift=None, day=DAY, version=VERSION, endpoint=None):
+def write_cohort(prefix, model, n, seed, shift=None, day=DAY, version=VERSION):
     recs = make_records(model.sample(n, seed=seed, shift=shift), version, day, seed=seed)
-    write_records(str(prefix), recs, endpoint_url=endpoint)
+    write_records(str(prefix), recs)
     return recs
+
+
+@pytest.fixture
+def s3_store(s3_endpoint):
+    """The process store pointed at the loopback S3 (as `--s3-endpoint` does), then restored."""
+    before = storage.current_store()
+    storage.configure_store(s3_endpoint)
+    yield s3_endpoint
+    storage.configure_store(before.endpoint_url)
 
 
 class StandIn:

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from cscl.errors import InputError
+from cscl.io import storage
 from cscl.monitoring.logs import list_window, read_window
 from cscl.monitoring.reference import load_reference
+from cscl.monitoring.simulate import write_records
 
 
 def _read(prefix, ref, since="2026-11-01", until="2026-11-03", **kw):
@@ -86,17 +88,13 @@ def test_window_selects_date_partitions(tmp_path, bundle, record_model, mon):
         list_window(str(tmp_path), "yesterday", "2026-11-01")
 
 
-def test_s3_and_local_read_the_same(tmp_path, bundle, record_model, mon, s3_endpoint):
-    from cscl.io.storage import s3_client
-
-    s3_client(s3_endpoint).create_bucket(Bucket="logs")
+def test_s3_and_local_read_the_same(tmp_path, bundle, record_model, mon, s3_store):
+    storage.s3_client().create_bucket(Bucket="logs")
     recs = mon.write_cohort(tmp_path, record_model, 40, seed=4)
-    from cscl.monitoring.simulate import write_records
-
-    write_records("s3://logs/proj", recs, endpoint_url=s3_endpoint)
+    write_records("s3://logs/proj", recs)
     ref = load_reference(str(bundle))
     a = _read(tmp_path, ref)
-    b = _read("s3://logs/proj", ref, endpoint_url=s3_endpoint, workers=8)
+    b = _read("s3://logs/proj", ref, workers=8)
     assert sorted(a.request_ids) == sorted(b.request_ids) and len(b) == 40
     ia, ib = np.argsort(a.request_ids), np.argsort(b.request_ids)
     np.testing.assert_array_equal(a.embeddings[ia], b.embeddings[ib])

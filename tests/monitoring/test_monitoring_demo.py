@@ -13,9 +13,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from cscl.monitoring.demo import demo_step
 from cscl.monitoring.drift import compute_drift
+from cscl.monitoring.logs import LogWindow
 from cscl.monitoring.policy import load_policy
+from cscl.monitoring.reference import load_reference
+from cscl.monitoring.schema import flatten_predictions, flatten_qc
+from cscl_platform.monitoring.demo import demo_step
 
 SERVING_TESTS = Path(__file__).resolve().parents[1] / "serving"
 
@@ -41,7 +44,6 @@ def test_demo_step_logs_shifted_predictions_and_gives_a_verdict(packaged, tmp_pa
         run=SimpleNamespace(artifacts={"package/bundle": bundle}),
         out_dir=tmp_path,
         project_prefix=str(tmp_path / "proj"),
-        endpoint_url="",
     )
     res = demo_step(ctx)
     out = capsys.readouterr().out
@@ -54,16 +56,12 @@ def test_demo_step_logs_shifted_predictions_and_gives_a_verdict(packaged, tmp_pa
 
 def test_missing_bundle_is_skipped(tmp_path, capsys):
     ctx = SimpleNamespace(run=SimpleNamespace(artifacts={}), out_dir=tmp_path,
-                          project_prefix=str(tmp_path), endpoint_url="")  # fmt: skip
+                          project_prefix=str(tmp_path))  # fmt: skip
     assert demo_step(ctx) is None
     assert "skipped" in capsys.readouterr().out
 
 
 def test_tiny_windows_skip_the_embedding_signal(bundle, record_model):
-    from cscl.monitoring.logs import LogWindow
-    from cscl.monitoring.reference import load_reference
-    from cscl.monitoring.schema import flatten_predictions, flatten_qc
-
     ref = load_reference(str(bundle))
     c = record_model.sample(2, seed=3)
 
@@ -72,5 +70,5 @@ def test_tiny_windows_skip_the_embedding_signal(bundle, record_model):
                   np.asarray([v for v, _ in q], np.float32), [v for _, v in q],
                   np.asarray([flatten_predictions(p, ref.pred_columns) for p in c["predictions"]],
                              np.float32), ref.pred_columns)  # fmt: skip
-    s = compute_drift(ref, w, load_policy(), report=False).signals["embedding"]
+    s = compute_drift(ref, w, load_policy()).signals["embedding"]
     assert s.status == "skipped" and "too few rows" in s.reason

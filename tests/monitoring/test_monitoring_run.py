@@ -9,10 +9,13 @@ import pytest
 
 from cscl.cli import main
 from cscl.errors import InputError
+from cscl.io import storage
 from cscl.monitoring import state as st
-from cscl.monitoring.run import TriggerConfig, run_monitoring
-from cscl.monitoring.trigger import GithubTarget, KfpTarget
+from cscl.monitoring.logs import resolve_window
 from cscl.synthetic import ShiftSpec
+from cscl_platform.monitoring.retraining import TriggerConfig
+from cscl_platform.monitoring.run import run_monitoring
+from cscl_platform.monitoring.trigger import GithubTarget, KfpTarget
 
 NOW = dt.datetime(2026, 11, 3, 6, 0, tzinfo=dt.UTC)
 
@@ -162,27 +165,21 @@ def test_failed_trigger_releases_the_claim(tmp_path, bundle, record_model, mon, 
     assert _run(tmp_path, bundle, mon, trigger=right).action["action"] == "triggered"
 
 
-def test_s3_logs_report_and_conditional_state(bundle, record_model, mon, s3_endpoint, kfp_standin):
-    from cscl.io.storage import s3_client
-
-    s3_client(s3_endpoint).create_bucket(Bucket="proj")
-    mon.write_cohort("s3://proj/p", record_model, 50, seed=14, shift=ShiftSpec(scanner=0.8),
-                     endpoint=s3_endpoint)  # fmt: skip
+def test_s3_logs_report_and_conditional_state(bundle, record_model, mon, s3_store, kfp_standin):
+    storage.s3_client().create_bucket(Bucket="proj")
+    mon.write_cohort("s3://proj/p", record_model, 50, seed=14, shift=ShiftSpec(scanner=0.8))
     trig = TriggerConfig("kfp", kfp=KfpTarget(host=kfp_standin.url))
-    kw = dict(trigger=trig, endpoint_url=s3_endpoint)
-    first = _run("s3://proj/p", bundle, mon, **kw)
+    first = _run("s3://proj/p", bundle, mon, trigger=trig)
     assert first.action["action"] == "triggered"
     assert first.report_uri == "s3://proj/p/monitoring/v1_2026-11-01_2026-11-02"
-    body = s3_client(s3_endpoint).get_object(
-        Bucket="proj", Key=first.report_uri[10:] + "/drift.json"
-    )
+    body = storage.s3_client().get_object(Bucket="proj", Key=first.report_uri[10:] + "/drift.json")
     assert json.loads(body["Body"].read())["verdict"] == "drift"
-    assert _run("s3://proj/p", bundle, mon, **kw).action["action"] == "already_triggered"
+    assert _run("s3://proj/p", bundle, mon, trigger=trig).action["action"] == "already_triggered"
     assert len(kfp_standin.calls("POST", f"{mon.KFP}/runs")) == 1
     uri = "s3://proj/p/monitoring/state/v1/x.json"
-    assert st.create_state(uri, {"a": 1}, s3_endpoint) is True
-    assert st.create_state(uri, {"a": 2}, s3_endpoint) is False
-    assert st.read_state(uri, s3_endpoint) == {"a": 1}
+    assert st.create_state(uri, {"a": 1}) is True
+    assert st.create_state(uri, {"a": 2}) is False
+    assert st.read_state(uri) == {"a": 1}
 
 
 def test_labels_file_joins_by_request_id(tmp_path, bundle, record_model, mon):
@@ -202,8 +199,6 @@ def test_labels_file_joins_by_request_id(tmp_path, bundle, record_model, mon):
 
 
 def test_resolve_window():
-    from cscl.monitoring.run import resolve_window
-
     today = dt.date(2026, 11, 10)
     assert resolve_window("2026-11-01", None, None, today) == ("2026-11-01", "2026-11-10")
     assert resolve_window(None, None, 7, today) == ("2026-11-03", "2026-11-09")

@@ -11,10 +11,10 @@ from __future__ import annotations
 import pytest
 
 from cscl.monitoring.reference import write_reference
-from cscl.monitoring.run import run_monitoring
 from cscl.monitoring.simulate import slide_records, write_records
 from cscl.synthetic import ShiftSpec
 from cscl.synthetic.testing import tiny_cohort
+from cscl_platform.monitoring.run import run_monitoring
 
 N = 8
 SIZE = dict(stains=("HE",), width=1200, height=900)

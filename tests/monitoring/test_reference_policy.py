@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from cscl.errors import InputError
+from cscl.io import storage
 from cscl.monitoring.policy import DEFAULT_POLICY, load_policy
 from cscl.monitoring.reference import load_reference, write_reference
 from cscl.monitoring.schema import QC_NUMERIC
@@ -45,24 +46,21 @@ def test_reference_roundtrip(tmp_path, record_model):
     assert ref.labels["label__er_status"].tolist() == c["labels"]["er_status"]
 
 
-def test_reference_in_bundle_subfolder_and_s3(tmp_path, record_model, s3_endpoint):
-    from cscl.io.storage import s3_client
-
+def test_reference_in_bundle_subfolder_and_s3(tmp_path, record_model, s3_store):
     c = record_model.sample(5, seed=6)
     write_reference(
         tmp_path / "m" / "v2" / "bundle", c["embeddings"], c["predictions"], c["qc"], "v2"
     )
     assert load_reference(str(tmp_path / "m" / "v2")).model_version == "v2"
-    s3_client(s3_endpoint).create_bucket(Bucket="refs")
+    storage.s3_client().create_bucket(Bucket="refs")
     write_reference(
         "s3://refs/models/cscl/v2/bundle",
         c["embeddings"],
         c["predictions"],
         c["qc"],
         "v2",
-        endpoint_url=s3_endpoint,
     )
-    ref = load_reference("s3://refs/models/cscl/v2/", endpoint_url=s3_endpoint)
+    ref = load_reference("s3://refs/models/cscl/v2/")
     assert len(ref) == 5 and ref.uri == "s3://refs/models/cscl/v2/bundle/reference.parquet"
 
 

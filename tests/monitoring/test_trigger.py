@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from cscl.errors import InputError
-from cscl.monitoring.trigger import (
+from cscl_platform.monitoring.trigger import (
     GithubTarget,
     KfpTarget,
     TriggerError,

@@ -23,7 +23,12 @@ def _runs() -> list[str]:
 
 
 def _pins() -> dict[str, str]:
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    platform = [
+        e for part in ("kubeflow", "serving", "monitoring", "validation") for e in extras[part]
+    ]
+    deps = project["dependencies"] + platform
     out = {}
     for d in deps:
         name, ver = d.split("==")
@@ -53,9 +58,9 @@ def test_image_installs_the_pinned_dependencies():
     assert explicit.get("torch") == pins["torch"]
     assert explicit.get("torchvision") == pins["torchvision"]
     assert all(pins.get(n) == v for n, v in explicit.items()), f"{explicit} vs {pins}"
-    # ... then the project itself (which brings every other pin), without extras or -e.
-    project = [r for r in pip_lines if re.search(r"pip install \.(\s|$)", r)]
-    assert project, "the image must `pip install .`"
+    # ... then the project itself with the platform extra (which brings every other pin), not -e.
+    project = [r for r in pip_lines if re.search(r"pip install \"\./\[platform\]\"(\s|$)", r)]
+    assert project, "the image must `pip install '.[platform]'`"
     assert not any("-e" in r.split() or "[dev]" in r for r in pip_lines)
     # the torch line comes before the project line
     assert pip_lines.index(project[0]) > min(i for i, r in enumerate(pip_lines) if "torch==" in r)
@@ -77,4 +82,4 @@ def test_components_use_the_project_image():
     assert BASE_IMAGE.endswith(f":{__version__}")
     assert ingest.component_spec.implementation.container.image == BASE_IMAGE
     copied = {ln.split()[1] for ln in DOCKERFILE.read_text().splitlines() if ln.startswith("COPY ")}
-    assert {"cscl", "components", "pipelines", "serving"} <= copied
+    assert {"cscl", "cscl_platform"} <= copied

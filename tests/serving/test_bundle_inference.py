@@ -124,7 +124,7 @@ def test_predict_slide_runs_the_training_extraction(predictor, slide):
 
 
 def test_package_refuses_settings_that_do_not_reproduce_the_features(made, tmp_path):
-    from cscl.bundle import feature_preprocessing
+    from cscl.packaging import feature_preprocessing
 
     with pytest.raises(InputError, match="min_tissue 0.5"):
         feature_preprocessing(made["features"], fx.ehash(), min_tissue=0.5)

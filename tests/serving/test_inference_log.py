@@ -10,6 +10,7 @@ import pytest
 from serving_fixtures import LOG_BUCKET
 
 from cscl.inference_log import InferenceLogger, make_record, record_uri, uri_hash
+from cscl.io.storage import Store
 
 ANSWER = {
     "model_name": "cscl",
@@ -35,7 +36,7 @@ def test_record_has_contract_fields_and_no_uri():
 def test_logs_to_s3_and_monitoring_reads_them(s3):
     from cscl.monitoring.logs import logs_root
 
-    lg = InferenceLogger(f"s3://{LOG_BUCKET}/proj", s3["endpoint"])
+    lg = InferenceLogger(f"s3://{LOG_BUCKET}/proj", store=Store(s3["endpoint"]))
     uris = [lg.log(make_record(ANSWER, f"req-{i}")) for i in range(5)]
     assert lg.flush(20)
     assert lg.stats() == {"queued": 5, "written": 5, "failed_attempts": 0, "pending": 0,
@@ -60,14 +61,16 @@ def test_store_down_never_blocks_and_records_are_retried(tmp_path):
 
     port = free_ports(1)[0]
     endpoint = f"http://127.0.0.1:{port}"
-    lg = InferenceLogger("s3://late-bucket/p", endpoint, retry_initial=0.05, retry_max=0.2)
+    lg = InferenceLogger(
+        "s3://late-bucket/p", store=Store(endpoint), retry_initial=0.05, retry_max=0.2
+    )
     for i in range(3):  # log() hands the record over and returns: nothing is written yet
         assert lg.log(make_record(ANSWER, f"down-{i}")) is not None
     assert lg.stats()["written"] == 0
     deadline = time.monotonic() + 60  # bounded wait for the writer to fail (machine may be busy)
     while lg.stats()["failed_attempts"] < 3 and time.monotonic() < deadline:
         lg.flush(0.2)
-    st = lg.stats()
+    st = lg.stats()  # a record being retried right now is still pending
     assert st["failed_attempts"] >= 3 and st["pending"] == 3 and st["written"] == 0
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
@@ -98,4 +101,28 @@ def test_unserialisable_record_is_counted_not_raised(tmp_path, bad):
     lg = InferenceLogger(str(tmp_path))
     assert lg.log(make_record({**ANSWER, "embedding": [bad]}, "nan")) is None
     assert lg.stats()["unserialisable"] == 1 and lg.flush(5)
+    lg.close()
+
+
+def test_a_record_being_written_counts_as_pending(tmp_path, monkeypatch):
+    """stats() while the writer is inside a write: the record is neither lost nor written."""
+    import threading
+
+    from cscl.io import storage
+
+    entered, release = threading.Event(), threading.Event()
+    real = storage.write_bytes
+
+    def slow_write(uri, data, *a, **kw):
+        entered.set()
+        assert release.wait(10)
+        return real(uri, data, *a, **kw)
+
+    monkeypatch.setattr(storage, "write_bytes", slow_write)
+    lg = InferenceLogger(str(tmp_path))
+    lg.log(make_record(ANSWER, "in-flight"))
+    assert entered.wait(10)
+    assert lg.stats()["pending"] == 1 and lg.stats()["written"] == 0
+    release.set()
+    assert lg.flush(10) and lg.stats()["pending"] == 0 and lg.stats()["written"] == 1
     lg.close()

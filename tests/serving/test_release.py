@@ -74,15 +74,18 @@ def test_kustomizations_build_and_validate():
 
 @pytest.mark.torchserve
 def test_upload_release_then_serve_it_like_the_cluster(packaged, made, s3, tmp_path):
-    from cscl.bundle import upload_release
-    from cscl.io.storage import list_uris
+    from cscl.io.storage import configure_store, list_uris
+    from cscl_platform.serving.archive import upload_release
     from cscl_platform.serving.server import free_ports, start_torchserve
 
     prefix = f"s3://{DATA_BUCKET}/proj/models"
-    dest = upload_release(packaged["bundle"], packaged["mar"], prefix, "cscl", "0.1.0+test",
-                          s3["endpoint"])  # fmt: skip
+    configure_store(s3["endpoint"])
+    try:
+        dest = upload_release(packaged["bundle"], packaged["mar"], prefix, "cscl", "0.1.0+test")
+        keys = {u[len(dest) :] for u in list_uris(dest)}
+    finally:
+        configure_store(None)
     assert dest == f"{prefix}/cscl/0.1.0_test/"
-    keys = {u[len(dest) :] for u in list_uris(dest, s3["endpoint"])}
     assert {"model.mar", "bundle/bundle.json", "bundle/heads.json", "bundle/reference.parquet",
             "serving/config/config.properties", "serving/model-store/cscl.mar"} <= keys  # fmt: skip
 

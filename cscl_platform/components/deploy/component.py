@@ -21,6 +21,7 @@ def deploy(
 ) -> str:
     """target: none (record only) | torchserve | kserve. Returns what was done."""
     from cscl.errors import InputError
+    from cscl.io import storage
     from cscl_platform.components.deploy.logic import (
         apply_inference_service,
         register_torchserve,
@@ -28,6 +29,7 @@ def deploy(
         to_yaml,
     )
 
+    storage.configure_store(s3_endpoint or None)
     isvc = render_inference_service(model_uri, model_name, namespace, gpu=gpu)
     if target == "torchserve":
         if not torchserve_management_url or not torchserve_model_store:
@@ -38,7 +40,6 @@ def deploy(
             torchserve_management_url,
             torchserve_model_store,
             token=torchserve_token or None,
-            endpoint_url=s3_endpoint or None,
         )
         done = f"registered with TorchServe at {torchserve_management_url}: {info['versions']}"
     elif target == "kserve":

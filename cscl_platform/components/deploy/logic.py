@@ -46,7 +46,6 @@ def register_torchserve(
     model_store: str | Path,
     *,
     token: str | None = None,
-    endpoint_url: str | None = None,
     workers: int = 1,
     timeout: float = 600.0,
 ) -> dict:
@@ -57,7 +56,7 @@ def register_torchserve(
     if not store.is_dir():
         raise InputError(f"TorchServe model store {store} does not exist")
     mar = f"{model_name}-{version}.mar"
-    storage.download(f"{model_uri.rstrip('/')}/model.mar", store / mar, endpoint_url)
+    storage.download(f"{model_uri.rstrip('/')}/model.mar", store / mar)
     q = urllib.parse.urlencode(
         {"url": mar, "model_name": model_name, "initial_workers": workers, "synchronous": "true"}
     )

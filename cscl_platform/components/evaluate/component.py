@@ -1,4 +1,5 @@
-"""evaluate: the method's evaluation against baselines → Metrics, ClassificationMetrics, HTML."""
+"""evaluate: the method's evaluation against baselines → Metrics, ClassificationMetrics, HTML;
+compare_models: candidate vs current model → promote?"""
 
 from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Output
 
@@ -25,14 +26,19 @@ def evaluate(
     seed: int = 0,
     s3_endpoint: str = "",
 ) -> float:
-    """Evaluate (cscl.eval.run.evaluate) and return the quality score the packaging gate uses:
-    the mean over tasks of `<task>.<method>.<score_metric>` (0.0 if no task produced it)."""
-    import math
+    """Evaluate (cscl.eval.evaluate) and return the quality score the packaging gate compares
+    with min_score (cscl.eval.quality: mean `score_metric` of the method over the tasks that
+    have a finite value; 0.0 when none has)."""
     import shutil
 
-    from cscl.eval.run import classification_artifacts, evaluate, flat_metrics
+    from cscl.eval.metrics import classification_artifacts, flat_metrics
+    from cscl.eval.quality import check_score_metric, score_summary
+    from cscl.eval.run import evaluate as run_evaluation
+    from cscl.io import storage
 
-    m = evaluate(
+    storage.configure_store(s3_endpoint or None)
+    check_score_metric(score_metric)  # a typo fails now, not after the evaluation
+    m = run_evaluation(
         {method_name: embeddings.path, baseline_name: baseline_embeddings.path},
         labels_uri,
         tasks,
@@ -42,10 +48,8 @@ def evaluate(
         n_boot=n_boot,
         ks=[int(k) for k in ks.split(",") if k.strip()],
         seed=seed,
-        endpoint_url=s3_endpoint or None,
     )
-    flat = flat_metrics(m)
-    for k, v in flat.items():
+    for k, v in flat_metrics(m).items():
         metrics.log_metric(k, v)
     shutil.copyfile(f"{results.path}/report.html", report.path)
     arts = classification_artifacts(m, method_name)
@@ -57,16 +61,12 @@ def evaluate(
         c = art["confusion"]
         classification.log_confusion_matrix(c["categories"], c["matrix"])
         classification.metadata["task"] = task
-    vals = [v for k, v in flat.items() if k.endswith(f".{method_name}.{score_metric}")]
-    score = float(sum(vals) / len(vals)) if vals else 0.0
-    if not vals or math.isnan(score):
-        print(f"no task produced {score_metric} for {method_name}; quality score 0")
-        score = 0.0
-    metrics.log_metric("quality_score", score)
+    score = score_summary(m, method_name, score_metric)
+    metrics.log_metric("quality_score", score.gate_value())
     for note in m.get("notes", []):
         print("note:", note)
-    print(f"quality score ({score_metric}, {method_name}) = {score:.4f}")
-    return score
+    print(f"quality score: {score.describe()}")
+    return score.gate_value()
 
 
 @cscl_component
@@ -79,21 +79,17 @@ def compare_models(
     score_metric: str = "kfold_auc",
     min_improvement: float = 0.0,
 ) -> bool:
-    """Decide promotion from one evaluation of both models; the report shows in the UI."""
+    """Decide promotion from one evaluation of both models (cscl.eval.quality.compare_models);
+    the Markdown report shows in the UI."""
     import json
-    import math
     from pathlib import Path
 
-    from cscl.eval.run import flat_metrics
-    from cscl_platform.components.evaluate.compare import compare
+    from cscl.eval.quality import compare_models as decide
 
-    flat = flat_metrics(json.loads(Path(eval_results.path, "metrics.json").read_text()))
-    promote, report, numbers = compare(
-        flat, candidate_name, current_name, score_metric, min_improvement
-    )
-    Path(comparison.path).write_text(report)
-    for k, v in numbers.items():
-        if not math.isnan(v):
-            metrics.log_metric(k, v)
-    print(report)
-    return promote
+    m = json.loads(Path(eval_results.path, "metrics.json").read_text())
+    result = decide(m, candidate_name, current_name, score_metric, min_improvement)
+    Path(comparison.path).write_text(result.markdown())
+    for k, v in result.numbers().items():
+        metrics.log_metric(k, v)
+    print(result.markdown())
+    return result.promote

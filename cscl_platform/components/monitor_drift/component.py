@@ -1,7 +1,8 @@
 """monitor_drift: inference logs of a model version vs its reference set → Evidently `HTML`
 report + drift `Metrics` + drift.json, and (per policy) one retraining run or CI dispatch.
 
-A thin wrapper over `cscl.monitoring.run.run_monitoring` (tested in tests/monitoring).
+A thin wrapper over `cscl_platform.monitoring.run.run_monitoring` (tested in tests/monitoring),
+the function `cscl monitor` calls.
 """
 
 from typing import NamedTuple
@@ -43,10 +44,12 @@ def monitor_drift(
     import json
     from collections import namedtuple
 
-    from cscl.io.storage import download
-    from cscl.monitoring.run import TriggerConfig, drift_metrics, run_monitoring
-    from cscl.monitoring.trigger import GithubTarget, KfpTarget
+    from cscl.io import storage
+    from cscl_platform.monitoring.retraining import TriggerConfig
+    from cscl_platform.monitoring.run import drift_metrics, run_monitoring
+    from cscl_platform.monitoring.trigger import GithubTarget, KfpTarget
 
+    storage.configure_store(s3_endpoint or None)
     trig = TriggerConfig(mode=trigger)
     if kfp_host:
         trig.kfp = KfpTarget(
@@ -59,7 +62,6 @@ def monitor_drift(
         trig.github = GithubTarget(
             repo=github_repo, workflow=github_workflow, ref=github_ref, api_url=github_api
         )
-    ep = s3_endpoint or None
     res = run_monitoring(
         model_version=model_version,
         logs=logs_uri,
@@ -70,12 +72,11 @@ def monitor_drift(
         policy=policy_uri or None,
         out=out_uri or None,
         trigger=trig,
-        endpoint_url=ep,
         progress=False,
     )
-    download(f"{res.report_uri}/drift.html", report.path, ep, verify=False)
+    storage.download(f"{res.report_uri}/drift.html", report.path, verify=False)
     with open(drift_json.path, "w") as f:
-        json.dump(res.drift, f, indent=2, default=str)
+        json.dump(res.drift, f, indent=2)
     for k, v in drift_metrics(res.drift).items():
         metrics.log_metric(k, v)
     report.metadata["verdict"] = res.verdict

@@ -1,0 +1,259 @@
+"""A trained run (+ its feature files, labels, embeddings) → a model bundle directory.
+
+What goes in (docs/CONTRACTS.md "Model bundle directory"): the run's weights, task heads fitted on
+the run's embeddings and labels, the preprocessing read from — and checked against — the feature
+files' extractor hash (so serving extracts slides exactly like training did), and the reference
+set drift monitoring compares served requests with. No server here: the TorchServe archive and the
+release upload are `cscl_platform.serving.package`, which calls `build_bundle`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cscl import __version__
+from cscl.bundle import REFERENCE_FILE, Bundle, load_bundle, save_bundle
+from cscl.embeddings import read_embeddings
+from cscl.errors import InputError
+from cscl.eval.heads import apply_heads, fit_heads
+from cscl.eval.tasks import parse_tasks
+from cscl.features import feature_path, read_features
+from cscl.io.manifest import load_labels
+from cscl.monitoring.reference import write_reference
+from cscl.runtime import git_commit, sha256_file
+from cscl.train.checkpoint import read_config
+from cscl.wsi.extract import ExtractConfig
+from cscl.wsi.extract import extractor_hash as extractor_hash_of
+from cscl.wsi.tissue import TissueParams
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TASKS = "er_status,pgr_status,her2_status,ki67_status,subtype,os"
+
+
+def default_version() -> str:
+    """`<cscl version>+<git commit>` (`+nogit` outside a checkout)."""
+    return f"{__version__}+{git_commit(short=True) or 'nogit'}"
+
+
+def feature_preprocessing(
+    features_dir: str | Path,
+    extractor_hash: str,
+    *,
+    backbone_weights: str | Path | None = None,
+    backbone_seed: int = 0,
+    min_tissue: float = 0.25,
+    tissue: dict | None = None,
+    feature_dtype: str = "float16",
+    features_only: bool = False,
+) -> tuple[dict, dict]:
+    """(backbone, preprocessing) for a bundle, read from the run's feature files and verified.
+
+    The extraction settings that are not stored in feature files (min_tissue, tissue params,
+    seed) come from the arguments; they are right only if they reproduce the files' extractor
+    hash, which is checked, so a bundle never extracts slides differently from training.
+    """
+    fdir = Path(features_dir)
+    files = sorted(fdir.glob("*.h5")) if fdir.is_dir() else []
+    sf = None
+    for f in files:
+        cand = read_features(f)
+        if cand.extractor_hash == extractor_hash:
+            sf = cand
+            break
+    if sf is None:
+        raise InputError(
+            f"no feature file of extractor {extractor_hash} under {fdir}",
+            hint="pass --features DIR: the feature files the model was trained on",
+        )
+    ca = sf.coord_attrs
+    pre = {
+        "encoder": sf.encoder,
+        "extractor_hash": extractor_hash,
+        "input_dim": sf.dim,
+        "target_mpp": float(ca["target_mpp"]),
+        "patch_size": int(ca["patch_size"]),
+        "min_tissue": float(min_tissue),
+        "tissue": dict(tissue or TissueParams().as_dict()),
+        "feature_dtype": feature_dtype,
+        "slide_input": not features_only,
+    }
+    random_init = bool(sf.extra.get("random_init", False))
+    backbone = {"name": sf.encoder, "weights": None, "random_init": random_init,
+                "seed": int(backbone_seed)}  # fmt: skip
+    if features_only:
+        backbone["random_init"] = True  # never used: slide requests are refused
+        return backbone, pre
+    if backbone_weights is not None:
+        backbone.update(weights=str(backbone_weights), random_init=False)
+        digest = sha256_file(Path(backbone_weights))
+    elif random_init:
+        digest = f"random-seed{int(backbone_seed)}"
+    else:
+        raise InputError(
+            f"the features come from backbone {sf.encoder!r} with weights, but no weights file "
+            "was given",
+            hint="pass --backbone-weights FILE, or --features-only to serve feature files only",
+        )
+    cfg = ExtractConfig(
+        backbone=sf.encoder,
+        allow_random=backbone["random_init"],
+        seed=int(backbone_seed),
+        target_mpp=pre["target_mpp"],
+        patch_size=pre["patch_size"],
+        min_tissue=float(min_tissue),
+        tissue=TissueParams(**pre["tissue"]),
+        feature_dtype=feature_dtype,
+    )
+    got = extractor_hash_of(cfg, digest)
+    if got != extractor_hash:
+        raise InputError(
+            f"these settings give extractor {got}, not the features' {extractor_hash} "
+            f"(backbone {sf.encoder}, weights {digest[:16]}, {pre['target_mpp']} µm/px, "
+            f"{pre['patch_size']} px, min_tissue {min_tissue}, seed {backbone_seed})",
+            hint="pass the --min-tissue/--backbone-seed/--backbone-weights used by `cscl extract`",
+        )
+    return backbone, pre
+
+
+def reference_inputs(
+    embeddings_path: str | Path,
+    labels: pd.DataFrame | None,
+    run_model_version: str | None,
+) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame | None]:
+    """(meta, X, labels aligned to meta) from an embeddings table; checks the model version."""
+    meta, X = read_embeddings(embeddings_path)
+    if run_model_version and "model_version" in meta.columns:
+        other = sorted(set(meta["model_version"].astype(str)) - {str(run_model_version)})
+        if other:
+            raise InputError(
+                f"{embeddings_path} holds embeddings of model {other[0]}, not of the packaged "
+                f"run ({run_model_version})",
+                hint="run `cscl embed --model RUN_DIR` with this run first",
+            )
+    aligned = None
+    if labels is not None:
+        lab = labels.set_index("case_id")
+        missing = sorted(set(meta["case_id"]) - set(lab.index))
+        if missing:
+            raise InputError(f"labels have no row for cases {missing[:5]}")
+        aligned = lab.loc[meta["case_id"]].reset_index()
+    return meta, X, aligned
+
+
+def qc_records(features_dir: str | Path, slide_ids: list[str]) -> list[dict] | None:
+    """The `qc` attribute of each slide's feature file, or None if any is missing."""
+    out = []
+    for sid in slide_ids:
+        p = feature_path(features_dir, sid)
+        if not p.exists():
+            return None
+        qc = read_features(p).extra.get("qc")
+        qc = json.loads(qc) if isinstance(qc, str | bytes) else qc
+        if not isinstance(qc, dict):
+            return None
+        out.append(qc)
+    return out
+
+
+def _heads_and_reference(
+    embeddings: str | Path,
+    labels_uri: str | None,
+    features_dir: str | Path,
+    run_model_version: str | None,
+    tasks: str,
+    seed: int,
+    n_iter: int,
+) -> tuple[dict | None, dict[str, Any] | None]:
+    """(heads fitted on the run's embeddings, write_reference kwargs or None)."""
+    labels = load_labels(labels_uri) if labels_uri else None
+    meta, X, aligned = reference_inputs(embeddings, labels, run_model_version)
+    heads = None
+    preds: list[dict] = [{} for _ in range(len(X))]
+    label_cols = None
+    if aligned is not None:
+        task_list = parse_tasks(tasks, aligned)
+        heads = fit_heads(X, aligned, task_list, seed=seed, n_iter=n_iter)
+        preds = [apply_heads(heads, x.astype(np.float64)) for x in X]
+        label_cols = {t.name: aligned[t.name].tolist() for t in task_list if t.name in aligned}
+    slide_ids = meta["slide_id"].astype(str).tolist()
+    qcs = qc_records(features_dir, slide_ids)
+    if qcs is None:
+        log.warning("feature files lack `qc` attributes; no reference set for monitoring")
+        return heads, None
+    ref = dict(embeddings=X, predictions=preds, qc_records=qcs, slide_ids=slide_ids,
+               labels=label_cols)  # fmt: skip
+    return heads, ref
+
+
+def build_bundle(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    features_dir: str | Path | None = None,
+    labels: str | None = None,
+    embeddings: str | Path | None = None,
+    tasks: str = DEFAULT_TASKS,
+    name: str = "cscl",
+    version: str | None = None,
+    backbone_weights: str | Path | None = None,
+    backbone_seed: int = 0,
+    min_tissue: float = 0.25,
+    features_only: bool = False,
+    metrics: dict | None = None,
+    seed: int = 0,
+    n_iter: int = 10,
+) -> Bundle:
+    """Write the bundle of a trained run to `out_dir`; returns it (loaded, not re-hashed).
+
+    labels (a labels table URI) needs `embeddings` (`cscl embed` of this run): heads are fitted on
+    them. With embeddings whose feature files carry `qc`, the reference set for drift
+    monitoring is written too.
+    """
+    cfg = read_config(run_dir)
+    data = cfg.get("data") or {}
+    features = features_dir or data.get("features_dir")
+    if not features or not data.get("extractor_hash"):
+        raise InputError(
+            f"run {run_dir} does not name its feature files", hint="pass --features DIR"
+        )
+    if labels and not embeddings:
+        raise InputError("--labels needs --embeddings (from `cscl embed --model RUN_DIR`)")
+    backbone, pre = feature_preprocessing(
+        features,
+        data["extractor_hash"],
+        backbone_weights=backbone_weights,
+        backbone_seed=backbone_seed,
+        min_tissue=min_tissue,
+        features_only=features_only,
+    )
+    version = version or default_version()
+    out = Path(out_dir)
+    heads, reference = None, None
+    if embeddings:
+        heads, ref_args = _heads_and_reference(
+            embeddings, labels, features, cfg.get("model_version"), tasks, seed, n_iter
+        )
+        if ref_args is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            reference = write_reference(out / REFERENCE_FILE, model_version=version, **ref_args)
+    save_bundle(
+        out,
+        run_dir,
+        heads,
+        backbone,
+        pre,
+        version,
+        data.get("fingerprint"),
+        metrics,
+        reference,
+        name=name,
+        git_commit=git_commit(short=True),
+    )
+    return load_bundle(out, verify=False)

@@ -1,0 +1,86 @@
+"""Packaging for serving: trained run → bundle dir + TorchServe .mar (+ release upload).
+
+The one function behind `cscl package` and the KFP `package` component: both call
+`package_model`, so the CLI and the pipeline release exactly the same artefacts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cscl.bundle import Bundle
+from cscl.packaging import DEFAULT_TASKS, build_bundle
+from cscl_platform.serving.archive import build_mar, upload_release
+
+
+@dataclass(frozen=True)
+class Packaged:
+    """What `package_model` wrote: the bundle, its archive, and the release URI if uploaded."""
+
+    bundle: Bundle
+    mar: Path | None
+    release_uri: str | None
+
+    @property
+    def version(self) -> str:
+        return self.bundle.version
+
+
+def package_model(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    features_dir: str | Path | None = None,
+    labels: str | None = None,
+    embeddings: str | Path | None = None,
+    tasks: str = DEFAULT_TASKS,
+    name: str = "cscl",
+    version: str | None = None,
+    backbone_weights: str | Path | None = None,
+    backbone_seed: int = 0,
+    min_tissue: float = 0.25,
+    features_only: bool = False,
+    metrics: dict | None = None,
+    seed: int = 0,
+    n_iter: int = 10,
+    mar: bool = True,
+    batch_size: int = 8,
+    max_batch_delay: int = 20,
+    response_timeout: int = 900,
+    upload: str | None = None,
+) -> Packaged:
+    """`<out_dir>/<name>/` (bundle: heads, reference set) and `<out_dir>/<name>.mar`; with
+    `upload` (an object-store prefix such as `s3://b/p/models/`) also the release
+    `<upload>/<name>/<version>/` that KServe and the Deployment read (the process store's
+    endpoint is used: `storage.configure_store`)."""
+    bundle = build_bundle(
+        run_dir,
+        Path(out_dir) / name,
+        features_dir=features_dir,
+        labels=labels,
+        embeddings=embeddings,
+        tasks=tasks,
+        name=name,
+        version=version,
+        backbone_weights=backbone_weights,
+        backbone_seed=backbone_seed,
+        min_tissue=min_tissue,
+        features_only=features_only,
+        metrics=metrics,
+        seed=seed,
+        n_iter=n_iter,
+    )
+    archive = None
+    if mar:
+        archive = build_mar(
+            bundle.path,
+            out_dir,
+            name,
+            bundle.version,
+            batch_size=batch_size,
+            max_batch_delay=max_batch_delay,
+            response_timeout=response_timeout,
+        )
+    dest = upload_release(bundle.path, archive, upload, name, bundle.version) if upload else None
+    return Packaged(bundle=bundle, mar=archive, release_uri=dest)
