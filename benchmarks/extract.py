@@ -65,15 +65,16 @@ def config(args):
         batch_size=args.batch_size or _default_batch(args.device),
         num_workers=args.workers,
         torch_threads=args.threads,
+        reader=args.reader,
     )
 
 
 def grid_of(slide: Path, cfg):
     from cscl.wsi.patching import patch_grid
-    from cscl.wsi.reader import open_slide
+    from cscl.wsi.readers import open_slide
     from cscl.wsi.tissue import segment_tissue
 
-    wsi = open_slide(slide)
+    wsi = open_slide(slide, backend=cfg.reader)
     return wsi, patch_grid(
         wsi, segment_tissue(wsi, cfg.tissue), cfg.target_mpp, cfg.patch_size, cfg.min_tissue
     )
@@ -84,7 +85,7 @@ def decode_rate(wsi, grid, cfg, n: int) -> float:
     from cscl.wsi.dataset import PatchDataset, patch_loader
     from cscl.wsi.extract import available_cpus
 
-    ds = PatchDataset(wsi.path, grid.coords[:n], grid.level, grid.read_size, grid.patch_size)
+    ds = PatchDataset(wsi, grid.coords[:n], grid.level, grid.read_size, grid.patch_size)
     workers = available_cpus() if cfg.num_workers is None else cfg.num_workers
     t0 = time.perf_counter()
     got = sum(len(b["index"]) for b in patch_loader(ds, cfg.batch_size, workers))
@@ -120,7 +121,7 @@ def naive_rate(wsi, grid, encoder, cfg, n: int) -> float:
     for s in range(0, len(coords), cfg.batch_size):
         imgs = []
         for x, y in coords[s : s + cfg.batch_size]:
-            rgb = wsi.read_region(x, y, grid.level, grid.read_size, grid.read_size)
+            rgb = wsi.read_region((x, y), grid.level, (grid.read_size, grid.read_size))
             if grid.read_size != grid.patch_size:
                 rgb = np.asarray(
                     Image.fromarray(rgb).resize((grid.patch_size,) * 2, Image.BILINEAR)
@@ -190,6 +191,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: CPUs)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: CPUs)")
     p.add_argument("--device", default=None)
+    p.add_argument("--reader", default="auto", help="slide reader: auto | openslide | tifffile")
     p.add_argument("--n", type=int, default=None, help="patches timed in (a)–(c)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -246,6 +248,7 @@ def main() -> None:
         ("--workers", args.workers),
         ("--threads", args.threads),
         ("--device", args.device),
+        ("--reader", args.reader),
     ):
         if val is not None:
             argv += [opt, str(val)]

@@ -18,6 +18,7 @@ import numpy as np
 
 from cscl.errors import InputError
 from cscl.io import storage
+from cscl.wsi.readers import open_slide
 
 
 def normalise_attention(attention: np.ndarray, how: str = "rank") -> np.ndarray:
@@ -97,18 +98,16 @@ def attention_heatmap(
     cmap: str = "inferno",
     alpha: float = 0.55,
     top_k: int = 5,
-    endpoint_url: str | None = None,
+    reader: str = "auto",
 ) -> str:
     """Write a PNG of `attention` (N,) of patches at level-0 top-left `coords` (N, 2) over the
     slide thumbnail (longest side ≤ `thumbnail_max` px). Returns the PNG's path/URI.
 
     The `top_k` most attended patches are outlined in cyan. `attention` may also be
-    (heads, N); heads are averaged.
+    (heads, N); heads are averaged. `reader` is the slide reader backend (or "auto").
     """
-    from cscl.wsi.reader import open_slide
-
     c, a = _check_inputs(coords, attention, patch_size_level0)
-    with open_slide(str(slide_uri), mpp=mpp, endpoint_url=endpoint_url) as wsi:
+    with open_slide(str(slide_uri), backend=reader, mpp=mpp) as wsi:
         ds = max(1.0, max(wsi.width, wsi.height) / float(thumbnail_max))
         thumb = wsi.read_downsampled(ds)
         slide_name = wsi.path.name
@@ -135,7 +134,7 @@ def attention_heatmap(
         alpha,
         top_k,
     )
-    storage.write_bytes(str(out_png), png, endpoint_url)
+    storage.write_bytes(str(out_png), png)
     return str(out_png)
 
 

@@ -32,7 +32,7 @@ from cscl.io.manifest import slide_id_from_uri
 from cscl.runtime import jsonable, pick_device
 from cscl.wsi.encoders import load_encoder
 from cscl.wsi.extract import ExtractConfig, extractor_hash, features_in_memory
-from cscl.wsi.reader import open_slide
+from cscl.wsi.readers import open_slide
 from cscl.wsi.tissue import TissueParams
 
 log = logging.getLogger(__name__)

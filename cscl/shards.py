@@ -202,13 +202,7 @@ def extract_shard_features(
     from cscl.wsi.encoders import load_encoder
     from cscl.wsi.extract import configure_threads, extract_slide, extractor_hash
 
-    encoder = load_encoder(
-        cfg.backbone,
-        cfg.weights,
-        cfg.allow_random,
-        cfg.device,
-        seed=cfg.seed,
-    )
+    encoder = load_encoder(cfg.backbone, cfg.weights, cfg.allow_random, cfg.device, seed=cfg.seed)
     configure_threads(cfg, encoder)
     ehash = extractor_hash(cfg, encoder.weights_digest)
 

@@ -88,7 +88,7 @@ def qc_slide(path: str | Path, mpp_override: float | None = None) -> dict:
     extraction will see. Never raises: a slide that cannot be used is a row with the reason.
     """
     from cscl.wsi.qc import slide_qc
-    from cscl.wsi.reader import open_slide
+    from cscl.wsi.readers import open_slide
     from cscl.wsi.tissue import segment_tissue
 
     row: dict = {

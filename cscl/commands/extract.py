@@ -43,6 +43,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--threads", type=int, default=None, help="CPU: torch threads of the model (default: auto)"
     )
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
+    p.add_argument(
+        "--reader",
+        default="auto",
+        help="slide reader backend: auto (OpenSlide, else the first that opens the file) | "
+        "openslide | tifffile",
+    )
     p.add_argument("--qc-png", metavar="DIR", help="write a tissue-mask overlay PNG per slide")
     p.add_argument("--s3-endpoint", help="S3 endpoint URL (MinIO, moto…); else AWS_ENDPOINT_URL")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -52,10 +58,17 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from cscl.errors import InputError
+    from cscl.io import storage
     from cscl.io.manifest import slide_id_from_uri
     from cscl.wsi.extract import ExtractConfig, extract_manifest, extract_slides
+    from cscl.wsi.readers import list_readers
     from cscl.wsi.tissue import TissueParams
 
+    if args.reader != "auto" and args.reader not in list_readers():
+        raise InputError(
+            f"unknown --reader {args.reader!r}", hint=f"use auto or one of {list_readers()}"
+        )
+    storage.configure_store(args.s3_endpoint)
     tissue = TissueParams(pen_filter=not args.no_pen_filter)
     if args.min_saturation is not None:
         tissue = replace(tissue, min_saturation=args.min_saturation)
@@ -73,12 +86,11 @@ def run(args: argparse.Namespace) -> int:
         num_workers=args.workers,
         device=args.device,
         torch_threads=args.threads,
+        reader=args.reader,
     )
     if args.batch_size is not None and args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
-    common = dict(
-        qc_png_dir=args.qc_png, endpoint_url=args.s3_endpoint, show_progress=not args.quiet
-    )
+    common = dict(qc_png_dir=args.qc_png, show_progress=not args.quiet)
     if args.manifest:
         if args.mpp or args.slide_id:
             raise InputError("--mpp/--slide-id go with --slide; use the manifest columns instead")

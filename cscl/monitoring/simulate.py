@@ -32,7 +32,7 @@ from cscl.io.manifest import load_manifest
 from cscl.monitoring.logs import logs_root
 from cscl.wsi.encoders import load_encoder
 from cscl.wsi.extract import ExtractConfig, features_in_memory
-from cscl.wsi.reader import open_slide
+from cscl.wsi.readers import open_slide
 
 SUBTYPES = ("HER2+", "LumA", "LumB", "TNBC")
 

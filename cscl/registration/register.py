@@ -105,7 +105,7 @@ def read_thumb(
     slide_id: str | None = None,
 ) -> SlideThumb:
     """Open a slide, read it at ~`thumb_mpp` µm/px and mask its tissue (SlideError if none)."""
-    from cscl.wsi.reader import open_slide
+    from cscl.wsi.readers import open_slide
 
     with open_slide(uri, mpp=mpp) as wsi:
         ds = max(1.0, thumb_mpp / wsi.mpp)

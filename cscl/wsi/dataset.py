@@ -1,14 +1,13 @@
 """Patch reading for a torch DataLoader: JPEG decoding in worker processes overlaps the model.
 
 Each item is a whole batch (the sampler yields index lists) so one tensor crosses the process
-boundary per batch, not one per patch. Each worker opens its own OpenSlide handle on first use
-(handles are not shareable across processes). Read errors come back as a message, not an
-exception, so the main process can raise one clean `SlideError`.
+boundary per batch, not one per patch. The dataset holds a `SlideReader`, which pickles without
+its file handle and reopens in each worker on first read (handles are not shareable across
+processes), whatever the backend. Read errors come back as a message, not an exception, so the
+main process can raise one clean `SlideError`.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,6 +15,7 @@ from PIL import Image
 from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
 
 from cscl.errors import CsclError
+from cscl.wsi.readers import SlideReader
 
 
 class PatchDataset(Dataset):
@@ -23,36 +23,24 @@ class PatchDataset(Dataset):
 
     def __init__(
         self,
-        path: str | Path,
+        reader: SlideReader,
         coords: np.ndarray,
         level: int,
         read_size: int,
         patch_size: int,
     ):
-        self.path = Path(path)
+        self.reader = reader
         self.coords = np.asarray(coords, np.int64)
         self.level = int(level)
         self.read_size = int(read_size)
         self.patch_size = int(patch_size)
-        self._osr = None
 
     def __len__(self) -> int:
         return len(self.coords)
 
-    def _handle(self):
-        if self._osr is None:
-            from cscl.wsi.reader import open_osr
-
-            self._osr = open_osr(self.path)
-        return self._osr
-
     def read_patch(self, i: int) -> np.ndarray:
-        from cscl.wsi.reader import read_region_rgb
-
         x, y = self.coords[i]
-        rgb = read_region_rgb(
-            self._handle(), self.path, x, y, self.level, self.read_size, self.read_size
-        )
+        rgb = self.reader.read_region((x, y), self.level, (self.read_size, self.read_size))
         if self.read_size != self.patch_size:
             rgb = np.asarray(
                 Image.fromarray(rgb).resize((self.patch_size, self.patch_size), Image.BILINEAR)
@@ -69,16 +57,6 @@ class PatchDataset(Dataset):
             return {"index": torch.tensor(idx), "images": None, "error": str(exc)}
         images = torch.from_numpy(out).permute(0, 3, 1, 2)  # (B, 3, S, S) view, no copy
         return {"index": torch.tensor(idx), "images": images, "error": None}
-
-    def close(self) -> None:
-        if self._osr is not None:
-            self._osr.close()
-            self._osr = None
-
-    def __getstate__(self):  # a worker must open its own handle
-        state = self.__dict__.copy()
-        state["_osr"] = None
-        return state
 
 
 def _identity(batch):

@@ -24,11 +24,12 @@ import torch
 from cscl.errors import CsclError, SlideError
 from cscl.features import SlideFeatures, feature_path, read_extractor_hash, write_features
 from cscl.io import storage
+from cscl.io.manifest import load_manifest, slide_id_from_uri
 from cscl.wsi.dataset import PatchDataset, patch_loader
 from cscl.wsi.encoders import Encoder, load_encoder
 from cscl.wsi.patching import PatchGrid, patch_grid
 from cscl.wsi.qc import slide_qc
-from cscl.wsi.reader import WSI, open_slide
+from cscl.wsi.readers import SlideReader, open_slide
 from cscl.wsi.tissue import TissueMask, TissueParams, save_qc_png, segment_tissue
 
 SUMMARY_NAME = "extract_summary.json"
@@ -59,6 +60,7 @@ class ExtractConfig:
     num_workers: int | None = None  # None: one per CPU
     device: str | None = None  # None: cuda if available else cpu
     torch_threads: int | None = None  # None: one per CPU
+    reader: str = "auto"  # slide reader backend (cscl.wsi.readers); same pixels, not hashed
 
     def hashed(self, weights_digest: str) -> dict:
         d = {
@@ -149,7 +151,7 @@ def configure_threads(cfg: ExtractConfig, encoder: Encoder) -> None:
 
 
 def compute_features(
-    wsi: WSI,
+    wsi: SlideReader,
     grid: PatchGrid,
     cfg: ExtractConfig,
     encoder: Encoder,
@@ -158,7 +160,7 @@ def compute_features(
     """(N, dim) float32 features of the grid's patches, in grid order; streams batches."""
     n = len(grid)
     feats = np.empty((n, encoder.dim), np.float32)
-    ds = PatchDataset(wsi.path, grid.coords, grid.level, grid.read_size, grid.patch_size)
+    ds = PatchDataset(wsi, grid.coords, grid.level, grid.read_size, grid.patch_size)
     bs = batch_size_for(cfg, encoder.device)
     n_batches = -(-n // bs)
     loader = patch_loader(
@@ -173,13 +175,12 @@ def compute_features(
             if on_batch:
                 on_batch(len(idx))
     finally:
-        ds.close()
         del loader
     return feats
 
 
 def _slide_features(
-    wsi: WSI,
+    wsi: SlideReader,
     cfg: ExtractConfig,
     encoder: Encoder,
     ehash: str,
@@ -214,7 +215,7 @@ def _slide_features(
 
 
 def features_in_memory(
-    wsi: WSI,
+    wsi: SlideReader,
     cfg: ExtractConfig,
     encoder: Encoder,
     *,
@@ -245,13 +246,13 @@ def extract_slide(
     stain: str = "HE",
     mpp: float | None = None,
     qc_png_dir: str | Path | None = None,
-    endpoint_url: str | None = None,
     on_grid: Callable[[int], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> SlideResult:
-    """One slide → `<out_dir>/<slide_id>.h5`; a `SlideResult`, never an exception for bad slides."""
-    from cscl.io.manifest import slide_id_from_uri
+    """One slide → `<out_dir>/<slide_id>.h5`; a `SlideResult`, never an exception for bad slides.
 
+    The slide is read with `cfg.reader` (a backend name or "auto"); QC records which one.
+    """
     t0 = time.perf_counter()
     sid = slide_id or slide_id_from_uri(slide_uri)
     out = feature_path(out_dir, sid)
@@ -260,7 +261,7 @@ def extract_slide(
         return SlideResult(sid, slide_uri, "skipped", str(out), seconds=time.perf_counter() - t0)
     try:
         _remove_stale_parts(out)
-        with open_slide(slide_uri, mpp=mpp, endpoint_url=endpoint_url) as wsi:
+        with open_slide(slide_uri, backend=cfg.reader, mpp=mpp) as wsi:
             sf, mask, grid = _slide_features(
                 wsi, cfg, encoder, ehash, sid, stain, on_grid=on_grid, on_batch=on_batch
             )
@@ -293,7 +294,6 @@ def extract_slides(
     *,
     encoder: Encoder | None = None,
     qc_png_dir: str | Path | None = None,
-    endpoint_url: str | None = None,
     show_progress: bool = True,
 ) -> ExtractSummary:
     """Extract every row (slide_uri, slide_id, stain, mpp) of a validated manifest table."""
@@ -310,12 +310,7 @@ def extract_slides(
     out_dir = storage.local_path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     encoder = encoder or load_encoder(
-        cfg.backbone,
-        cfg.weights,
-        cfg.allow_random,
-        cfg.device,
-        seed=cfg.seed,
-        endpoint_url=endpoint_url,
+        cfg.backbone, cfg.weights, cfg.allow_random, cfg.device, seed=cfg.seed
     )
     configure_threads(cfg, encoder)
     ehash = extractor_hash(cfg, encoder.weights_digest)
@@ -347,7 +342,6 @@ def extract_slides(
                 stain=str(row.stain),
                 mpp=mpp,
                 qc_png_dir=qc_png_dir,
-                endpoint_url=endpoint_url,
                 on_grid=lambda n: progress.update(patch_task, total=n, completed=0),
                 on_batch=lambda k: progress.advance(patch_task, k),
             )
@@ -367,19 +361,15 @@ def extract_manifest(
     *,
     encoder: Encoder | None = None,
     qc_png_dir: str | Path | None = None,
-    endpoint_url: str | None = None,
     show_progress: bool = True,
 ) -> ExtractSummary:
     """Every slide of a manifest → feature files + `<out_dir>/extract_summary.json`."""
-    from cscl.io.manifest import load_manifest
-
-    slides = load_manifest(manifest_uri, endpoint_url)
+    slides = load_manifest(manifest_uri)
     return extract_slides(
         slides,
         out_dir,
         cfg,
         encoder=encoder,
         qc_png_dir=qc_png_dir,
-        endpoint_url=endpoint_url,
         show_progress=show_progress,
     )

@@ -65,7 +65,7 @@ def patch_grid(
     keep = frac >= max(min_tissue, 1e-9)
     coords = np.stack([gx[keep], gy[keep]], 1).astype(np.int64).reshape(-1, 2)
     ds = ps0 / patch_size
-    level = wsi.best_level(ds)
+    level = wsi.best_level_for_downsample(ds)
     read_size = max(1, int(round(ps0 / wsi.level_downsamples[level])))
     return PatchGrid(
         coords=coords,

@@ -12,7 +12,8 @@ from cscl.wsi.tissue import TissueMask, optical_density
 
 
 def slide_qc(wsi, mask: TissueMask) -> dict:
-    """tissue_area_mm2, mpp, od_mean/od_std (RGB optical density of tissue), vendor, size."""
+    """tissue_area_mm2, mpp, od_mean/od_std (RGB optical density of tissue), vendor, size, and
+    the reader backend that decoded the pixels (`reader`)."""
     od = optical_density(mask.thumb[mask.mask]) if mask.mask.any() else np.zeros((0, 3))
     mean = od.mean(0) if len(od) else np.full(3, np.nan)
     std = od.std(0) if len(od) else np.full(3, np.nan)
@@ -24,6 +25,7 @@ def slide_qc(wsi, mask: TissueMask) -> dict:
         "od_mean": [round(float(v), 5) for v in mean],
         "od_std": [round(float(v), 5) for v in std],
         "vendor": wsi.vendor,
+        "reader": wsi.backend,
         "level0_width": int(wsi.width),
         "level0_height": int(wsi.height),
         "pen_fraction": round(mask.pen_fraction, 4),

@@ -110,7 +110,7 @@ def test_invalid_features_are_refused_with_clear_errors(predictor, made):
 
 def test_predict_slide_runs_the_training_extraction(predictor, slide):
     from cscl.wsi.extract import features_in_memory
-    from cscl.wsi.reader import open_slide
+    from cscl.wsi.readers import open_slide
 
     out = predictor.predict_slide(str(slide))
     assert out["slide_id"] == slide.stem and out["n_patches"] > 0

@@ -1,5 +1,6 @@
 import hashlib
 
+import pandas as pd
 import pytest
 import timm
 import torch
@@ -57,7 +58,8 @@ def test_weights_from_file_and_s3(tmp_path, s3_endpoint, monkeypatch):
 
     storage.s3_client(s3_endpoint).create_bucket(Bucket="weights")
     storage.upload(path, "s3://weights/enc/w.pth", s3_endpoint)
-    enc2 = load_encoder("test_resnet", weights="s3://weights/enc/w.pth", endpoint_url=s3_endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)  # the process store's default endpoint
+    enc2 = load_encoder("test_resnet", weights="s3://weights/enc/w.pth")
     assert enc2.weights_digest == enc.weights_digest
     torch.testing.assert_close(enc2(x).cpu(), enc(x))
 
@@ -88,3 +90,71 @@ def test_cuda_without_gpu_is_a_clear_error():
         pytest.skip("a GPU is visible here")
     with pytest.raises(InputError, match="no CUDA GPU"):
         load_encoder("test_resnet", allow_random=True, device="cuda")
+
+
+@pytest.fixture
+def registry_guard():
+    """Encoders registered by a test are removed again (the registry is process-wide)."""
+    from cscl.wsi.encoders import registry
+
+    before = set(registry._ENCODERS)
+    yield
+    for name in set(registry._ENCODERS) - before:
+        registry._ENCODERS.pop(name)
+
+
+def test_resnet18_is_a_registered_encoder_and_keeps_its_hash_inputs():
+    from cscl.wsi.encoders import IMAGENET_MEAN, encoder_spec, list_encoders
+
+    assert "resnet18" in list_encoders()
+    spec = encoder_spec("resnet18")
+    assert spec.arch == "resnet18" and spec.mean == IMAGENET_MEAN
+    # an unregistered timm name still works, with timm's normalisation
+    assert encoder_spec("test_resnet").arch == "test_resnet"
+
+
+def test_a_registered_encoder_plugs_into_extraction(registry_guard, he_slide, cfg, tmp_path):
+    """A UNI-style ViT (LayerScale, class token, own mean/std, foreign checkpoint keys) is one
+    decorated function; extraction finds it by name."""
+    from dataclasses import replace
+
+    from cscl.features import read_features
+    from cscl.wsi.encoders import EncoderSpec, register_encoder
+    from cscl.wsi.extract import extract_slides
+
+    mean, std = (0.70, 0.60, 0.75), (0.15, 0.20, 0.15)
+
+    @register_encoder("tiny_uni")
+    def tiny_uni() -> EncoderSpec:
+        return EncoderSpec(
+            arch="test_vit",
+            kwargs={"img_size": 64, "init_values": 1e-5},  # LayerScale, like UNI
+            pool="token",
+            mean=mean,
+            std=std,
+            input_size=64,
+            remap=lambda sd: {k.removeprefix("trunk."): v for k, v in sd.items()},
+        )
+
+    with pytest.raises(ValueError, match="registered twice"):
+        register_encoder("tiny_uni")(lambda: None)
+    torch.manual_seed(7)
+    ref = timm.create_model("test_vit", num_classes=0, img_size=64, init_values=1e-5).eval()
+    path = tmp_path / "tiny_uni.pth"
+    torch.save({"trunk." + k: v for k, v in ref.state_dict().items()}, path)
+
+    enc = load_encoder("tiny_uni", weights=path, device="cpu")
+    assert (enc.mean, enc.std, enc.input_size, enc.dim) == (mean, std, 64, ref.num_features)
+    x = _batch(3, size=96)  # resized to the fixed input size
+    xs = torch.nn.functional.interpolate(
+        x.float() / 255, size=(64, 64), mode="bilinear", antialias=True
+    )
+    m, s = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+    torch.testing.assert_close(enc(x), ref((xs - m) / s), rtol=1e-4, atol=1e-4)
+
+    run = replace(cfg, backbone="tiny_uni", weights=str(path), allow_random=False)
+    row = {"slide_uri": str(he_slide), "slide_id": "s", "stain": "HE", "mpp": None}
+    summary = extract_slides(pd.DataFrame([row]), tmp_path / "f", run, show_progress=False)
+    assert summary.ok, summary.failed
+    sf = read_features(tmp_path / "f" / "s.h5")
+    assert sf.encoder == "tiny_uni" and sf.features.shape[1] == ref.num_features

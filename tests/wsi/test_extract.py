@@ -18,7 +18,7 @@ from cscl.wsi.extract import (
     features_in_memory,
 )
 from cscl.wsi.patching import patch_grid
-from cscl.wsi.reader import open_slide
+from cscl.wsi.readers import open_slide
 from cscl.wsi.tissue import TissueParams, segment_tissue
 
 CLI = [
@@ -132,7 +132,7 @@ def test_features_equal_naive_loop_and_workers_do_not_change_them(he_slide, cfg,
     with open_slide(he_slide) as wsi:
         grid = patch_grid(wsi, segment_tissue(wsi, cfg.tissue), 1.0, 64, cfg.min_tissue)
         np.testing.assert_array_equal(grid.coords, a.coords)
-        ds = PatchDataset(wsi.path, grid.coords, grid.level, grid.read_size, 64)
+        ds = PatchDataset(wsi, grid.coords, grid.level, grid.read_size, 64)
         for i in (0, len(grid) // 2, len(grid) - 1):
             one = encoder(ds[[i]]["images"]).numpy()[0]
             np.testing.assert_allclose(a.features[i], one, rtol=1e-2, atol=1e-2)

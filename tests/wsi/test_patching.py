@@ -5,7 +5,7 @@ import torch
 from cscl.errors import InputError
 from cscl.wsi.dataset import PatchDataset
 from cscl.wsi.patching import patch_grid, patch_size_level0
-from cscl.wsi.reader import open_slide
+from cscl.wsi.readers import open_slide
 from cscl.wsi.tissue import segment_tissue
 
 
@@ -49,8 +49,8 @@ def test_min_tissue_filters(slide_and_mask):
 def test_patch_from_pyramid_level_matches_level0(slide_and_mask):
     wsi, mask = slide_and_mask
     g = patch_grid(wsi, mask, target_mpp=2.0, patch_size=64, min_tissue=0.5)
-    coarse = PatchDataset(wsi.path, g.coords, g.level, g.read_size, 64)
-    fine = PatchDataset(wsi.path, g.coords, 0, g.patch_size_level0, 64)  # level 0, resized
+    coarse = PatchDataset(wsi, g.coords, g.level, g.read_size, 64)
+    fine = PatchDataset(wsi, g.coords, 0, g.patch_size_level0, 64)  # level 0, resized
     a, b = coarse[[0, 1]], fine[[0, 1]]
     assert a["error"] is None and a["images"].shape == (2, 3, 64, 64)
     pool = (

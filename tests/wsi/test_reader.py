@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from cscl.errors import SlideError
-from cscl.wsi.reader import open_slide
+from cscl.wsi.readers import open_slide
 
 
 def test_open_aperio_reads_mpp_and_levels(he_slide):
@@ -11,14 +11,14 @@ def test_open_aperio_reads_mpp_and_levels(he_slide):
         assert wsi.mpp == pytest.approx(0.5) and wsi.mpp_source == "openslide.mpp-x"
         assert wsi.dimensions == (1536, 1536)
         assert wsi.level_downsamples == (1.0, 4.0)
-        patch = wsi.read_region(0, 0, 0, 32, 16)
+        patch = wsi.read_region((0, 0), 0, (32, 16))
         assert patch.shape == (16, 32, 3) and patch.dtype == np.uint8
 
 
 def test_read_downsampled_matches_pyramid_level(he_slide):
     with open_slide(he_slide) as wsi:
         small = wsi.read_downsampled(4.0, tile=100)  # tiles of 100 px must stitch seamlessly
-        whole = wsi.read_region(0, 0, 1, 384, 384)
+        whole = wsi.read_region((0, 0), 1, (384, 384))
         assert small.shape == (384, 384, 3)
         np.testing.assert_array_equal(small, whole)
         eight = wsi.read_downsampled(8.0)
@@ -81,8 +81,9 @@ def test_open_from_s3(s3_endpoint, he_slide, tmp_path, monkeypatch):
     monkeypatch.setenv("CSCL_CACHE_DIR", str(tmp_path / "cache"))
     storage.s3_client(s3_endpoint).create_bucket(Bucket="slides")
     storage.upload(he_slide, "s3://slides/c/case000_HE.svs", s3_endpoint)
-    with open_slide("s3://slides/c/case000_HE.svs", endpoint_url=s3_endpoint) as wsi:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)  # the process store's default endpoint
+    with open_slide("s3://slides/c/case000_HE.svs") as wsi:
         assert wsi.dimensions == (1536, 1536) and wsi.uri.startswith("s3://")
         assert str(wsi.path).startswith(str(tmp_path / "cache"))
     with pytest.raises(SlideError, match="s3://slides/c/missing.svs"):
-        open_slide("s3://slides/c/missing.svs", endpoint_url=s3_endpoint)
+        open_slide("s3://slides/c/missing.svs")

@@ -4,7 +4,7 @@ from slides import BACKGROUND, render
 
 from cscl.errors import SlideError
 from cscl.wsi.qc import slide_qc
-from cscl.wsi.reader import open_slide
+from cscl.wsi.readers import open_slide
 from cscl.wsi.tissue import TissueParams, save_qc_png, segment_rgb, segment_tissue
 
 

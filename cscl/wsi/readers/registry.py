@@ -1,0 +1,96 @@
+"""Reader backends by name, and `open_slide`, which picks one per slide.
+
+`backend="auto"` tries the registered backends in priority order (OpenSlide first: it knows the
+most vendor formats) and keeps the first that opens the file; a name forces that backend.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from cscl.errors import InputError, SlideError, StorageError
+from cscl.io import storage
+from cscl.wsi.readers.base import SlideReader, UnsupportedSlide
+
+_READERS: dict[str, tuple[int, type[SlideReader]]] = {}
+_UNAVAILABLE: dict[str, str] = {}  # plug-in module → why it could not be imported
+
+
+def register_reader(
+    name: str, *, priority: int = 100
+) -> Callable[[type[SlideReader]], type[SlideReader]]:
+    """Class decorator: `@register_reader("tifffile", priority=20)`; lower priority is tried
+    first by `backend="auto"`."""
+
+    def deco(cls: type[SlideReader]) -> type[SlideReader]:
+        if name in _READERS and _READERS[name][1] is not cls:
+            raise ValueError(f"slide reader {name!r} is registered twice")
+        cls.name = name
+        _READERS[name] = (priority, cls)
+        return cls
+
+    return deco
+
+
+def list_readers() -> list[str]:
+    """Registered backend names, in the order `backend="auto"` tries them."""
+    return [n for n, _ in sorted(_READERS.items(), key=lambda kv: (kv[1][0], kv[0]))]
+
+
+def reader_class(name: str) -> type[SlideReader]:
+    if name not in _READERS:
+        missing = "".join(f"; {m} unavailable: {why}" for m, why in _UNAVAILABLE.items())
+        raise InputError(
+            f"unknown slide reader {name!r}{missing}",
+            hint=f"use auto or one of: {', '.join(list_readers())}",
+        )
+    return _READERS[name][1]
+
+
+def _checked_path(uri: str):
+    try:
+        path = storage.fetch(uri) if storage.is_s3(uri) else storage.local_path(uri)
+    except StorageError as exc:
+        raise SlideError(f"cannot fetch slide {uri}: {exc.message}", hint=exc.hint) from exc
+    if not path.exists():
+        raise SlideError(f"slide file not found: {path}", hint="check the slide_uri / path")
+    if not os.access(path, os.R_OK) or path.is_dir():
+        raise SlideError(f"cannot read slide {path}: not a readable file")
+    return path
+
+
+def _open_with(cls: type[SlideReader], path, uri: str, mpp: float | None) -> SlideReader:
+    reader = cls(path, uri=uri, mpp=mpp)
+    try:
+        reader.check_readable()
+    except Exception:
+        reader.close()
+        raise
+    return reader
+
+
+def open_slide(
+    uri_or_path: str | os.PathLike, backend: str = "auto", mpp: float | None = None
+) -> SlideReader:
+    """Open a slide (local path, file:// or s3://) with `backend` and resolve its level-0 mpp.
+
+    The smallest pyramid level is read once so a truncated file fails here, not mid-extraction.
+    `auto` moves on to the next backend only when one cannot open the file at all; an error
+    about the slide itself (no mpp, unreadable tiles) is reported as it is.
+    """
+    uri = str(uri_or_path)
+    backend = backend or "auto"
+    if backend != "auto":
+        return _open_with(reader_class(backend), _checked_path(uri), uri, mpp)
+    path = _checked_path(uri)
+    refused: list[str] = []
+    for name in list_readers():
+        try:
+            return _open_with(_READERS[name][1], path, uri, mpp)
+        except UnsupportedSlide as exc:
+            refused.append(f"{name}: {exc.message}")
+    raise SlideError(
+        f"{path} is not a slide any reader can read ({'; '.join(refused)})",
+        hint="supported: Aperio .svs, generic tiled TIFF, NDPI, MRXS, SCN, … (OpenSlide)",
+    )
