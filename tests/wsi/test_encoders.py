@@ -56,9 +56,9 @@ def test_weights_from_file_and_s3(tmp_path, s3_endpoint, monkeypatch):
     assert enc.weights_digest == hashlib.sha256(path.read_bytes()).hexdigest()
     assert not enc.random_init
 
-    storage.s3_client(s3_endpoint).create_bucket(Bucket="weights")
-    storage.upload(path, "s3://weights/enc/w.pth", s3_endpoint)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)  # the process store's default endpoint
+    storage.configure_store(s3_endpoint)
+    storage.s3_client().create_bucket(Bucket="weights")
+    storage.upload(path, "s3://weights/enc/w.pth")
     enc2 = load_encoder("test_resnet", weights="s3://weights/enc/w.pth")
     assert enc2.weights_digest == enc.weights_digest
     torch.testing.assert_close(enc2(x).cpu(), enc(x))

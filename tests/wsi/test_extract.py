@@ -243,10 +243,11 @@ def test_manifest_and_slides_on_s3(he_slide, s3_endpoint, tmp_path, monkeypatch,
     from cscl.io import storage
 
     monkeypatch.setenv("CSCL_CACHE_DIR", str(tmp_path / "cache"))
-    storage.s3_client(s3_endpoint).create_bucket(Bucket="cohort")
-    storage.upload(he_slide, "s3://cohort/c1/slides/case000_HE.svs", s3_endpoint)
+    storage.configure_store(s3_endpoint)
+    storage.s3_client().create_bucket(Bucket="cohort")
+    storage.upload(he_slide, "s3://cohort/c1/slides/case000_HE.svs")
     manifest = "case_id,stain,slide_uri\ncase000,HE,slides/case000_HE.svs\n"
-    storage.write_bytes("s3://cohort/c1/manifest.csv", manifest.encode(), s3_endpoint)
+    storage.write_bytes("s3://cohort/c1/manifest.csv", manifest.encode())
     out = tmp_path / "f"
     argv = [
         "extract",

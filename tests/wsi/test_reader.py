@@ -79,9 +79,9 @@ def test_open_from_s3(s3_endpoint, he_slide, tmp_path, monkeypatch):
     from cscl.io import storage
 
     monkeypatch.setenv("CSCL_CACHE_DIR", str(tmp_path / "cache"))
-    storage.s3_client(s3_endpoint).create_bucket(Bucket="slides")
-    storage.upload(he_slide, "s3://slides/c/case000_HE.svs", s3_endpoint)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)  # the process store's default endpoint
+    storage.configure_store(s3_endpoint)
+    storage.s3_client().create_bucket(Bucket="slides")
+    storage.upload(he_slide, "s3://slides/c/case000_HE.svs")
     with open_slide("s3://slides/c/case000_HE.svs") as wsi:
         assert wsi.dimensions == (1536, 1536) and wsi.uri.startswith("s3://")
         assert str(wsi.path).startswith(str(tmp_path / "cache"))
