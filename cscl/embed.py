@@ -15,8 +15,8 @@ import pandas as pd
 from cscl.data import load_cohort
 from cscl.embeddings import write_embeddings
 from cscl.errors import InputError
+from cscl.progress import progress
 from cscl.train.checkpoint import TrainedModel, load_trained
-from cscl.train.common import progress
 
 
 def embed_cohort(
@@ -44,7 +44,7 @@ def embed_cohort(
         )
     rows, X = [], []
     with progress(quiet) as prog:
-        task = prog.add_task("embed H&E slides", total=len(cohort.cases), info="")
+        task = prog.add_task("embed H&E slides", total=len(cohort.cases))
         for case in cohort.cases:
             emb, _ = model.embed(case.he.features.astype(np.float32), case.he.coords)
             rows.append(

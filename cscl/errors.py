@@ -53,6 +53,11 @@ class InputError(CsclError):
     kind = ErrorKind.INPUT
 
 
+class TooFewCases(InputError):
+    """An analysis needs more cases than the data has (k-fold with a class smaller than the
+    folds, survival with too few events). Callers that run many analyses skip it with a note."""
+
+
 class SlideError(CsclError):
     """A slide cannot be used: not a slide, corrupt, no tissue, no mpp."""
 

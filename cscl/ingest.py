@@ -17,6 +17,7 @@ from cscl.errors import CsclError, StorageError
 from cscl.io import storage
 from cscl.io.manifest import load_manifest
 from cscl.io.storage import ensure_bucket  # also importable from here, where it used to live
+from cscl.progress import track
 
 INDEX_COLUMNS = ("case_id", "stain", "slide_id", "slide_uri", "mpp", "size", "etag")
 
@@ -57,11 +58,8 @@ def ingest_cohort(
     manifest = load_manifest(manifest_uri)
     rows: list[dict] = []
     missing: list[tuple[str, str]] = []
-    iterator = manifest.itertuples(index=False)
-    if progress:
-        from rich.progress import track
-
-        iterator = track(iterator, total=len(manifest), description="checking slide objects")
+    iterator = track(manifest.itertuples(index=False), "checking slide objects",
+                     total=len(manifest), quiet=not progress)  # fmt: skip
     for r in iterator:
         try:
             info = storage.stat(r.slide_uri)

@@ -13,7 +13,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--manifest", required=True, help="cohort manifest (CSV/Parquet)")
     p.add_argument("--out", required=True, help="output Parquet path")
     p.add_argument("--device", default=None, help="cpu / cuda (default: cpu)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress (bar, or log lines)")
 
 
 def run(args: argparse.Namespace) -> int:

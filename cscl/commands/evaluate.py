@@ -61,14 +61,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="kfold_auc",
         help="metric of the printed quality score (mean over tasks; default kfold_auc)",
     )
-    p.add_argument(
-        "--s3-endpoint",
-        "--endpoint-url",
-        dest="s3_endpoint",
-        default=None,
-        help="S3 endpoint URL (else AWS_ENDPOINT_URL)",
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress (bar, or log lines)")
+    p.add_argument("--no-progress", dest="quiet", action="store_true", help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,9 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from cscl.eval.metrics import method_values
     from cscl.eval.quality import check_score_metric, score_summary
     from cscl.eval.run import evaluate
-    from cscl.io import storage
 
-    storage.configure_store(args.s3_endpoint)
     check_score_metric(args.score_metric)
 
     if len(args.baseline_name) > len(args.baseline):
@@ -110,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         inner_folds=args.inner_folds,
         cox_components=args.cox_components,
         cox_alpha=args.cox_alpha,
-        progress=not args.no_progress,
+        progress=not args.quiet,
     )
     for task, entry in metrics["tasks"].items():
         for method, result in entry["results"].items():

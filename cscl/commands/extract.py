@@ -50,15 +50,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "openslide | tifffile",
     )
     p.add_argument("--qc-png", metavar="DIR", help="write a tissue-mask overlay PNG per slide")
-    p.add_argument("--s3-endpoint", help="S3 endpoint URL (MinIO, moto…); else AWS_ENDPOINT_URL")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress (bar, or log lines)")
 
 
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from cscl.errors import InputError
-    from cscl.io import storage
     from cscl.io.manifest import slide_id_from_uri
     from cscl.wsi.extract import ExtractConfig, extract_manifest, extract_slides
     from cscl.wsi.readers import list_readers
@@ -68,7 +66,6 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(
             f"unknown --reader {args.reader!r}", hint=f"use auto or one of {list_readers()}"
         )
-    storage.configure_store(args.s3_endpoint)
     tissue = TissueParams(pen_filter=not args.no_pen_filter)
     if args.min_saturation is not None:
         tissue = replace(tissue, min_saturation=args.min_saturation)

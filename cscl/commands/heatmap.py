@@ -19,17 +19,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alpha", type=float, default=0.55, help="opacity of the heatmap")
     p.add_argument("--top-k", type=int, default=5, help="outline the K most attended patches")
     p.add_argument("--reader", default="auto", help="slide reader: auto | openslide | tifffile")
-    p.add_argument("--s3-endpoint", default=None, help="S3 endpoint URL (else AWS_ENDPOINT_URL)")
 
 
 def run(args: argparse.Namespace) -> int:
     from cscl.errors import InputError
     from cscl.features import read_features
     from cscl.heatmap import attention_heatmap
-    from cscl.io import storage
     from cscl.train.checkpoint import load_trained
 
-    storage.configure_store(args.s3_endpoint)
     sf = read_features(args.features)
     size0 = sf.patch_size_level0
     if size0 <= 0:

@@ -51,6 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-overlays", action="store_true", help="skip the overlay PNGs")
     p.add_argument("--no-resume", action="store_true", help="redo pairs already registered")
     p.add_argument("--strict", action="store_true", help="exit 1 when any pair is flagged too")
+    p.add_argument("--quiet", action="store_true", help="no progress (bar, or log lines)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         params=params,
         overlays=not args.no_overlays,
         resume=not args.no_resume,
+        progress=not args.quiet,
     )
     s = summarize(df)
     con = Console(stderr=False)

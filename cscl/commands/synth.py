@@ -53,7 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-angle", type=float, default=20.0, help="max IHC rotation in degrees (default 20)"
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress (bar, or log lines)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from cscl.errors import InputError
+from cscl.errors import InputError, TooFewCases
 from cscl.eval._threads import one_blas_thread
 from cscl.eval.bootstrap import (
     CLASS_METRICS,
@@ -150,14 +150,14 @@ def outer_splits(
     if groups is not None and len(np.unique(groups)) < len(groups):
         n_groups = [len(np.unique(groups[y_idx == c])) for c in range(len(counts))]
         if min(n_groups) < folds:
-            raise InputError(
+            raise TooFewCases(
                 f"task {task!r}: a class has {min(n_groups)} case(s), fewer than {folds} folds",
                 hint="lower --folds or add cases",
             )
         cv = StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
         return list(cv.split(np.zeros(len(y_idx)), y_idx, groups))
     if counts.min() < folds:
-        raise InputError(
+        raise TooFewCases(
             f"task {task!r}: a class has {int(counts.min())} case(s), fewer than {folds} folds",
             hint="lower --folds or add cases",
         )

@@ -22,6 +22,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from cscl import __version__
+from cscl.errors import InputError, TooFewCases
 from cscl.eval.bootstrap import wilcoxon_greater
 from cscl.eval.inputs import EmbeddingsSource, EvalInputs, load_inputs
 from cscl.eval.outputs import write_outputs
@@ -34,6 +35,7 @@ from cscl.eval.protocols import (
     protocol_names,
 )
 from cscl.eval.tasks import CLASSIFICATION, Task
+from cscl.progress import progress as progress_log
 
 
 def evaluate(
@@ -117,23 +119,37 @@ def run_plan(inputs: EvalInputs, steps: list[Step], cfg: EvalConfig, progress: b
     """Run every (task, protocol) step on every embeddings table."""
     runs = Runs(results={t.name: {n: {} for n in inputs.methods} for t in inputs.tasks})
     case_ids = inputs.cases["case_id"].to_numpy(str)
-    bar = _Progress(progress, len(steps) * len(inputs.methods))
-    try:
+    with progress_log(quiet=not progress) as bar:  # a bar, or log lines off a terminal
+        bar_task = bar.add_task("evaluating", total=len(steps) * len(inputs.methods))
         for task, proto in steps:
             target = inputs.targets[task.name]
             for method, X in inputs.X.items():
-                bar.describe(f"{task.name} · {proto.name} · {method}")
+                bar.update(
+                    bar_task, description=f"evaluating {task.name} · {proto.name} · {method}"
+                )
                 data = TaskData(task.name, X[target.index], target, case_ids[target.index])
-                out = proto.run(data, cfg)
+                try:
+                    out = proto.run(data, cfg)
+                except TooFewCases as exc:  # like an impossible few-shot k: a note, not an abort
+                    runs.skipped.append({"task": task.name, "method": method,
+                                         "protocol": proto.name, "reason": exc.message})  # fmt: skip
+                    bar.advance(bar_task)
+                    continue
                 runs.results[task.name][method][proto.name] = out.section
                 runs.paired.setdefault((task.name, method), {}).update(out.paired)
                 runs.skipped += [{"task": task.name, "method": method, **s} for s in out.skipped]
                 if out.predictions is not None:
                     p = out.predictions.assign(method=method, task=task.name, protocol=proto.name)
                     runs.predictions.append(p)
-                bar.advance()
-    finally:
-        bar.stop()
+                bar.advance(bar_task)
+    if steps and not any(r for per in runs.results.values() for r in per.values()):
+        reasons = sorted({s["reason"] for s in runs.skipped})
+        raise InputError(
+            "nothing could be evaluated: every task and protocol was skipped ("
+            + "; ".join(reasons[:3])
+            + ")",
+            hint="add cases, lower --folds, or choose tasks with more cases per class",
+        )
     return runs
 
 
@@ -178,28 +194,3 @@ def assemble_metrics(inputs: EvalInputs, cfg: EvalConfig, runs: Runs, skipped: l
         "skipped": skipped + runs.skipped,
         "notes": inputs.notes,
     }
-
-
-class _Progress:
-    """A rich progress bar, or nothing."""
-
-    def __init__(self, enabled: bool, total: int):
-        self._bar = None
-        if enabled:
-            from rich.progress import Progress
-
-            self._bar = Progress(transient=False)
-            self._bar.start()
-            self._id = self._bar.add_task("evaluating", total=total)
-
-    def describe(self, text: str) -> None:
-        if self._bar is not None:
-            self._bar.update(self._id, description=text)
-
-    def advance(self) -> None:
-        if self._bar is not None:
-            self._bar.advance(self._id)
-
-    def stop(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()

@@ -24,7 +24,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from cscl.errors import InputError
+from cscl.errors import TooFewCases
 from cscl.eval._threads import one_blas_thread
 from cscl.eval.bootstrap import bootstrap_cindex, summarize
 
@@ -121,7 +121,7 @@ def survival_eval(
     event = np.asarray(event, bool)
     n_ev = int(event.sum())
     if n_ev < folds or len(event) < 2 * folds:
-        raise InputError(
+        raise TooFewCases(
             f"survival task {task!r}: {n_ev} events and {len(event) - n_ev} censored cases "
             f"cannot fill {folds} folds",
             hint="lower --folds or add cases",

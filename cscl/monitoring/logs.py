@@ -23,6 +23,7 @@ import numpy as np
 from cscl.errors import InputError
 from cscl.io import storage
 from cscl.monitoring.schema import QC_NUMERIC, RecordError, flatten_predictions, flatten_qc
+from cscl.progress import track
 
 LOGS_DIR = "inference-logs"
 
@@ -207,10 +208,8 @@ def read_window(
     seen: set[str] = set()
     skipped: Counter[str] = Counter()
     stream = _fetch_all(uris, workers)
-    if progress and uris:
-        from tqdm import tqdm
-
-        stream = tqdm(stream, total=len(uris), desc="inference logs", unit="rec", leave=False)
+    if uris:
+        stream = track(stream, "inference logs", total=len(uris), quiet=not progress)
     for data in stream:
         if data is None:
             skipped["unreadable"] += 1

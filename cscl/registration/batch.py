@@ -20,6 +20,7 @@ import pandas as pd
 from cscl.errors import CsclError, InputError
 from cscl.io import storage
 from cscl.io.manifest import HE, load_manifest
+from cscl.progress import progress as progress_log
 from cscl.registration.io import (
     MATRIX_COLUMNS,
     REGISTRATION_COLUMNS,
@@ -178,9 +179,7 @@ def register_manifest(
                 he_cache[case_id] = f"H&E slide unusable: {exc}"
         return he_cache[case_id]
 
-    from rich.progress import Progress
-
-    with Progress(disable=not progress, transient=False) as bar:
+    with progress_log(quiet=not progress) as bar:  # a bar, or log lines off a terminal
         task = bar.add_task("registering", total=len(ihc_rows))
         for ihc in ihc_rows.to_dict("records"):
             case_id, stain, ihc_id = ihc["case_id"], ihc["stain"], ihc["slide_id"]

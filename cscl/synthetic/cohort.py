@@ -25,6 +25,7 @@ import pandas as pd
 
 from cscl.errors import CsclError, InputError
 from cscl.io.storage import atomic_path
+from cscl.progress import progress as progress_log
 from cscl.synthetic.biology import CaseBiology, labels_frame, make_biology
 from cscl.synthetic.layout import make_layout, tissue_points
 from cscl.synthetic.shift import ShiftSpec
@@ -350,21 +351,15 @@ def _run_jobs(jobs: list[SlideJob], workers: int | None, progress: bool) -> floa
     cpu = [0.0]
     n = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
     failures: list[str] = []
-    bar = None
-    if progress:
-        from rich.progress import Progress
-
-        bar = Progress(transient=False)
-        bar.start()
-        task = bar.add_task("rendering slides", total=len(jobs))
+    bar = progress_log(quiet=not progress).start()  # a bar, or log lines off a terminal
+    task = bar.add_task("rendering slides", total=len(jobs))
 
     def done(result: tuple | None, exc: BaseException | None, job: SlideJob) -> None:
         if result is not None:
             cpu[0] += result[2]
         if exc is not None:
             failures.append(f"{Path(job.path).name}: {exc}")
-        if bar is not None:
-            bar.advance(task)
+        bar.advance(task)
 
     try:
         if n == 1:
@@ -384,8 +379,7 @@ def _run_jobs(jobs: list[SlideJob], workers: int | None, progress: bool) -> floa
                     exc = fut.exception()
                     done(None if exc else fut.result(), exc, futs[fut])
     finally:
-        if bar is not None:
-            bar.stop()
+        bar.stop()
     if failures:
         raise CsclError(
             f"{len(failures)} of {len(jobs)} slide(s) failed: " + "; ".join(failures[:5]),

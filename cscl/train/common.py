@@ -1,5 +1,5 @@
-"""Shared training plumbing: autocast, seeding, run metadata, progress bar (device and git
-commit come from `cscl.runtime`, their one home)."""
+"""Shared training plumbing: autocast, seeding, run metadata (device and git commit come from
+`cscl.runtime`, progress from `cscl.progress`: their one homes)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from importlib import metadata
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from cscl.runtime import git_commit
 
@@ -40,16 +39,3 @@ def environment() -> dict:
         except metadata.PackageNotFoundError:
             pk[name] = None
     return {"python": platform.python_version(), "packages": pk, "git_commit": git_commit()}
-
-
-def progress(disable: bool = False) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        disable=disable,
-        transient=False,
-    )

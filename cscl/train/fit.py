@@ -13,13 +13,16 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from cscl.errors import InputError
+from cscl.io.storage import atomic_path
+from cscl.progress import progress
 from cscl.runtime import pick_device
-from cscl.train.common import autocast, progress, seed_everything
+from cscl.train.common import autocast, seed_everything
 from cscl.train.schedule import warmup_cosine
 
 if TYPE_CHECKING:
@@ -107,7 +110,9 @@ def fit(objective: Objective, config: FitConfig | None = None) -> FitResult:
     history: list[dict] = []
     items_done, step_time, t0 = 0, 0.0, time.perf_counter()
     with progress(cfg.quiet) as prog:
-        task = prog.add_task(objective.description, total=cfg.epochs, info="")
+        # plain log lines: one per epoch (at most 100 in all), each with the epoch's loss
+        task = prog.add_task(objective.description, total=cfg.epochs,
+                             log_every=max(1 / max(cfg.epochs, 1), 0.01))  # fmt: skip
         for epoch in range(cfg.epochs):
             for m in modules.values():
                 m.train()
@@ -137,7 +142,7 @@ def fit(objective: Objective, config: FitConfig | None = None) -> FitResult:
                     best, best_epoch = value, epoch
                     best_state = {k: copy.deepcopy(m.state_dict()) for k, m in modules.items()}
             history.append(rec)
-            prog.update(task, advance=1, info=f"loss {rec['loss']:.4f}")
+            prog.update(task, advance=1, info=_epoch_info(rec, sel.metric))
     if not sel.metric:
         selection: dict[str, Any] = {"method": "last", "epoch": cfg.epochs - 1}
     elif best_state is None:  # selection starts after the last epoch: keep the last one
@@ -158,4 +163,73 @@ def fit(objective: Objective, config: FitConfig | None = None) -> FitResult:
             "step_seconds_total": step_time,
         },
         train_seconds=time.perf_counter() - t0,
+    )
+
+
+def _epoch_info(rec: dict[str, Any], metric: str | None) -> str:
+    """`epoch 3 loss 0.6931 rankme 12.3`: what a log line says about the epoch just trained."""
+    info = f"epoch {rec['epoch'] + 1} loss {rec['loss']:.4f}"
+    value = rec.get(metric) if metric else None
+    if isinstance(value, int | float) and math.isfinite(value):
+        info += f" {metric} {value:.4g}"
+    return info
+
+
+HISTORY_CSV = "history.csv"
+LOSS_PNG = "loss.png"
+
+
+def write_history(out_dir: str | Path, history: list[dict]) -> dict[str, Path]:
+    """The loss curve as files a person can open: history.csv (one row per epoch: loss and the
+    objective's per-epoch metrics) and loss.png (loss, plus each metric in its own panel).
+
+    Why files and not only config.json's "history": a pod's run dir is browsed in the Kubeflow UI
+    and a laptop's in a file browser; the pretrain components return both as artifacts."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    df = pd.DataFrame(history)
+    with atomic_path(out / HISTORY_CSV) as tmp:
+        df.to_csv(tmp, index=False)
+    df["epoch"] = df.get("epoch", pd.Series(range(len(df)))) + 1
+    panels = ["loss"] + [
+        c for c in df.columns if c not in ("epoch", "loss") and pd.api.types.is_numeric_dtype(df[c])
+    ][:3]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), squeeze=False)
+    for ax, col in zip(axes[0], panels, strict=True):
+        sub = df[["epoch", col]].dropna()
+        ax.plot(sub["epoch"], sub[col], marker="." if len(sub) <= 30 else None)
+        ax.set_xlabel("epoch")
+        ax.set_title(col)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(out / LOSS_PNG) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return {"history": out / HISTORY_CSV, "curve": out / LOSS_PNG}
+
+
+def curve_html(run_dir: str | Path) -> str:
+    """A self-contained HTML page of a run's loss curve (loss.png inlined) and its per-epoch table,
+    for a Kubeflow `HTML` artifact: the UI shows it beside the task, no bucket browsing needed."""
+    import base64
+    import html
+
+    import pandas as pd
+
+    run = Path(run_dir)
+    png = base64.b64encode((run / LOSS_PNG).read_bytes()).decode("ascii")
+    table = pd.read_csv(run / HISTORY_CSV).to_html(index=False, float_format="%.4g", border=0)
+    title = html.escape(run.name or "run")
+    return (
+        f"<!doctype html><meta charset=utf-8><title>training curve · {title}</title>"
+        "<style>body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}"
+        "td,th{padding:2px 8px;text-align:right}</style>"
+        f"<h2>Training curve</h2><img alt='loss per epoch' src='data:image/png;base64,{png}'>"
+        f"<h3>Per epoch</h3>{table}"
     )

@@ -5,7 +5,8 @@ Run directory (see cscl.train.checkpoint): config.json = the objective's part (k
 names + constructor configs, stains …) + "train" (the full frozen config) + "seed" + "data"
 (built here once: fingerprint, extractor hash, encoder, case count, input locations) + "env"
 (package versions, git commit) + fit's "history", "selection", "throughput", "train_seconds";
-then one `<module>.pt` state dict per saved module.
+then one `<module>.pt` state dict per saved module, and the loss curve as history.csv + loss.png
+(`cscl.train.fit.write_history`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from cscl.data import CohortFeatures, load_cohort
 from cscl.io.manifest import load_labels
 from cscl.train.checkpoint import save_run
 from cscl.train.common import environment
-from cscl.train.fit import FitConfig, FitResult, fit
+from cscl.train.fit import FitConfig, FitResult, fit, write_history
 from cscl.train.objective import Objective, TrainInputs
 from cscl.train.registry import create_objective, objective_class
 
@@ -96,4 +97,5 @@ def write_run(out: str | Path, objective: Objective, result: FitResult, data: di
         "env": environment(),
         **result.as_config(),
     }
+    write_history(out, result.history)  # history.csv + loss.png; config.json last marks completion
     return save_run(out, config, objective.saved_modules())

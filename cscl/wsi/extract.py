@@ -25,6 +25,7 @@ from cscl.errors import CsclError, SlideError
 from cscl.features import SlideFeatures, feature_path, read_extractor_hash, write_features
 from cscl.io import storage
 from cscl.io.manifest import load_manifest, slide_id_from_uri
+from cscl.progress import progress as progress_log
 from cscl.wsi.dataset import PatchDataset, patch_loader
 from cscl.wsi.encoders import Encoder, load_encoder
 from cscl.wsi.patching import PatchGrid, patch_grid
@@ -297,16 +298,6 @@ def extract_slides(
     show_progress: bool = True,
 ) -> ExtractSummary:
     """Extract every row (slide_uri, slide_id, stain, mpp) of a validated manifest table."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     out_dir = storage.local_path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     encoder = encoder or load_encoder(
@@ -315,19 +306,10 @@ def extract_slides(
     configure_threads(cfg, encoder)
     ehash = extractor_hash(cfg, encoder.weights_digest)
     results: list[SlideResult] = []
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not show_progress,
-        transient=False,
-    )
+    progress = progress_log(quiet=not show_progress)  # a bar, or log lines off a terminal
     with progress:
         slides_task = progress.add_task("slides", total=len(slides))
-        patch_task = progress.add_task("patches", total=None)
+        patch_task = progress.add_task("patches", total=None, log_every=None)  # every 30 s
         for row in slides.itertuples(index=False):
             sid = str(row.slide_id)
             progress.update(patch_task, description=f"patches {sid}", completed=0, total=None)

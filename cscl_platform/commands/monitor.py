@@ -46,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--labels", help="labels that arrived later (CSV/Parquet: request_id|slide_id + tasks)"
     )
     p.add_argument("--state", help="idempotency state root (default: <prefix>/monitoring/state)")
-    p.add_argument("--s3-endpoint", help="S3 endpoint URL (default: $AWS_ENDPOINT_URL)")
+    p.add_argument("--quiet", action="store_true", help="no progress (bar, or log lines)")
     p.add_argument("--trigger", choices=["none", "kfp", "github"], default="none")
     p.add_argument("--force-trigger", action="store_true", help="re-arm this window's trigger")
     g = p.add_argument_group("--trigger kfp (token: $KFP_TOKEN)")
@@ -65,12 +65,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cscl.io import storage
     from cscl_platform.monitoring.retraining import TriggerConfig
     from cscl_platform.monitoring.run import run_monitoring
     from cscl_platform.monitoring.trigger import GithubTarget, KfpTarget
 
-    storage.configure_store(args.s3_endpoint or None)
     trig = TriggerConfig(mode=args.trigger, force=args.force_trigger)
     if args.kfp_host:
         trig.kfp = KfpTarget(
@@ -101,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         labels=args.labels or None,
         trigger=trig,
         state_root=args.state or None,
+        progress=not args.quiet,
     )
     rec = res.drift["records"]
     print(

@@ -31,7 +31,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the head fitting")
     p.add_argument("--n-iter", type=int, default=10, help="C candidates of the head search")
     p.add_argument("--upload", help="s3://bucket/prefix/models/: upload <name>/<version>/…")
-    p.add_argument("--s3-endpoint", help="S3 endpoint URL (MinIO, moto…); else AWS_ENDPOINT_URL")
     p.add_argument("--no-mar", action="store_true", help="write the bundle directory only")
 
 
@@ -39,11 +38,8 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from cscl.io import storage
     from cscl_platform.serving.package import package_model
 
-    if args.s3_endpoint:
-        storage.configure_store(args.s3_endpoint)
     done = package_model(
         args.model,
         args.out,

@@ -20,7 +20,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mpp", type=float, help="slide level-0 µm/px if the file lacks it")
     p.add_argument("--timeout", type=float, default=900, help="seconds to wait (default 900)")
     p.add_argument("--retries", type=int, default=5, help="retries on connection errors/503")
-    p.add_argument("--s3-endpoint", help="with --bundle: S3 endpoint URL; else AWS_ENDPOINT_URL")
     p.add_argument("--out", help="also write the JSON answer to this file")
     p.add_argument("--compact", action="store_true", help="one-line JSON")
 
@@ -69,11 +68,6 @@ def _served(args) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     import json
-
-    from cscl.io import storage
-
-    if args.s3_endpoint:
-        storage.configure_store(args.s3_endpoint)
 
     answer = _in_process(args) if args.bundle else _served(args)
     text = json.dumps(answer, indent=None if args.compact else 2)

@@ -23,7 +23,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="s3:// or local prefix that slide_uri/features_uri may point into (repeatable)",
     )
     p.add_argument("--log-uri", help="inference-log prefix (s3://bucket/prefix or a folder)")
-    p.add_argument("--s3-endpoint", help="S3 endpoint URL (MinIO, moto…); else AWS_ENDPOINT_URL")
     p.add_argument("--workdir", help="TorchServe working dir (logs/, key_file.json); default: temp")
     p.add_argument("--workers", type=int, default=1, help="workers per model (default 1)")
     p.add_argument("--max-upload-mb", type=int, default=128, help="largest feature upload (128)")
@@ -58,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.log_uri:
         env["CSCL_INFERENCE_LOG_URI"] = args.log_uri
-    if args.s3_endpoint:
-        env["CSCL_S3_ENDPOINT"] = args.s3_endpoint
+    if args.store_endpoint:  # cscl's global --s3-endpoint, passed on to the workers
+        env["CSCL_S3_ENDPOINT"] = args.store_endpoint
     models = _models(args.models)
     print("starting TorchServe (workers load the model; this takes a while on CPU)…", flush=True)
     inst = start_torchserve(

@@ -77,12 +77,17 @@ def chain(tmp_path_factory):
     common = dict(slide_index=c["index"], features=c["features"], registration=c["registration"])
     c["adapter"] = art(dsl.Model, root / "a" / "adapter")
     pretrain_adapter.python_func(
-        **common, adapter=c["adapter"], epochs=1, batch_size=4, pairs_per_case=32
+        **common,
+        adapter=c["adapter"],
+        epochs=1,
+        batch_size=4,
+        pairs_per_case=32,
+        training_curve=art(dsl.HTML, root / "a" / "adapter_curve.html"),
     )
     c["model"] = art(dsl.Model, root / "a" / "model")
     pretrain_slide_encoder.python_func(
         **common, adapter=c["adapter"], model=c["model"], epochs=1, batch_size=4, n_tokens=64,
-        small=True,
+        small=True, training_curve=art(dsl.HTML, root / "a" / "model_curve.html"),
     )  # fmt: skip
     c["embeddings"] = art(dsl.Dataset, root / "a" / "embeddings")
     c["n_embedded"] = embed.python_func(

@@ -137,7 +137,7 @@ def test_quality_score_of_a_real_evaluation(cohort, tmp_path, capsys):
                str(cohort / "labels.csv"), "--tasks", "er_status,subtype,os", "--out",
                str(tmp_path), "--protocol", "kfold", "--bootstrap", "50", "--n-iter", "2",
                "--inner-folds", "3", "--baseline", str(cohort / "noise.parquet"),
-               "--baseline-name", "noise", "--no-progress"])  # fmt: skip
+               "--baseline-name", "noise", "--quiet"])  # fmt: skip
     assert rc == 0
     m = json.loads((tmp_path / "metrics.json").read_text())
     aucs = [m["tasks"][t]["results"]["cscl"]["kfold"]["metrics"]["auc"]["value"]

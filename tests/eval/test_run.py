@@ -27,7 +27,7 @@ def cli_run(cohort, tmp_path_factory):
         "--bootstrap", "200", "--n-iter", "2", "--inner-folds", "3", "--draws", "2",
         "--ks", "5,25",
         "--baseline", str(cohort / "noise.parquet"), "--baseline-name", "noise",
-        "--no-progress",
+        "--quiet",
     ]  # fmt: skip
     assert main(argv) == 0
     return out
@@ -138,13 +138,35 @@ def test_protocol_without_matching_task_is_a_documented_skip(data, meta_for, tmp
         (lambda d: d.assign(er_status="negative"), "er_status", "er_status"),
         (lambda d: d.assign(os_time=d.os_time - 100), "os", "must be > 0"),
         (lambda d: d.assign(os_event=2), "os", "0 or 1"),
-        (lambda d: d.iloc[:8], "er_status", "fewer than 5 folds"),
     ],
 )
 def test_bad_input_errors(data, meta_for, tmp_path, change, tasks, match):
     labels, X, _ = data
     with pytest.raises(InputError, match=match):
         evaluate({"m": (meta_for(labels.case_id), X)}, change(labels.copy()), tasks, tmp_path,
+                 write_report=False, **FAST)  # fmt: skip
+
+
+def test_impossible_kfold_is_skipped_with_a_note(data, meta_for, tmp_path):
+    """8 cases, 5 folds: k-fold and survival cannot run, few-shot can; like an impossible few-shot
+    k, the impossible protocol is a note in metrics.json (and the report), not an abort."""
+    labels, X, _ = data
+    small = labels.iloc[:8].copy()
+    m = evaluate({"m": (meta_for(small.case_id), X[:8])}, small, "er_status,os", tmp_path,
+                 "fewshot,kfold,survival", write_report=True, **FAST)  # fmt: skip
+    results = m["tasks"]["er_status"]["results"]["m"]
+    assert "fewshot" in results and "kfold" not in results
+    reasons = {(s["task"], s.get("protocol")): s["reason"] for s in m["skipped"]}
+    assert "fewer than 5 folds" in reasons[("er_status", "kfold")]
+    assert "cannot fill 5 folds" in reasons[("os", "survival")]
+    assert "fewer than 5 folds" in (tmp_path / "report.html").read_text()
+
+
+def test_nothing_evaluable_is_an_error(data, meta_for, tmp_path):
+    labels, X, _ = data
+    small = labels.iloc[:8].copy()
+    with pytest.raises(InputError, match="nothing could be evaluated.*fewer than 5 folds"):
+        evaluate({"m": (meta_for(small.case_id), X[:8])}, small, "er_status", tmp_path, "kfold",
                  write_report=False, **FAST)  # fmt: skip
 
 

@@ -134,3 +134,23 @@ def test_objective_input_errors_name_the_fix(cohort, tmp_path):
         create_objective("supervised", TrainInputs(cohort), label_task="er_status")
     with pytest.raises(InputError, match="uses no stage-1 adapter"):
         create_objective("madeleine", TrainInputs(cohort, adapter_dir=tmp_path))
+
+
+def test_fit_logs_each_epoch_and_pretrain_writes_the_curve(scratch_registry, sim, tmp_path, capsys):
+    """Off a terminal (a log file, a pod) training prints a line per epoch with its loss; the run
+    dir holds the curve as history.csv + loss.png (cscl.train.fit.write_history)."""
+    import pandas as pd
+
+    from cscl.train.fit import curve_html
+
+    register_objective("scripted")(_Scripted)
+    out = pretrain("scripted", features=sim["features"], manifest=str(sim["manifest"]),
+                   out=tmp_path / "run", config=dict(epochs=3, device="cpu"))  # fmt: skip
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if "epoch" in ln]
+    assert len(lines) == 3 and "epoch 1 loss" in lines[0] and "ETA" in lines[0]
+    assert "epoch 2 loss" in lines[1] and "score 3" in lines[1]
+    assert "done in" in lines[-1] and "epoch 3 loss" in lines[-1]
+    hist = pd.read_csv(out / "history.csv")
+    assert list(hist["epoch"]) == [0, 1, 2] and hist["loss"].notna().all()
+    assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    assert "data:image/png;base64," in curve_html(out)

@@ -1,6 +1,6 @@
 """pretrain_adapter: CSCL stage 1 (patch-wise contrastive adapter) → `Model` (run dir)."""
 
-from kfp.dsl import Dataset, Input, Model, Output
+from kfp.dsl import HTML, Dataset, Input, Model, Output
 
 from cscl_platform.components.common import cscl_component
 
@@ -11,6 +11,7 @@ def pretrain_adapter(
     features: Input[Dataset],
     registration: Input[Dataset],
     adapter: Output[Model],
+    training_curve: Output[HTML],
     epochs: int = 120,
     batch_size: int = 8,
     pairs_per_case: int = 256,
@@ -31,6 +32,7 @@ def pretrain_adapter(
     from cscl.shards import training_inputs
     from cscl.train import clamp_schedule, objective_config, pretrain
     from cscl.train.checkpoint import read_config
+    from cscl.train.fit import curve_html
 
     storage.configure_store(s3_endpoint or None)
     feats, manifest = training_inputs(
@@ -40,11 +42,14 @@ def pretrain_adapter(
     )
     cfg = clamp_schedule(
         objective_config("adapter", epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                         pairs_per_case=pairs_per_case, pairing=pairing, quiet=True)
+                         pairs_per_case=pairs_per_case, pairing=pairing)
     )  # fmt: skip
     run = pretrain("adapter", features=feats, manifest=manifest, out=adapter.path, config=cfg,
                    registration=str(Path(registration.path) / "registration.csv"),
                    info={"features": features.uri})  # fmt: skip
+    curve = Path(training_curve.path)
+    curve.parent.mkdir(parents=True, exist_ok=True)
+    curve.write_text(curve_html(run))  # the loss curve, shown in the Kubeflow UI
     n_cases = read_config(run)["data"]["n_cases"]
     adapter.metadata.update(stage="adapter", epochs=epochs, n_cases=n_cases)
     print(f"adapter trained on {n_cases} cases → {run}")

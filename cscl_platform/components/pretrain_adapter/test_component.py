@@ -20,3 +20,7 @@ def test_adapter_run(chain):
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["data"]["extractor_hash"] == chain["ehash"]
     assert chain["adapter"].metadata["n_cases"] == 4
+    assert pretrain_adapter.component_spec.outputs["training_curve"].type == "system.HTML@0.0.1"
+    page = (chain["root"] / "a" / "adapter_curve.html").read_text()
+    assert "data:image/png;base64," in page and "loss" in page
+    assert (run / "loss.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,6 +1,6 @@
 """pretrain_slide_encoder: stage 2 (any registered slide objective) → `Model` (run dir)."""
 
-from kfp.dsl import Dataset, Input, Model, Output
+from kfp.dsl import HTML, Dataset, Input, Model, Output
 
 from cscl_platform.components.common import cscl_component
 
@@ -12,6 +12,7 @@ def pretrain_slide_encoder(
     registration: Input[Dataset],
     adapter: Input[Model],
     model: Output[Model],
+    training_curve: Output[HTML],
     objective: str = "cscl",
     epochs: int = 120,
     batch_size: int = 24,
@@ -46,6 +47,7 @@ def pretrain_slide_encoder(
         pretrain,
     )
     from cscl.train.checkpoint import read_config
+    from cscl.train.fit import curve_html
 
     storage.configure_store(s3_endpoint or None)
     feats, manifest = training_inputs(
@@ -69,7 +71,6 @@ def pretrain_slide_encoder(
             lr=lr,
             pairing=pairing,
             seed=seed,
-            quiet=True,
             abmil=dict(SMALL_ABMIL) if small else None,
             label_task=label_task or None,
         )  # fmt: skip
@@ -79,5 +80,8 @@ def pretrain_slide_encoder(
                    adapter=adapter.path if spec.adapter_use == "expected" else None,
                    labels=labels_uri or None, info={"features": features.uri})  # fmt: skip
     model.metadata.update(stage="slide", objective=objective, epochs=epochs)
+    curve = Path(training_curve.path)
+    curve.parent.mkdir(parents=True, exist_ok=True)
+    curve.write_text(curve_html(run))  # the loss curve, shown in the Kubeflow UI
     n_cases = read_config(run)["data"]["n_cases"]
     print(f"slide encoder ({objective}) trained on {n_cases} cases → {run}")

@@ -23,13 +23,22 @@ def test_slide_encoder_run(chain):
     cfg = json.loads((Path(chain["model"].path) / "config.json").read_text())
     assert cfg["objective"] == "cscl" and cfg["adapter"] is not None
     assert chain["model"].metadata["objective"] == "cscl"
+    assert spec_has_curve(pretrain_slide_encoder)
+    page = (chain["root"] / "a" / "model_curve.html").read_text()
+    assert "data:image/png;base64," in page and "<table" in page
+    assert (Path(chain["model"].path) / "history.csv").exists()
+
+
+def spec_has_curve(component) -> bool:
+    return component.component_spec.outputs["training_curve"].type == "system.HTML@0.0.1"
 
 
 def _train(chain, out: Path, objective: str, **kw):
     model = dsl.Model(uri=str(out))
     pretrain_slide_encoder.python_func(
         slide_index=chain["index"], features=chain["features"], registration=chain["registration"],
-        adapter=chain["adapter"], model=model, objective=objective, epochs=2, batch_size=4,
+        adapter=chain["adapter"], model=model, objective=objective,
+        training_curve=dsl.HTML(uri=str(out) + "_curve.html"), epochs=2, batch_size=4,
         n_tokens=32, small=True, **kw,
     )  # fmt: skip
     return model
