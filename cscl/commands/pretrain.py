@@ -66,7 +66,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="quick = a few epochs, fewer tokens, small ABMIL: the README walk-through in "
         "minutes on a laptop (explicit options still win; default: none, the paper's schedule)",
     )
-    p.add_argument("--adapter", default=None, help="stage-1 run dir (stage slide, cscl)")
+    p.add_argument(
+        "--adapter",
+        default=None,
+        help="stage-1 run dir, needed by --objective cscl (default: none)",
+    )
     p.add_argument(
         "--registration",
         default=None,
@@ -85,8 +89,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="stage-2 objective: cscl, madeleine, histostainalign, supervised, or any other "
         "registered one (cscl.train.list_objectives(); default: cscl)",
     )
-    p.add_argument("--labels", default=None, help="labels table (histostainalign, supervised)")
-    p.add_argument("--label-task", default=None, help="label column, e.g. er_status")
+    p.add_argument(
+        "--labels",
+        default=None,
+        help="labels table for histostainalign, supervised (default: none)",
+    )
+    p.add_argument(
+        "--label-task", default=None, help="label column, e.g. er_status (default: none)"
+    )
     p.add_argument("--ihc-stain", default=None, help="HistoStainAlign IHC stain (default: task's)")
     p.add_argument("--epochs", type=int, default=None, help=f"epochs ({_default('epochs')})")
     p.add_argument(
@@ -153,11 +163,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--skip-missing", action="store_true", help="skip missing feature files (default: error)"
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of init, batches and draws (0)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of init, batches and draws (default: 0)"
+    )
     p.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all)")
     p.add_argument(
-        "--quiet", action="store_true", help="no progress (bar, or a log line per epoch)"
+        "--quiet",
+        action="store_true",
+        help="no progress: no bar, no log line per epoch (default: off)",
     )
 
 
