@@ -28,7 +28,8 @@ from typing import IO, Any, TypeVar
 T = TypeVar("T")
 
 INTERVAL_S = 30.0  # plain mode: at least one line this often while a task advances
-LOG_EVERY = 0.1  # plain mode: and one line per tenth of the total
+LOG_EVERY = 0.1  # plain mode: and one line per tenth of the total…
+MIN_GAP_S = 2.0  # …but not closer than this (a loop done in a second is one line, not eleven)
 
 
 def progress(
@@ -51,12 +52,13 @@ def track(
     *,
     total: int | None = None,
     quiet: bool = False,
+    stream: IO[str] | None = None,
     **fields: Any,
 ) -> Iterator[T]:
     """Iterate `items` with progress (rich's `track`, with the plain-log fallback)."""
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]
-    with progress(quiet) as prog:
+    with progress(quiet, stream=stream) as prog:
         task = prog.add_task(description, total=total, **fields)
         for item in items:
             yield item
@@ -75,6 +77,7 @@ class _Task:
     description: str
     total: float | None
     log_every: float | None
+    min_gap_s: float
     fields: dict[str, Any] = field(default_factory=dict)
     completed: float = 0.0
     started: float = field(default_factory=time.monotonic)
@@ -138,14 +141,16 @@ class ProgressLog:
         total: float | None = None,
         *,
         log_every: float | None = LOG_EVERY,
+        min_gap_s: float = MIN_GAP_S,
         **fields: Any,
     ) -> int:
         """A task; `log_every` is the fraction of the total between plain lines (None: time
-        only, for inner loops such as the patches of each slide)."""
+        only, for inner loops such as the patches of each slide), `min_gap_s` the least time
+        between two of them (0 for training: every epoch's loss is worth a line)."""
         fields.setdefault("info", "")
         with self._lock:
             tid = len(self._tasks)
-            self._tasks[tid] = t = _Task(description, total, log_every, dict(fields))
+            self._tasks[tid] = t = _Task(description, total, log_every, min_gap_s, dict(fields))
             if self._bar is not None:
                 t.bar_id = self._bar.add_task(description, total=total, **fields)
         return tid
@@ -170,7 +175,7 @@ class ProgressLog:
             if total is not None and total != t.total or restart:
                 t.last_step, t.finished = 0, False  # a reused task (the next slide's patches)
                 if restart:
-                    t.started = time.monotonic()
+                    t.started = t.last_line = time.monotonic()
             if description is not None:
                 t.description = description
             if total is not None:
@@ -196,7 +201,8 @@ class ProgressLog:
                 self._write(self._done_line(t, now))
             return
         step = int(t.completed / t.total / t.log_every) if t.total and t.log_every else 0
-        if step > t.last_step or now - t.last_line >= self.interval_s:
+        due = step > t.last_step and now - t.last_line >= t.min_gap_s
+        if due or now - t.last_line >= self.interval_s:
             t.last_step = max(step, t.last_step)
             t.last_line = now
             self._write(self._line(t, now))

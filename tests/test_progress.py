@@ -22,7 +22,7 @@ def test_plain_lines_every_tenth_with_rate_eta_and_a_done_line(monkeypatch):
     monkeypatch.delenv("CSCL_PROGRESS", raising=False)
     buf = io.StringIO()  # not a terminal: what a log file or a Kubeflow pod sees
     with progress(stream=buf, interval_s=3600) as prog:
-        task = prog.add_task("slides", total=50)
+        task = prog.add_task("slides", total=50, min_gap_s=0)
         for _ in range(50):
             prog.advance(task)
     lines = _lines(buf)
@@ -30,6 +30,13 @@ def test_plain_lines_every_tenth_with_rate_eta_and_a_done_line(monkeypatch):
     assert lines[0].startswith("slides: 5/50 (10%)") and "/s" in lines[0] and "ETA" in lines[0]
     assert lines[4].startswith("slides: 25/50 (50%)")
     assert lines[-1].startswith("slides: 50 done in")
+
+
+def test_a_fast_loop_is_one_line(monkeypatch):
+    monkeypatch.delenv("CSCL_PROGRESS", raising=False)
+    buf = io.StringIO()
+    assert sum(track(range(100), "embed", stream=buf)) == 4950
+    assert _lines(buf) == [_lines(buf)[0]] and "100 done in" in _lines(buf)[0]
 
 
 def test_time_only_tasks_log_by_interval_and_restart_per_item(monkeypatch):
@@ -53,7 +60,7 @@ def test_info_field_is_in_the_line(monkeypatch):
     monkeypatch.delenv("CSCL_PROGRESS", raising=False)
     buf = io.StringIO()
     with progress(stream=buf) as prog:
-        task = prog.add_task("train", total=2, log_every=0.5)
+        task = prog.add_task("train", total=2, log_every=0.5, min_gap_s=0)
         prog.update(task, advance=1, info="epoch 1 loss 0.6931")
         prog.update(task, advance=1, info="epoch 2 loss 0.5000")
     first, done = _lines(buf)

@@ -112,7 +112,7 @@ def fit(objective: Objective, config: FitConfig | None = None) -> FitResult:
     with progress(cfg.quiet) as prog:
         # plain log lines: one per epoch (at most 100 in all), each with the epoch's loss
         task = prog.add_task(objective.description, total=cfg.epochs,
-                             log_every=max(1 / max(cfg.epochs, 1), 0.01))  # fmt: skip
+                             log_every=max(1 / max(cfg.epochs, 1), 0.01), min_gap_s=0)  # fmt: skip
         for epoch in range(cfg.epochs):
             for m in modules.values():
                 m.train()

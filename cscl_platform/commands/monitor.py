@@ -19,9 +19,15 @@ def _kv(items: list[str] | None, flag: str) -> dict[str, str]:
     return out
 
 
+def _today() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC).date().isoformat()
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-version", required=True, help="model version whose logs to check")
-    p.add_argument("--since", help="first day of the window (YYYY-MM-DD, UTC)")
+    p.add_argument("--since", help="first day of the window (YYYY-MM-DD or today, UTC)")
     p.add_argument("--until", help="last day of the window, inclusive (default: today UTC)")
     p.add_argument(
         "--window-days",
@@ -91,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         model_version=args.model_version,
         logs=args.logs,
         reference=args.reference,
-        since=args.since,
+        since=_today() if args.since == "today" else args.since,
         until=args.until,
         window_days=args.window_days,
         policy=args.policy or None,  # '' from a manifest's empty variable = default

@@ -55,8 +55,10 @@ def run(args: argparse.Namespace) -> int:
         env["CSCL_ALLOWED_PREFIXES"] = ",".join(
             a if a.startswith("s3://") else os.path.abspath(a) for a in args.allow
         )
-    if args.log_uri:
-        env["CSCL_INFERENCE_LOG_URI"] = args.log_uri
+    if args.log_uri:  # a local folder made absolute: workers run in the model's own directory
+        env["CSCL_INFERENCE_LOG_URI"] = (
+            args.log_uri if "://" in args.log_uri else os.path.abspath(args.log_uri)
+        )
     if args.store_endpoint:  # cscl's global --s3-endpoint, passed on to the workers
         env["CSCL_S3_ENDPOINT"] = args.store_endpoint
     models = _models(args.models)
@@ -77,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"key file    {inst.key_file}   (send: Authorization: Bearer <inference key>)")
     print(f"logs        {inst.log_dir}")
     print(f"allowed URI prefixes: {env.get('CSCL_ALLOWED_PREFIXES', 'none (uploads only)')}")
+    print(f"inference log: {env.get('CSCL_INFERENCE_LOG_URI', 'off (give --log-uri to monitor)')}")
     print(
         f"try: cscl predict --url {inst.inference_url} --model {first} "
         f"--key-file {inst.key_file} --features FILE.h5"
