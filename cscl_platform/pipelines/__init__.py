@@ -13,7 +13,7 @@ import importlib.util
 # the others' dependencies.
 PIPELINES: dict[str, str] = {
     "training": "cscl_platform.pipelines.training:build_training_pipeline",
-    "retraining": "cscl_platform.pipelines.retraining:build_retraining_pipeline",
+    "retraining": "cscl_platform.pipelines.training:build_retraining_pipeline",
     "monitoring": "cscl_platform.pipelines.monitoring:build_monitoring_pipeline",
 }
 

@@ -42,6 +42,6 @@ def test_mirror_store(s3_endpoint, bucket, tmp_path):
 
     storage.write_bytes(f"s3://{bucket}/p/models/m/1/model.mar", b"x", s3_endpoint)
     storage.write_bytes(f"s3://{bucket}/p/features/h/a.h5", b"y", s3_endpoint)
-    files = mirror_store(f"s3://{bucket}/p", tmp_path, s3_endpoint)
+    files = mirror_store(f"s3://{bucket}/p", tmp_path)  # the store: AWS_ENDPOINT_URL (local_s3)
     assert len(files) == 2
     assert (tmp_path / bucket / "p" / "models" / "m" / "1" / "model.mar").read_bytes() == b"x"
