@@ -26,6 +26,7 @@ from kfp import dsl
 from cscl.embed import embed_cohort
 from cscl.ingest import ingest_cohort, read_index, write_index
 from cscl.shards import extract_to_store, training_inputs
+from cscl.train import SMALL_ABMIL, clamp_schedule, objective_config, pretrain
 from cscl.wsi.extract import ExtractConfig
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -115,40 +116,25 @@ def registration_dir(slide_index_csv, cohort, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def adapter_dir(local_features, registration_dir, feature_store, tmp_path_factory) -> Path:
-    """A 1-epoch stage-1 adapter run dir (cscl.train.stage1)."""
-    from cscl.data import load_cohort
-    from cscl.registration import load_registrations
-    from cscl.train.stage1 import AdapterConfig, train_adapter
-
+    """A 1-epoch stage-1 adapter run dir (`cscl.train.pretrain("adapter")`)."""
     feats, manifest = local_features
-    out = tmp_path_factory.mktemp("adapter")
-    cfg = AdapterConfig(epochs=1, batch_size=4, pairs_per_case=32, warmup_epochs=0, quiet=True)
-    regs = load_registrations(str(registration_dir / "registration.csv"))
-    info = {"extractor_hash": feature_store.extractor_hash}
-    train_adapter(load_cohort(feats, manifest), out, cfg, regs, info)
-    return out
+    cfg = clamp_schedule(objective_config("adapter", epochs=1, batch_size=4, pairs_per_case=32,
+                                          quiet=True))  # fmt: skip
+    return pretrain("adapter", features=feats, manifest=manifest, config=cfg,
+                    out=tmp_path_factory.mktemp("adapter") / "run",
+                    registration=registration_dir / "registration.csv",
+                    info={"extractor_hash": feature_store.extractor_hash})  # fmt: skip
 
 
 @pytest.fixture(scope="session")
-def model_dir(local_features, registration_dir, adapter_dir, feature_store, tmp_path_factory):
-    """A 1-epoch small CSCL slide-encoder run dir on the adapter (cscl.train.stage2)."""
-    from cscl.commands.pretrain import SMALL_ABMIL
-    from cscl.data import load_cohort
-    from cscl.registration import load_registrations
-    from cscl.train.stage2 import SlideConfig, objective_defaults, train_slide_encoder
-
+def model_dir(local_features, registration_dir, adapter_dir, tmp_path_factory) -> Path:
+    """A 1-epoch small CSCL slide-encoder run dir on the adapter (`cscl.train.pretrain("cscl")`)."""
     feats, manifest = local_features
-    out = tmp_path_factory.mktemp("model")
-    cfg = SlideConfig(objective="cscl", quiet=True)
-    for k, v in objective_defaults("cscl").items():
-        setattr(cfg, k, v)
-    cfg.epochs, cfg.batch_size, cfg.n_tokens = 1, 4, 64
-    cfg.warmup_epochs = cfg.rankme_after = 0
-    cfg.abmil = dict(SMALL_ABMIL)
-    regs = load_registrations(str(registration_dir / "registration.csv"))
-    info = {"extractor_hash": feature_store.extractor_hash}
-    train_slide_encoder(load_cohort(feats, manifest), out, cfg, adapter_dir, regs, info)
-    return out
+    cfg = clamp_schedule(objective_config("cscl", epochs=1, batch_size=4, n_tokens=64,
+                                          abmil=dict(SMALL_ABMIL), quiet=True))  # fmt: skip
+    return pretrain("cscl", features=feats, manifest=manifest, config=cfg, adapter=adapter_dir,
+                    out=tmp_path_factory.mktemp("model") / "run",
+                    registration=registration_dir / "registration.csv")  # fmt: skip
 
 
 @pytest.fixture(scope="session")

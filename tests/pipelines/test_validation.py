@@ -13,7 +13,7 @@ from cscl_platform.validation import validate_cohort
 
 
 def test_good_cohort_passes_and_writes_report(s3_cohort, s3_endpoint, tmp_path):
-    index = ingest_cohort(s3_cohort, s3_endpoint, progress=False).index
+    index = ingest_cohort(s3_cohort, progress=False).index
     labels = s3_cohort.replace("manifest.csv", "labels.csv")
     res = validate_cohort(index, labels, tmp_path / "v")
     assert res.success, res.summary()
@@ -42,8 +42,8 @@ def test_bad_cohort_fails_naming_each_problem(tiny_cohort_dir, s3_endpoint, tmp_
     lab.loc[0, "er_status"] = "maybe"
     lab.loc[1, "os_time"] = -3
     lab.to_csv(bad / "labels.csv", index=False)
-    upload_folder(bad, "s3://cohort-bucket/bad", s3_endpoint)
-    index = ingest_cohort("s3://cohort-bucket/bad/manifest.csv", s3_endpoint).index
+    upload_folder(bad, "s3://cohort-bucket/bad")
+    index = ingest_cohort("s3://cohort-bucket/bad/manifest.csv").index
     res = validate_cohort(index, "s3://cohort-bucket/bad/labels.csv", tmp_path / "v")
     assert not res.success
     failed = {(f["table"], f["expectation"], f["column"]) for f in res.failures}
@@ -67,7 +67,7 @@ def test_bad_cohort_fails_naming_each_problem(tiny_cohort_dir, s3_endpoint, tmp_
 
 
 def test_mpp_out_of_range_fails(s3_cohort, s3_endpoint):
-    index = ingest_cohort(s3_cohort, s3_endpoint, progress=False).index
+    index = ingest_cohort(s3_cohort, progress=False).index
     index["mpp"] = 5.0  # a manifest override that claims 2x magnification
     res = validate_cohort(index)
     assert not res.success
@@ -75,6 +75,6 @@ def test_mpp_out_of_range_fails(s3_cohort, s3_endpoint):
 
 
 def test_gate_argument_checked(s3_cohort, s3_endpoint):
-    index = ingest_cohort(s3_cohort, s3_endpoint, progress=False).index
+    index = ingest_cohort(s3_cohort, progress=False).index
     with pytest.raises(InputError, match="min_pass_rate"):
         validate_cohort(index, run_slide_qc=False, min_pass_rate=1.5)
