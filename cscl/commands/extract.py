@@ -118,7 +118,8 @@ def _extract_to_store(args: argparse.Namespace, cfg) -> int:
 
     if not args.manifest:
         raise InputError("--store goes with --manifest", hint="use --out for one --slide")
-    storage.configure_store(args.s3_endpoint)
+    if getattr(args, "s3_endpoint", None):  # the root `cscl --s3-endpoint` configured it already
+        storage.configure_store(args.s3_endpoint)
     index = ingest_cohort(args.manifest, progress=not args.quiet).index
     ehash, rep = extract_to_store(index, cfg, args.store)
     c = rep.counts()

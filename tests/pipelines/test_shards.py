@@ -88,3 +88,21 @@ def test_changed_slide_is_caught(s3_cohort, s3_endpoint, tmp_path, tiny_extract_
     )
     assert rep.failed == [index.slide_id.iloc[0]]
     assert "changed since ingestion" in rep.table["message"].iloc[0]
+
+
+def test_cli_extract_to_store_is_the_pipeline_extraction(s3_cohort, tmp_path, capsys):
+    """`cscl extract --store` and the extract_features component share extract_to_store: same
+    layout `<prefix>/features/<hash>/`, same reuse on rerun."""
+    from cscl.cli import main
+
+    prefix = "s3://cohort-bucket/proj-cli"
+    args = ["extract", "--manifest", s3_cohort, "--store", prefix, "--backbone", "test_resnet",
+            "--random-init", "--target-mpp", "2", "--patch-size", "64", "--workers", "0",
+            "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    ehash = out.split("extractor ", 1)[1].split(":", 1)[0]
+    assert "6 extracted, 0 reused" in out
+    assert len(storage.list_uris(f"{prefix}/features/{ehash}/")) == 6
+    assert main(args) == 0
+    assert "0 extracted, 6 reused" in capsys.readouterr().out
