@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
+from cscl.errors import InputError
+
 # name → "module:builder". Builders are imported lazily: compiling one pipeline must not need
 # the others' dependencies.
 PIPELINES: dict[str, str] = {
@@ -30,8 +32,6 @@ def available() -> list[str]:
 
 def build(name: str, cluster: bool = False):
     """The pipeline object of `name` (see `PIPELINES`)."""
-    from cscl.errors import InputError
-
     if name not in PIPELINES:
         raise InputError(f"unknown pipeline {name!r}", hint=f"choose one of {sorted(PIPELINES)}")
     mod_name, attr = PIPELINES[name].split(":")
