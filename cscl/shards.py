@@ -10,6 +10,7 @@ upload to `<prefix>/features/<extractor-hash>/<slide_id>.h5`, reuse of features 
 from __future__ import annotations
 
 import shutil
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -222,6 +223,52 @@ def extract_shard_features(
         log(f"        {row['slide_id']}: {res.n_patches} patches in {res.seconds:.1f}s")
 
     return ehash, extract_shard(rows, one, ehash, prefix, scratch, log=log)
+
+
+def extract_to_store(
+    index: pd.DataFrame,
+    cfg,
+    prefix: str,
+    scratch: str | Path | None = None,
+    *,
+    shard: int = 0,
+    num_shards: int = 1,
+    log: Callable[[str], None] = print,
+) -> tuple[str, ShardReport]:
+    """Extract shard `shard` of `num_shards` of a slide index (`cscl.ingest`) into the project
+    store, `<prefix>/features/<extractor-hash>/<slide_id>.h5`, reusing files already there.
+
+    The one entry point of store extraction: the extract_features component (one shard per
+    task) and `cscl extract --store PREFIX` (the whole index) both call it. Returns
+    (extractor_hash, per-slide report); failed slides are in the report, not raised.
+    """
+    rows = select_shard(index, int(shard), int(num_shards))
+    scratch = scratch or tempfile.mkdtemp(prefix="cscl-extract-")
+    return extract_shard_features(rows, cfg, prefix, scratch, log=log)
+
+
+def stored_features(
+    slide_index: pd.DataFrame, feature_index: pd.DataFrame
+) -> tuple[str, pd.DataFrame]:
+    """(features folder in the store, manifest of the slides that have features there): the
+    `features_dir`/`manifest` pair `cscl.embed.embed_cohort` and `cscl.data.load_cohort` read,
+    found without downloading anything. Failed slides (allowed to fail) are left out."""
+    ok = feature_index[feature_index["status"].isin(["extracted", "reused"])]
+    if ok.empty:
+        raise InputError(
+            "no slide has features; nothing to embed",
+            hint="see the collect-features report for why extraction failed",
+        )
+    dirs = sorted({str(u).rsplit("/", 1)[0] for u in ok["features_uri"]})
+    if len(dirs) != 1:
+        raise InputError(
+            f"the feature index points at {len(dirs)} folders {dirs[:3]}; one extractor's "
+            "folder was expected",
+            hint="collect the shards of one extraction run (same extractor hash)",
+        )
+    usable = set(ok["slide_id"].astype(str))
+    manifest = slide_index[slide_index["slide_id"].astype(str).isin(usable)]
+    return dirs[0], manifest.reset_index(drop=True)
 
 
 def training_inputs(

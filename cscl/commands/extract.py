@@ -13,7 +13,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--manifest", help="cohort manifest (CSV/Parquet, local or s3://)")
     src.add_argument("--slide", help="one slide file (local or s3://)")
-    p.add_argument("--out", required=True, help="output folder: <out>/<slide_id>.h5")
+    dest = p.add_mutually_exclusive_group(required=True)
+    dest.add_argument("--out", help="output folder: <out>/<slide_id>.h5")
+    dest.add_argument(
+        "--store",
+        metavar="PREFIX",
+        help="with --manifest: project prefix (local or s3://); features go to "
+        "<PREFIX>/features/<extractor-hash>/ and files already there are reused (as the pipeline)",
+    )
     p.add_argument("--slide-id", help="with --slide: id (default: file name without extension)")
     p.add_argument("--stain", default="HE", help="with --slide: stain name (default HE)")
     p.add_argument("--mpp", type=float, help="with --slide: level-0 µm/px if the file lacks it")
@@ -91,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size is not None and args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
     common = dict(qc_png_dir=args.qc_png, show_progress=not args.quiet)
+    if args.store:
+        return _extract_to_store(args, cfg)
     if args.manifest:
         if args.mpp or args.slide_id:
             raise InputError("--mpp/--slide-id go with --slide; use the manifest columns instead")
@@ -110,3 +119,21 @@ def run(args: argparse.Namespace) -> int:
     for r in summary.failed:
         print(f"  FAILED {r.slide_id}: {r.error}", file=sys.stderr)
     return 0 if summary.ok else 1
+
+
+def _extract_to_store(args: argparse.Namespace, cfg) -> int:
+    """`--store`: the pipeline's extraction (cscl.shards.extract_to_store) on the whole cohort."""
+    from cscl.errors import InputError
+    from cscl.ingest import ingest_cohort
+    from cscl.shards import extract_to_store
+
+    if not args.manifest:
+        raise InputError("--store goes with --manifest", hint="use --out for one --slide")
+    index = ingest_cohort(args.manifest, progress=not args.quiet).index
+    ehash, rep = extract_to_store(index, cfg, args.store)
+    c = rep.counts()
+    print(f"extractor {ehash}: {c['extracted']} extracted, {c['reused']} reused, "
+          f"{c['failed']} failed → {args.store.rstrip('/')}/features/{ehash}/")  # fmt: skip
+    for sid in rep.failed:
+        print(f"  FAILED {sid}", file=sys.stderr)
+    return 1 if rep.failed else 0

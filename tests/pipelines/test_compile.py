@@ -10,8 +10,9 @@ import yaml
 
 from cscl import __version__
 from cscl.cli import main
+from cscl.runtime import git_commit
 from cscl_platform.pipelines import PIPELINES, available
-from cscl_platform.pipelines.compile import git_commit, pipeline_version
+from cscl_platform.pipelines.compile import pipeline_version
 
 
 def _docs(path):
@@ -24,7 +25,7 @@ def test_version_is_package_version_plus_commit():
     ).stdout.strip()
     v = pipeline_version()
     assert v.startswith(f"{__version__}-{sha}")
-    assert git_commit().split(".")[0] == sha
+    assert git_commit(short=True).split(".")[0] == sha
 
 
 def test_training_and_retraining_are_available():

@@ -1,4 +1,6 @@
-"""embed: H&E slide embeddings (Parquet `Dataset`) from a trained model or the mean-pool baseline."""
+"""embed: H&E slide embeddings (Parquet `Dataset`) from a trained model, the mean-pool baseline
+or a released model. Each calls `cscl.embed.embed_cohort`, as `cscl embed` does, on the store's
+feature folder (`cscl.shards.stored_features`)."""
 
 from kfp.dsl import Dataset, Input, Model, Output
 
@@ -13,21 +15,18 @@ def embed(
     embeddings: Output[Dataset],
     s3_endpoint: str = "",
 ) -> int:
-    """Embed every H&E slide with the trained model (cscl.embed); returns the number of rows."""
-    import tempfile
-
+    """Embed every H&E slide with the trained model; returns the number of rows."""
     import pandas as pd
 
     from cscl.embed import embed_cohort
     from cscl.embeddings import read_embeddings
     from cscl.ingest import read_index
-    from cscl.shards import training_inputs
+    from cscl.io import storage
+    from cscl.shards import stored_features
 
-    feats, manifest = training_inputs(
-        read_index(slide_index.path),
-        pd.read_csv(features.path, dtype={"slide_id": str, "case_id": str}),
-        tempfile.mkdtemp(prefix="cscl-features-"),
-        s3_endpoint or None,
+    storage.configure_store(s3_endpoint or None)
+    feats, manifest = stored_features(
+        read_index(slide_index.path), pd.read_csv(features.path, dtype={"slide_id": str})
     )
     embed_cohort(model.path, feats, manifest, embeddings.path, quiet=True)
     meta, X = read_embeddings(embeddings.path)
@@ -45,20 +44,17 @@ def embed_baseline(
     s3_endpoint: str = "",
 ) -> int:
     """Embeddings of a training-free baseline (mean-pooled patch features) for evaluation."""
-    import tempfile
-
     import pandas as pd
 
     from cscl.embed import embed_cohort
     from cscl.embeddings import read_embeddings
     from cscl.ingest import read_index
-    from cscl.shards import training_inputs
+    from cscl.io import storage
+    from cscl.shards import stored_features
 
-    feats, manifest = training_inputs(
-        read_index(slide_index.path),
-        pd.read_csv(features.path, dtype={"slide_id": str, "case_id": str}),
-        tempfile.mkdtemp(prefix="cscl-features-"),
-        s3_endpoint or None,
+    storage.configure_store(s3_endpoint or None)
+    feats, manifest = stored_features(
+        read_index(slide_index.path), pd.read_csv(features.path, dtype={"slide_id": str})
     )
     embed_cohort(baseline, feats, manifest, embeddings.path, quiet=True)
     meta, X = read_embeddings(embeddings.path)
@@ -86,24 +82,21 @@ def embed_released(
     from cscl.errors import InputError
     from cscl.ingest import read_index
     from cscl.io import storage
-    from cscl.shards import training_inputs
+    from cscl.shards import stored_features
 
-    ep = s3_endpoint or None
-    work = Path(tempfile.mkdtemp(prefix="cscl-current-"))
+    storage.configure_store(s3_endpoint or None)
+    bundle = Path(tempfile.mkdtemp(prefix="cscl-current-")) / "bundle"
     prefix = f"{model_uri.rstrip('/')}/bundle/"
-    files = storage.list_uris(prefix, ep)
+    files = storage.list_uris(prefix)
     if not files:
         raise InputError(f"no released model under {prefix}", hint="check current_model_uri")
     for uri in files:
-        storage.download(uri, work / "bundle" / uri[len(prefix) :], ep)
-    version = json.loads((work / "bundle" / "bundle.json").read_text()).get("version", "")
-    feats, manifest = training_inputs(
-        read_index(slide_index.path),
-        pd.read_csv(features.path, dtype={"slide_id": str, "case_id": str}),
-        work / "features",
-        ep,
+        storage.download(uri, bundle / uri[len(prefix) :])
+    version = json.loads((bundle / "bundle.json").read_text()).get("version", "")
+    feats, manifest = stored_features(
+        read_index(slide_index.path), pd.read_csv(features.path, dtype={"slide_id": str})
     )
-    embed_cohort(work / "bundle", feats, manifest, embeddings.path, quiet=True)
+    embed_cohort(bundle, feats, manifest, embeddings.path, quiet=True)
     embeddings.metadata.update(model_uri=model_uri, version=version)
     print(f"embedded the cohort with released model {version} ({model_uri})")
     return version
