@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from cscl.wsi.plugins import import_plugins
+from cscl.plugins import import_plugins
 from cscl.wsi.readers import registry
 from cscl.wsi.readers.base import SlideInfo, SlideReader, UnsupportedSlide, resolve_mpp
 from cscl.wsi.readers.registry import list_readers, open_slide, reader_class, register_reader
