@@ -8,7 +8,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cscl.io import loopback_s3
+from cscl.ingest import ensure_bucket, upload_folder
+from cscl.io import loopback_s3, storage
+from cscl.synthetic import generate_cohort
+from cscl_platform.pipelines.local import run_local
+from cscl_platform.pipelines.params import params_of
 
 
 @contextlib.contextmanager
@@ -75,7 +79,6 @@ def pick_tasks(labels_path: str | Path, folds: int = 2) -> str:
 def demo_params(ctx: DemoContext, kind: str = "training", fast: bool = True, **overrides) -> dict:
     """Parameters of pipeline `kind` for a tiny CPU run: random tiny backbone, 1–2 epochs, small
     ABMIL. Only the parameters `kind` declares (pipelines.params); `overrides` win."""
-    from cscl_platform.pipelines.params import params_of
 
     tasks = pick_tasks(ctx.cohort_dir / "labels.csv", folds=2)
     protocols = "fewshot,kfold" + (",survival" if "os" in tasks.split(",") else "")
@@ -114,7 +117,6 @@ def demo_params(ctx: DemoContext, kind: str = "training", fast: bool = True, **o
 
 def make_cohort(out_dir: Path, n_cases: int, seed: int = 0) -> Path:
     """A small synthetic paired cohort (H&E + HER2 + KI67) on local disk; returns its folder."""
-    from cscl.synthetic import generate_cohort
 
     manifest = generate_cohort(
         out_dir,
@@ -134,10 +136,6 @@ def run_demo(out_dir: Path, n_cases: int = 6, endpoint_url: str | None = None) -
     import importlib
     import importlib.util
     import time
-
-    from cscl.ingest import ensure_bucket, upload_folder
-    from cscl.io import storage
-    from cscl_platform.pipelines.local import run_local
 
     storage.configure_store(endpoint_url)  # this process; the tasks get `s3_endpoint`
     out_dir = Path(out_dir).resolve()
@@ -225,7 +223,6 @@ def _print_run(run) -> None:
 
 def mirror_store(prefix: str, dest: Path) -> list[Path]:
     """Copy every object under `prefix` to `dest` (the loopback S3 server dies with the demo)."""
-    from cscl.io import storage
 
     bucket, _ = storage.parse_s3_uri(prefix)
     out = []
