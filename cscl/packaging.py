@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -192,30 +193,38 @@ def _heads_and_reference(
     return heads, ref
 
 
-def build_bundle(
-    run_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    features_dir: str | Path | None = None,
-    labels: str | None = None,
-    embeddings: str | Path | None = None,
-    tasks: str = DEFAULT_TASKS,
-    name: str = "cscl",
-    version: str | None = None,
-    backbone_weights: str | Path | None = None,
-    backbone_seed: int = 0,
-    min_tissue: float = 0.25,
-    features_only: bool = False,
-    metrics: dict | None = None,
-    seed: int = 0,
-    n_iter: int = 10,
-) -> Bundle:
-    """Write the bundle of a trained run to `out_dir`; returns it (loaded, not re-hashed).
+@dataclass(frozen=True)
+class BundleSpec:
+    """What a bundle holds besides the trained run (one declaration for the CLI, the component
+    and the platform's `package_model`).
 
     labels (a labels table URI) needs `embeddings` (`cscl embed` of this run): heads are fitted on
     them. With embeddings whose feature files carry `qc`, the reference set for drift
     monitoring is written too.
     """
+
+    features_dir: str | Path | None = None
+    labels: str | None = None
+    embeddings: str | Path | None = None
+    tasks: str = DEFAULT_TASKS
+    name: str = "cscl"
+    version: str | None = None
+    backbone_weights: str | Path | None = None
+    backbone_seed: int = 0
+    min_tissue: float = 0.25
+    features_only: bool = False
+    metrics: dict | None = None
+    seed: int = 0
+    n_iter: int = 10
+
+
+def build_bundle(
+    run_dir: str | Path, out_dir: str | Path, spec: BundleSpec = BundleSpec()
+) -> Bundle:
+    """Write the bundle of a trained run to `out_dir`; returns it (loaded, not re-hashed)."""
+    features_dir, labels, embeddings = spec.features_dir, spec.labels, spec.embeddings
+    tasks, name, version, seed, n_iter = spec.tasks, spec.name, spec.version, spec.seed, spec.n_iter
+    metrics = spec.metrics
     cfg = read_config(run_dir)
     data = cfg.get("data") or {}
     features = features_dir or data.get("features_dir")
@@ -228,10 +237,10 @@ def build_bundle(
     backbone, pre = feature_preprocessing(
         features,
         data["extractor_hash"],
-        backbone_weights=backbone_weights,
-        backbone_seed=backbone_seed,
-        min_tissue=min_tissue,
-        features_only=features_only,
+        backbone_weights=spec.backbone_weights,
+        backbone_seed=spec.backbone_seed,
+        min_tissue=spec.min_tissue,
+        features_only=spec.features_only,
     )
     version = version or default_version()
     out = Path(out_dir)

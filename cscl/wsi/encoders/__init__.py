@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import sys
 
+from cscl.plugins import import_plugins
 from cscl.wsi.encoders.base import IMAGENET_MEAN, IMAGENET_STD, Encoder, EncoderSpec
 from cscl.wsi.encoders.factory import load_encoder
 from cscl.wsi.encoders.registry import encoder_spec, list_encoders, register_encoder
 from cscl.wsi.encoders.weights import load_state_dict
-from cscl.plugins import import_plugins
 
 UNAVAILABLE = import_plugins(
     sys.modules[__name__], skip=frozenset({"base", "factory", "registry", "weights"})
