@@ -56,6 +56,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="slide reader backend: auto (OpenSlide, else the first that opens the file) | "
         "openslide | tifffile",
     )
+    p.add_argument(
+        "--max-patches",
+        type=int,
+        default=None,
+        help="fail a slide with more patches than this (default 100000; 0 = no bound)",
+    )
     p.add_argument("--qc-png", metavar="DIR", help="write a tissue-mask overlay PNG per slide")
     p.add_argument("--s3-endpoint", help="S3 endpoint URL (MinIO, moto…); else AWS_ENDPOINT_URL")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -95,6 +101,10 @@ def run(args: argparse.Namespace) -> int:
         torch_threads=args.threads,
         reader=args.reader,
     )
+    if args.max_patches is not None:
+        if args.max_patches < 0:
+            raise InputError(f"--max-patches must be >= 0, got {args.max_patches}")
+        cfg.max_patches = args.max_patches or None
     if args.batch_size is not None and args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
     common = dict(qc_png_dir=args.qc_png, show_progress=not args.quiet)

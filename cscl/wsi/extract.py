@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cscl.errors import CsclError, SlideError
+from cscl.errors import CsclError, ErrorKind, SlideError
 from cscl.features import SlideFeatures, feature_path, read_extractor_hash, write_features
 from cscl.io import storage
 from cscl.io.manifest import load_manifest, slide_id_from_uri
@@ -33,6 +33,9 @@ from cscl.wsi.readers import SlideReader, open_slide
 from cscl.wsi.tissue import TissueMask, TissueParams, save_qc_png, segment_tissue
 
 SUMMARY_NAME = "extract_summary.json"
+# Patches per slide above which a slide fails instead of running for hours: a 20×15 mm section
+# at 0.5 µm/px in 224-px patches is ~25,000; 100,000 leaves room for 0.25 µm/px targets.
+MAX_PATCHES = 100_000
 
 
 def available_cpus() -> int:
@@ -61,6 +64,8 @@ class ExtractConfig:
     device: str | None = None  # None: cuda if available else cpu
     torch_threads: int | None = None  # None: one per CPU
     reader: str = "auto"  # slide reader backend (cscl.wsi.readers); same pixels, not hashed
+    # a bound, not hashed: a slide with more patches fails fast (a wrong mpp, a wrong target)
+    max_patches: int | None = MAX_PATCHES
 
     def hashed(self, weights_digest: str) -> dict:
         d = {
@@ -179,6 +184,20 @@ def compute_features(
     return feats
 
 
+def check_patch_count(wsi: SlideReader, grid: PatchGrid, cfg: ExtractConfig, mask) -> None:
+    """Refuse a slide whose patch grid exceeds `cfg.max_patches`, naming the count and the mpp."""
+    if cfg.max_patches is None or len(grid) <= cfg.max_patches:
+        return
+    raise SlideError(
+        f"{wsi.path} would give {len(grid):,} patches of {cfg.patch_size} px at "
+        f"{cfg.target_mpp:g} µm/px (level-0 mpp {wsi.mpp:.4g} from {wsi.mpp_source}, "
+        f"{mask.area_mm2():.1f} mm² tissue), above the bound of {cfg.max_patches:,} per slide",
+        hint="if the mpp is wrong, pass --mpp (or the manifest mpp column); if the slide is "
+        "really that large, raise --max-patches (0 = no bound) or use a coarser --target-mpp",
+        kind=ErrorKind.TOO_LARGE,
+    )
+
+
 def _slide_features(
     wsi: SlideReader,
     cfg: ExtractConfig,
@@ -198,6 +217,7 @@ def _slide_features(
             f"({mask.area_mm2():.3f} mm² of tissue found)",
             hint="lower --min-tissue or check the tissue mask with --qc-png",
         )
+    check_patch_count(wsi, grid, cfg, mask)
     if on_grid:
         on_grid(len(grid))
     feats = compute_features(wsi, grid, cfg, encoder, on_batch)
