@@ -256,8 +256,7 @@ def load_cohort(
     for cid, g in df.groupby("case_id", sort=True):
         he_rows = g[g["stain"] == HE]
         he_sid = he_rows["slide_id"].iloc[0]
-        if he_sid not in loaded:
-            skipped.append(f"{cid} (H&E feature file missing)")
+        if he_sid not in loaded:  # already listed in `skipped` with its reason
             continue
 
         def tok(sid: str, stain: str) -> SlideTokens:

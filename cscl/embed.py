@@ -11,6 +11,7 @@ CLI can list them and exit 1. Only a run where no slide can be embedded raises.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,7 +53,9 @@ def embed_cohort(
         if isinstance(model_dir_or_baseline, TrainedModel)
         else load_trained(model_dir_or_baseline, device=device)
     )
-    cohort = load_cohort(features_dir, manifest_uri, he_only=True, on_missing_file="skip")
+    with warnings.catch_warnings():  # the skipped slides are returned and listed by the caller
+        warnings.simplefilter("ignore", UserWarning)
+        cohort = load_cohort(features_dir, manifest_uri, he_only=True, on_missing_file="skip")
     want = model.config.get("data", {}).get("extractor_hash")
     if want and want != cohort.extractor_hash:
         raise InputError(

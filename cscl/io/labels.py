@@ -39,21 +39,27 @@ _FALSE = frozenset(
 _MISSING = frozenset({"", "na", "n/a", "nan", "none", "null"})
 
 
-def normalise_labels(df: pd.DataFrame, source: str = "labels") -> tuple[pd.DataFrame, list[str]]:
-    """(normalised copy of a labels table, notes saying what was mapped). See the module doc."""
-    if "case_id" not in df.columns:
+def normalise_labels(
+    df: pd.DataFrame, source: str = "labels", id_column: str = "case_id"
+) -> tuple[pd.DataFrame, list[str]]:
+    """(normalised copy of a labels table, notes saying what was mapped). See the module doc.
+
+    `id_column` names the rows in errors (labels that arrive for served requests are keyed by
+    request_id or slide_id, not case_id).
+    """
+    if id_column not in df.columns:
         raise InputError(
-            f"{source} has no case_id column; columns: {list(df.columns)}",
-            hint="a labels table needs one row per case with a case_id column",
+            f"{source} has no {id_column} column; columns: {list(df.columns)}",
+            hint=f"a labels table needs one row per case with a {id_column} column",
         )
     df = df.copy()
-    for col in _ID_COLUMNS:
-        if col in df.columns:
-            df[col] = df[col].astype(str).str.strip()
-    cases = df["case_id"].to_numpy(str)
+    ids = {*_ID_COLUMNS, id_column}
+    for col in ids & set(df.columns):
+        df[col] = df[col].astype(str).str.strip()
+    cases = df[id_column].to_numpy(str)
     notes: list[str] = []
     for col in df.columns:
-        if col in _ID_COLUMNS:
+        if col in ids:
             continue
         name = str(col)
         if name.endswith(STATUS_SUFFIX):
@@ -78,6 +84,11 @@ def _key(v) -> str | None:
         v = int(v)
     k = str(v).strip().lower()
     return None if k in _MISSING else k
+
+
+def _plain(v):
+    """A numpy scalar as the Python value it holds (reads as 2, not np.int64(2), in messages)."""
+    return v.item() if isinstance(v, np.generic) else v
 
 
 def _where(cases: np.ndarray, mask: np.ndarray) -> str:
@@ -115,14 +126,19 @@ def _map_binary(col: pd.Series, pair: tuple, name: str, cases: np.ndarray, sourc
             continue
         out.append(new)
         if (k not in {"1", "0"} or isinstance(new, str)) and v != new:  # '1' → 1 is no news
-            mapped[v.item() if isinstance(v, np.generic) else v] = new
+            mapped[_plain(v)] = new
     if bad:
-        values = sorted({repr(col.iloc[i]) for i in bad})[:5]
+        values = sorted({repr(_plain(col.iloc[i])) for i in bad})[:5]
+        what = (
+            "0 or 1 (1 = event, 0 = censored)"
+            if isinstance(pair[0], int)
+            else (f"a {pair[0]}/{pair[1]} status")
+        )
         raise InputError(
-            f"{source}: column {name!r} has value(s) {', '.join(values)} that are not a "
-            f"{pair[0]}/{pair[1]} status ({_where(cases, np.isin(np.arange(len(col)), bad))})",
+            f"{source}: column {name!r} must be {what}; value(s) {', '.join(values)} cannot be "
+            f"mapped ({_where(cases, np.isin(np.arange(len(col)), bad))})",
             hint=f"write {pair[0]} or {pair[1]} (or pos/neg, +/-, 1/0, true/false); "
-            "leave the cell empty when the status is unknown",
+            "leave the cell empty when it is unknown",
         )
     series = pd.Series(out, index=col.index, dtype=float if isinstance(pair[0], int) else object)
     if isinstance(pair[0], int) and series.notna().all():

@@ -61,10 +61,10 @@ def test_in_memory_tables_get_the_same_normalisation(tmp_path):
 @pytest.mark.parametrize(
     ("column", "value", "kind"),
     [
-        ("er_status", "equivocal", "not a positive/negative status"),
-        ("ki67_status", "medium", "not a high/low status"),
-        ("her2_status", "2", "not a positive/negative status"),
-        ("os_event", "2", "not a 1/0 status"),
+        ("er_status", "equivocal", "must be a positive/negative status"),
+        ("ki67_status", "medium", "must be a high/low status"),
+        ("her2_status", "2", "must be a positive/negative status"),
+        ("os_event", "2", "must be 0 or 1"),
         ("os_time", "abc", "non-numeric"),
         ("os_time", "inf", "non-finite"),
         ("os_time", "-Infinity", "non-finite"),
@@ -100,3 +100,18 @@ def test_survival_errors_name_the_cases(tmp_path):
     )
     with pytest.raises(InputError, match=r"os_time must be > 0.*\['b'\]"):
         survival_arrays(df, "os")
+
+
+def test_labels_for_served_requests_are_normalised_like_training_labels(tmp_path):
+    """Target drift compares them with the training labels: 'POSITIVE' must not look like drift."""
+    from types import SimpleNamespace
+
+    from cscl.monitoring.labels import load_window_labels
+
+    p = _labels(tmp_path, "slide_id,er_status\ns1,POSITIVE\ns2 ,neg\n", "late.csv")
+    window = SimpleNamespace(slide_ids=["s1", "s2", "s3"], request_ids=["r1", "r2", "r3"])
+    out = load_window_labels(str(p), window)
+    assert out["label__er_status"].tolist() == ["positive", "negative", None]
+    p.write_text("slide_id,er_status\ns1,maybe\n")
+    with pytest.raises(InputError, match="'maybe'.*case s1"):
+        load_window_labels(str(p), window)
