@@ -102,9 +102,20 @@ def read_features(path: str | Path) -> SlideFeatures:
             root = {k: _attr(v) for k, v in f.attrs.items()}
             enc = _attr(f["features"].attrs.get("encoder", "unknown"))
     except OSError as exc:
+        broken = "truncated" in str(exc) or (path.is_file() and path.stat().st_size == 0)
         raise InputError(
-            f"cannot read feature file {path}: {exc}", hint="is it an HDF5 file?"
+            f"cannot read feature file {path}: " + ("truncated or empty" if broken else str(exc)),
+            hint=f"re-run `cscl extract` for slide {path.stem} (the file was cut short)"
+            if broken
+            else "is it an HDF5 feature file written by `cscl extract`?",
         ) from exc
+    bad = ~np.isfinite(feats).all(axis=1) if feats.ndim == 2 else np.zeros(0, bool)
+    if bad.any():
+        raise InputError(
+            f"feature file {path}: dataset 'features' has non-finite values (NaN/inf) in "
+            f"{int(bad.sum())} of {len(bad)} patches (first: patch {int(np.flatnonzero(bad)[0])})",
+            hint=f"re-run `cscl extract` for slide {path.stem}",
+        )
     known = {"slide_id", "stain", "cscl_version", "extractor_hash"}
     return SlideFeatures(
         features=feats,

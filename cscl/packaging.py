@@ -148,19 +148,30 @@ def reference_inputs(
     return meta, X, aligned
 
 
-def qc_records(features_dir: str | Path, slide_ids: list[str]) -> list[dict] | None:
-    """The `qc` attribute of each slide's feature file, or None if any is missing."""
-    out = []
+def qc_records(
+    features_dir: str | Path, slide_ids: list[str]
+) -> tuple[list[dict | None], list[str]]:
+    """(the `qc` attribute of each slide's feature file or None, why each None).
+
+    One missing, truncated or QC-less file leaves that slide out of the reference set (named in
+    the second list) instead of stopping the packaging or dropping the whole set.
+    """
+    out: list[dict | None] = []
+    failed: list[str] = []
     for sid in slide_ids:
         p = feature_path(features_dir, sid)
-        if not p.exists():
-            return None
-        qc = read_features(p).extra.get("qc")
-        qc = json.loads(qc) if isinstance(qc, str | bytes) else qc
-        if not isinstance(qc, dict):
-            return None
+        try:
+            if not p.exists():
+                raise InputError(f"no feature file {p}")
+            qc = read_features(p).extra.get("qc")
+            qc = json.loads(qc) if isinstance(qc, str | bytes) else qc
+            if not isinstance(qc, dict):
+                raise InputError("the feature file has no `qc` attribute")
+        except (InputError, ValueError) as err:
+            failed.append(f"{sid} ({err})")
+            qc = None
         out.append(qc)
-    return out
+    return out, failed
 
 
 def _heads_and_reference(
@@ -184,12 +195,27 @@ def _heads_and_reference(
         preds = [apply_heads(heads, x.astype(np.float64)) for x in X]
         label_cols = {t.name: aligned[t.name].tolist() for t in task_list if t.name in aligned}
     slide_ids = meta["slide_id"].astype(str).tolist()
-    qcs = qc_records(features_dir, slide_ids)
-    if qcs is None:
-        log.warning("feature files lack `qc` attributes; no reference set for monitoring")
+    qcs, failed = qc_records(features_dir, slide_ids)
+    keep = [i for i, q in enumerate(qcs) if q is not None]
+    if failed:
+        log.warning(
+            "%d slide(s) left out of the monitoring reference set: %s%s",
+            len(failed), failed[:5], " …" if len(failed) > 5 else "",
+        )  # fmt: skip
+    if not keep:
+        log.warning(
+            "no feature file has a readable `qc` attribute; no reference set for monitoring"
+        )
         return heads, None
-    ref = dict(embeddings=X, predictions=preds, qc_records=qcs, slide_ids=slide_ids,
-               labels=label_cols)  # fmt: skip
+    ref = dict(
+        embeddings=X[keep],
+        predictions=[preds[i] for i in keep],
+        qc_records=[qcs[i] for i in keep],
+        slide_ids=[slide_ids[i] for i in keep],
+        labels={k: [v[i] for i in keep] for k, v in label_cols.items()}
+        if label_cols
+        else label_cols,
+    )
     return heads, ref
 
 

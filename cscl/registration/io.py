@@ -103,6 +103,13 @@ def load_registrations(path: str | Path) -> pd.DataFrame:
     df["stain"] = df["stain"].astype(str).str.upper()
     for c in MATRIX_COLUMNS:
         df[c] = pd.to_numeric(df[c], errors="coerce")
+        inf = np.isinf(df[c].to_numpy(dtype=float))
+        if inf.any():  # NaN = a pair that could not be registered; inf is never a matrix entry
+            raise InputError(
+                f"registration table {uri}: column {c!r} is infinite for (case, stain) "
+                f"{df.loc[inf, ['case_id', 'stain']].values.tolist()[:5]}",
+                hint="re-run `cscl register` for those pairs, or leave the matrix empty",
+            )
     df["ok"] = df["ok"].map(_to_bool) if "ok" in df.columns else True
     # A row whose matrix could not be estimated is unusable whatever `ok` says.
     df.loc[df[list(MATRIX_COLUMNS)].isna().any(axis=1), "ok"] = False
