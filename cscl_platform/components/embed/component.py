@@ -1,6 +1,7 @@
 """embed: H&E slide embeddings (Parquet `Dataset`) from a trained model, the mean-pool baseline
-or a released model. Each calls `cscl.embed.embed_cohort`, as `cscl embed` does, on the store's
-feature folder (`cscl.shards.stored_features`)."""
+or a released model. Each calls `cscl.shards.embed_stored`: `cscl.embed.embed_cohort` (what
+`cscl embed` runs) on the store's feature folder; slides that cannot be embedded are listed in the
+log and in the artifact's metadata (`failed`)."""
 
 from kfp.dsl import Dataset, Input, Model, Output
 
@@ -16,23 +17,13 @@ def embed(
     s3_endpoint: str = "",
 ) -> int:
     """Embed every H&E slide with the trained model; returns the number of rows."""
-    import pandas as pd
-
-    from cscl.embed import embed_cohort
-    from cscl.embeddings import read_embeddings
-    from cscl.ingest import read_index
     from cscl.io import storage
-    from cscl.shards import stored_features
+    from cscl.shards import embed_stored
 
     storage.configure_store(s3_endpoint or None)
-    feats, manifest = stored_features(
-        read_index(slide_index.path), pd.read_csv(features.path, dtype={"slide_id": str})
-    )
-    embed_cohort(model.path, feats, manifest, embeddings.path, quiet=True)
-    meta, X = read_embeddings(embeddings.path)
-    embeddings.metadata.update(n_slides=len(meta), dim=int(X.shape[1]))
-    print(f"{len(meta)} H&E slide embeddings of dimension {X.shape[1]}")
-    return len(meta)
+    _, info = embed_stored(model.path, slide_index.path, features.path, embeddings.path)
+    embeddings.metadata.update(info)
+    return info["n_slides"]
 
 
 @cscl_component
@@ -44,22 +35,13 @@ def embed_baseline(
     s3_endpoint: str = "",
 ) -> int:
     """Embeddings of a training-free baseline (mean-pooled patch features) for evaluation."""
-    import pandas as pd
-
-    from cscl.embed import embed_cohort
-    from cscl.embeddings import read_embeddings
-    from cscl.ingest import read_index
     from cscl.io import storage
-    from cscl.shards import stored_features
+    from cscl.shards import embed_stored
 
     storage.configure_store(s3_endpoint or None)
-    feats, manifest = stored_features(
-        read_index(slide_index.path), pd.read_csv(features.path, dtype={"slide_id": str})
-    )
-    embed_cohort(baseline, feats, manifest, embeddings.path, quiet=True)
-    meta, X = read_embeddings(embeddings.path)
-    embeddings.metadata.update(n_slides=len(meta), dim=int(X.shape[1]), baseline=baseline)
-    return len(meta)
+    _, info = embed_stored(baseline, slide_index.path, features.path, embeddings.path)
+    embeddings.metadata.update(info, baseline=baseline)
+    return info["n_slides"]
 
 
 @cscl_component
@@ -76,13 +58,9 @@ def embed_released(
     import tempfile
     from pathlib import Path
 
-    import pandas as pd
-
-    from cscl.embed import embed_cohort
     from cscl.errors import InputError
-    from cscl.ingest import read_index
     from cscl.io import storage
-    from cscl.shards import stored_features
+    from cscl.shards import embed_stored
 
     storage.configure_store(s3_endpoint or None)
     bundle = Path(tempfile.mkdtemp(prefix="cscl-current-")) / "bundle"
@@ -93,10 +71,7 @@ def embed_released(
     for uri in files:
         storage.download(uri, bundle / uri[len(prefix) :])
     version = json.loads((bundle / "bundle.json").read_text()).get("version", "")
-    feats, manifest = stored_features(
-        read_index(slide_index.path), pd.read_csv(features.path, dtype={"slide_id": str})
-    )
-    embed_cohort(bundle, feats, manifest, embeddings.path, quiet=True)
-    embeddings.metadata.update(model_uri=model_uri, version=version)
+    _, info = embed_stored(bundle, slide_index.path, features.path, embeddings.path)
+    embeddings.metadata.update(info, model_uri=model_uri, version=version)
     print(f"embedded the cohort with released model {version} ({model_uri})")
     return version

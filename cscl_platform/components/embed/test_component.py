@@ -30,7 +30,7 @@ def test_embeddings_match_the_library(index_art, features_art, model_art, embedd
     )
     meta, X = read_embeddings(out.path)
     assert n == len(meta) == 4 and (meta["stain"] == "HE").all()
-    assert out.metadata == {"n_slides": 4, "dim": X.shape[1]}
+    assert out.metadata == {"n_slides": 4, "dim": X.shape[1], "failed": []}
     _, X0 = read_embeddings(embeddings_parquet)  # cscl.embed.embed_cohort on local copies
     np.testing.assert_allclose(X, X0, atol=1e-5)
 
