@@ -288,7 +288,8 @@ class Predictor:
         self, uri: str, mpp: float | None = None, policy: RequestPolicy | None = None
     ) -> SlideFeatures:
         """Tissue detection → patch grid → backbone, exactly as `cscl extract` did for training,
-        within the policy's budget (patches, pixels, seconds)."""
+        within the policy's budget (patches, pixels, seconds) when one is given: served requests
+        (`run`) always have one; `cscl predict --bundle` on the operator's own slide has none."""
         if not self.pre.get("slide_input", True):
             raise InputError(
                 f"model {self.model_version} was packaged for feature files only; slides refused",
@@ -314,15 +315,16 @@ class Predictor:
                 local = str(storage.download(uri, Path(tmp) / name))
             try:
                 with open_slide(local, mpp=mpp) as wsi:
-                    budget = SlideBudget(policy or RequestPolicy(), uri)
-                    budget.check_slide(wsi, cfg)
+                    budget = SlideBudget(policy, uri) if policy is not None else None
+                    if budget is not None:
+                        budget.check_slide(wsi, cfg)
                     return features_in_memory(
                         wsi,
                         cfg,
                         enc,
                         slide_id=slide_id_from_uri(uri),
-                        on_grid=budget.on_grid,
-                        on_batch=budget.on_batch,
+                        on_grid=budget.on_grid if budget else None,
+                        on_batch=budget.on_batch if budget else None,
                     )
             except CsclError as exc:  # name the client's URI, not our temporary copy
                 if local == uri:
