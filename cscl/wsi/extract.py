@@ -242,11 +242,16 @@ def features_in_memory(
     slide_id: str | None = None,
     stain: str = "HE",
     mask: TissueMask | None = None,
+    on_grid: Callable[[int], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> SlideFeatures:
-    """Features of an open slide without writing a file (serving). Same pipeline as extraction."""
+    """Features of an open slide without writing a file (serving). Same pipeline as extraction.
+    `on_grid`/`on_batch` may raise to stop early (a served request's budget)."""
     ehash = extractor_hash(cfg, encoder.weights_digest)
     sid = slide_id or Path(wsi.path).stem
-    sf, _, _ = _slide_features(wsi, cfg, encoder, ehash, sid, stain, mask)
+    sf, _, _ = _slide_features(
+        wsi, cfg, encoder, ehash, sid, stain, mask, on_grid=on_grid, on_batch=on_batch
+    )
     return sf
 
 

@@ -10,6 +10,12 @@ The parameters come from `pipelines.params.PARAMS` (one declaration each); the s
 them from the `Params` object. `cluster=True` adds what only a Kubernetes cluster can honour (GPU
 requests, node placement, tolerations, S3 credentials from a Secret via kfp-kubernetes);
 `cluster=False` leaves them out so `kfp.local` can run the pipeline.
+
+In a cluster build every task has CPU/memory requests and limits (`TASK_RESOURCES`: a task
+parsing a hostile slide cannot starve the node), and only the deploy task holds credentials for
+the Kubernetes API: the kubeconfig of the `cscl-deployer` service account, mounted from the
+Secret `DEPLOYER_KUBECONFIG_SECRET` (docs/SECURITY.md). kfp-kubernetes 2.17 cannot give one task
+its own service account, so the run's account (`cscl-pipeline-runner`) has no API rights.
 """
 
 from __future__ import annotations
@@ -45,10 +51,41 @@ DESCRIPTIONS = {
 }
 
 
-def on_cluster(task: dsl.PipelineTask, *, gpu: bool = False, s3: bool = True) -> dsl.PipelineTask:
-    """Cluster-only settings of one task: S3 credentials from the Secret; GPU + placement."""
+# (cpu request, cpu limit, memory request, memory limit) per kind of task in a cluster build.
+TASK_RESOURCES: dict[str, tuple[str, str, str, str]] = {
+    "small": ("250m", "1", "512M", "2G"),  # gates, bookkeeping, deploy
+    "medium": ("1", "4", "4G", "16G"),  # tables, embeddings, evaluation, packaging
+    "gpu": ("4", "8", "16G", "32G"),  # training next to one GPU
+    "extract": ("4", "8", "16G", "32G"),  # slide reading + backbone next to one GPU
+}
+DEPLOYER_KUBECONFIG_SECRET = "cscl-deployer-kubeconfig"
+DEPLOYER_KUBECONFIG_DIR = "/var/run/cscl-deployer"
+
+
+def set_resources(task: dsl.PipelineTask, size: str) -> dsl.PipelineTask:
+    cpu_req, cpu_lim, mem_req, mem_lim = TASK_RESOURCES[size]
+    task.set_cpu_request(cpu_req).set_cpu_limit(cpu_lim)
+    return task.set_memory_request(mem_req).set_memory_limit(mem_lim)
+
+
+def with_deployer_credentials(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    """The one task that talks to the Kubernetes API gets the deployer's kubeconfig."""
     from kfp import kubernetes
 
+    kubernetes.use_secret_as_volume(
+        task, secret_name=DEPLOYER_KUBECONFIG_SECRET, mount_path=DEPLOYER_KUBECONFIG_DIR
+    )
+    return task.set_env_variable("KUBECONFIG", f"{DEPLOYER_KUBECONFIG_DIR}/kubeconfig")
+
+
+def on_cluster(
+    task: dsl.PipelineTask, *, gpu: bool = False, s3: bool = True, size: str = "small"
+) -> dsl.PipelineTask:
+    """Cluster-only settings of one task: resources; S3 credentials from the Secret; GPU +
+    placement."""
+    from kfp import kubernetes
+
+    set_resources(task, size)
     if s3:
         kubernetes.use_secret_as_env(
             task, secret_name=S3_SECRET_NAME, secret_key_to_env=dict(S3_SECRET_KEYS)
@@ -71,11 +108,18 @@ class Stages:
     cluster: bool
 
     def task(
-        self, t: dsl.PipelineTask, name: str, *, gpu: bool = False, s3: bool = True
+        self,
+        t: dsl.PipelineTask,
+        name: str,
+        *,
+        gpu: bool = False,
+        s3: bool = True,
+        size: str | None = None,
     ) -> dsl.PipelineTask:
         """Name a task for the UI and add the cluster-only settings when compiling for one."""
         t.set_display_name(name)
-        return on_cluster(t, gpu=gpu, s3=s3) if self.cluster else t
+        size = size or ("gpu" if gpu else "medium")
+        return on_cluster(t, gpu=gpu, s3=s3, size=size) if self.cluster else t
 
     def ingest_and_validate(self) -> tuple[dsl.PipelineTask, dsl.PipelineTask]:
         """ingest → validate; on a failed gate a `stop_run` task fails the run (after the report
@@ -84,6 +128,7 @@ class Stages:
         ing = self.task(
             ingest(manifest_uri=p.manifest_uri, s3_endpoint=p.s3_endpoint, num_shards=p.num_shards),
             "ingest cohort",
+            size="small",
         )
         ing.set_caching_options(False)  # the store may have changed since the last run
         val = self.task(
@@ -96,10 +141,11 @@ class Stages:
             "validate data (Great Expectations)",
         )
         with dsl.If(val.outputs["Output"] == False, name="validation-failed"):  # noqa: E712
-            stop_run(
+            stop = stop_run(
                 message="data validation failed: see the 'validate' task's report (HTML) and "
                 "log; fix the cohort or lower min_pass_rate"
-            ).set_display_name("stop: validation failed")
+            )
+            self.task(stop, "stop: validation failed", s3=False, size="small")
         return ing, val
 
     def extract(self, ing: dsl.PipelineTask) -> dsl.PipelineTask:
@@ -121,12 +167,10 @@ class Stages:
                 skip_failed_slides=p.skip_failed_slides,
                 s3_endpoint=p.s3_endpoint,
             )
-            self.task(ex, "extract features (shard)", gpu=True)
+            self.task(ex, "extract features (shard)", gpu=True, size="extract")
             ex.set_retry(num_retries=2, backoff_duration="30s")  # resumes: finished slides reused
-            if self.cluster:
-                ex.set_cpu_limit("8").set_memory_limit("32G")
         col = collect_features(shard_reports=dsl.Collected(ex.outputs["shard_report"]))
-        return self.task(col, "collect features", s3=False)
+        return self.task(col, "collect features", s3=False, size="small")
 
     def pretrain(self, *, index, features) -> dsl.PipelineTask:
         """register → pretrain stage 1 → pretrain stage 2; returns the slide-encoder task."""
@@ -203,7 +247,9 @@ class Stages:
             torchserve_model_store=p.torchserve_model_store,
             s3_endpoint=p.s3_endpoint,
         )
-        self.task(dp, "deploy").set_caching_options(False)
+        self.task(dp, "deploy", size="small").set_caching_options(False)
+        if self.cluster:
+            with_deployer_credentials(dp)
         return dp
 
 
@@ -248,7 +294,7 @@ def graph(p: Params, *, kind: str, cluster: bool) -> None:
                 score_metric=p.score_metric,
                 min_improvement=p.min_improvement,
             )
-            cmp.set_display_name("compare: promote?")
+            s.task(cmp, "compare: promote?", s3=False, size="small")
             with dsl.If(cmp.outputs["Output"] == True, name="promote"):  # noqa: E712
                 s.release(**release, results=ev.outputs["results"])
 
