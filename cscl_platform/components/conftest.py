@@ -141,14 +141,14 @@ def model_dir(local_features, registration_dir, adapter_dir, tmp_path_factory) -
 def embeddings_parquet(model_dir, local_features, tmp_path_factory) -> Path:
     feats, manifest = local_features
     out = tmp_path_factory.mktemp("embeddings") / "embeddings.parquet"
-    return embed_cohort(model_dir, feats, manifest, out, quiet=True)
+    return embed_cohort(model_dir, feats, manifest, out, quiet=True).path
 
 
 @pytest.fixture(scope="session")
 def baseline_parquet(local_features, tmp_path_factory) -> Path:
     feats, manifest = local_features
     out = tmp_path_factory.mktemp("baseline") / "embeddings.parquet"
-    return embed_cohort("mean-pool", feats, manifest, out, quiet=True)
+    return embed_cohort("mean-pool", feats, manifest, out, quiet=True).path
 
 
 @pytest.fixture(scope="session")
