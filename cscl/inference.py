@@ -192,7 +192,8 @@ class Predictor:
             patch_size=int(pre["patch_size"]),
             min_tissue=float(pre.get("min_tissue", 0.25)),
             tissue=TissueParams(**(pre.get("tissue") or {})),
-            feature_dtype=str(pre.get("feature_dtype", "float16")),
+            feature_dtype=str(pre.get("feature_dtype", "float16")),  # old bundles: float16
+            encoder_spec=pre.get("encoder_spec"),  # the spec the features were made with
             batch_size=int(pre.get("batch_size", 32)),
             num_workers=0,  # inside a server worker: no extra processes
             device=self.device,
@@ -204,7 +205,12 @@ class Predictor:
         if self._encoder is None:
             cfg = self.extract_config()
             self._encoder = load_encoder(
-                cfg.backbone, cfg.weights, cfg.allow_random, self.device, seed=cfg.seed
+                cfg.backbone,
+                cfg.weights,
+                cfg.allow_random,
+                self.device,
+                seed=cfg.seed,
+                spec=cfg.encoder_spec,  # rebuild the recorded encoder, not today's registry entry
             )
         return self._encoder
 

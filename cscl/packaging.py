@@ -50,7 +50,7 @@ def feature_preprocessing(
     backbone_seed: int = 0,
     min_tissue: float = 0.25,
     tissue: dict | None = None,
-    feature_dtype: str = "float16",
+    feature_dtype: str | None = None,
     features_only: bool = False,
 ) -> tuple[dict, dict]:
     """(backbone, preprocessing) for a bundle, read from the run's feature files and verified.
@@ -73,6 +73,9 @@ def feature_preprocessing(
             hint="pass --features DIR: the feature files the model was trained on",
         )
     ca = sf.coord_attrs
+    feature_dtype = feature_dtype or str(sf.features.dtype)  # the dtype is in the hash
+    spec = sf.extra.get("encoder_spec")
+    spec = json.loads(spec) if isinstance(spec, str) else spec
     pre = {
         "encoder": sf.encoder,
         "extractor_hash": extractor_hash,
@@ -84,6 +87,8 @@ def feature_preprocessing(
         "feature_dtype": feature_dtype,
         "slide_input": not features_only,
     }
+    if spec:
+        pre["encoder_spec"] = spec  # serving rebuilds exactly this encoder
     random_init = bool(sf.extra.get("random_init", False))
     backbone = {"name": sf.encoder, "weights": None, "random_init": random_init,
                 "seed": int(backbone_seed)}  # fmt: skip
@@ -110,6 +115,7 @@ def feature_preprocessing(
         min_tissue=float(min_tissue),
         tissue=TissueParams(**pre["tissue"]),
         feature_dtype=feature_dtype,
+        encoder_spec=spec,
     )
     got = extractor_hash_of(cfg, digest)
     if got != extractor_hash:
