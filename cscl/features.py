@@ -61,9 +61,7 @@ def feature_path(root: str | Path, slide_id: str) -> Path:
     return Path(root) / f"{slide_id}.h5"
 
 
-def write_features(
-    path: str | Path, sf: SlideFeatures, dtype: str = DEFAULT_FEATURE_DTYPE
-) -> Path:
+def write_features(path: str | Path, sf: SlideFeatures, dtype: str = DEFAULT_FEATURE_DTYPE) -> Path:
     """Write atomically: readers never see a partial file under the final name."""
     if sf.features.ndim != 2 or sf.coords.shape != (sf.features.shape[0], 2):
         raise ValueError(f"features {sf.features.shape} and coords {sf.coords.shape} do not match")

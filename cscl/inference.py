@@ -139,7 +139,12 @@ class Predictor:
                 f"(encoder {sf.encoder!r}) but model {self.model_version} needs extractor "
                 f"{want!r} (encoder {self.pre.get('encoder')!r}, "
                 f"{self.pre.get('target_mpp')} µm/px, {self.pre.get('patch_size')} px patches)",
-                hint="extract the slide again with the model's backbone and settings",
+                hint="extract the slide again with the model's backbone and settings"
+                + (
+                    "; a TRIDENT/CLAM file: bring it in with `cscl import-features` first"
+                    if not sf.extractor_hash
+                    else ""
+                ),
             )
         if not np.isfinite(f).all():
             raise InputError(f"{source} contains NaN or infinite feature values")

@@ -95,6 +95,12 @@ def feature_preprocessing(
     if features_only:
         backbone["random_init"] = True  # never used: slide requests are refused
         return backbone, pre
+    if sf.extra.get("imported_from"):
+        raise InputError(
+            f"the features under {fdir} were imported (`cscl import-features`, encoder "
+            f"{sf.encoder!r}): cscl cannot extract slides the way they were made",
+            hint="package with --features-only (the model then serves feature files)",
+        )
     if backbone_weights is not None:
         backbone.update(weights=str(backbone_weights), random_init=False)
         digest = sha256_file(Path(backbone_weights))

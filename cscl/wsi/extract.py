@@ -318,7 +318,12 @@ def extract_slides(
     out_dir = storage.local_path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     encoder = encoder or load_encoder(
-        cfg.backbone, cfg.weights, cfg.allow_random, cfg.device, seed=cfg.seed, spec=cfg.encoder_spec
+        cfg.backbone,
+        cfg.weights,
+        cfg.allow_random,
+        cfg.device,
+        seed=cfg.seed,
+        spec=cfg.encoder_spec,
     )
     configure_threads(cfg, encoder)
     ehash = extractor_hash(cfg, encoder.weights_digest)

@@ -26,7 +26,7 @@ _LAYER_MODULES = ("timm.layers", "torch.nn")
 
 
 def resolve_layer(ref: str) -> Any:
-    """"timm.layers.SwiGLUPacked" → the object; only timm.layers / torch.nn names are allowed."""
+    """ "timm.layers.SwiGLUPacked" → the object; only timm.layers / torch.nn names are allowed."""
     mod, _, name = ref.rpartition(".")
     if mod not in _LAYER_MODULES:
         raise InputError(
