@@ -184,3 +184,30 @@ def test_recorded_spec_rebuilds_the_same_encoder(tmp_path):
     x = _batch(seed=5)
     torch.testing.assert_close(a(x), b(x))
     assert b.spec.identity() == spec.identity()
+
+
+def test_extraction_records_the_spec_and_packaging_carries_it(he_slide, cfg, tmp_path):
+    """The spec goes into the feature file and the extractor hash; packaging re-derives the same
+    hash from the recorded spec and hands it to serving (bundle preprocessing)."""
+    import pandas as pd
+
+    from cscl.features import read_features
+    from cscl.packaging import feature_preprocessing
+    from cscl.wsi.extract import extract_slides, extractor_hash
+
+    name = "timm:test_vit?img_size=64"
+    run = replace(cfg, backbone=name, allow_random=True)
+    row = {"slide_uri": str(he_slide), "slide_id": "s", "stain": "HE", "mpp": None}
+    summary = extract_slides(pd.DataFrame([row]), tmp_path / "f", run, show_progress=False)
+    assert summary.ok, summary.failed
+    sf = read_features(tmp_path / "f" / "s.h5")
+    recorded = json.loads(sf.extra["encoder_spec"])
+    assert recorded == encoder_spec(name).identity() and sf.features.dtype.name == "float32"
+    other = replace(run, encoder_spec={**recorded, "pool": "token"})
+    assert extractor_hash(other, "random-seed0") != summary.extractor_hash
+
+    backbone, pre = feature_preprocessing(
+        tmp_path / "f", summary.extractor_hash, min_tissue=run.min_tissue, tissue=None
+    )
+    assert pre["encoder_spec"] == recorded and pre["feature_dtype"] == "float32"
+    assert backbone["name"] == name and backbone["random_init"]
