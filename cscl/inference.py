@@ -215,7 +215,12 @@ class Predictor:
                 f"(encoder {sf.encoder!r}) but model {self.model_version} needs extractor "
                 f"{want!r} (encoder {self.pre.get('encoder')!r}, "
                 f"{self.pre.get('target_mpp')} µm/px, {self.pre.get('patch_size')} px patches)",
-                hint="extract the slide again with the model's backbone and settings",
+                hint="extract the slide again with the model's backbone and settings"
+                + (
+                    "; a TRIDENT/CLAM file: bring it in with `cscl import-features` first"
+                    if not sf.extractor_hash
+                    else ""
+                ),
             )
         if not np.isfinite(f).all():
             raise InputError(f"{source} contains NaN or infinite feature values")
@@ -268,7 +273,8 @@ class Predictor:
             patch_size=int(pre["patch_size"]),
             min_tissue=float(pre.get("min_tissue", 0.25)),
             tissue=TissueParams(**(pre.get("tissue") or {})),
-            feature_dtype=str(pre.get("feature_dtype", "float16")),
+            feature_dtype=str(pre.get("feature_dtype", "float16")),  # old bundles: float16
+            encoder_spec=pre.get("encoder_spec"),  # the spec the features were made with
             batch_size=int(pre.get("batch_size", 32)),
             num_workers=0,  # inside a server worker: no extra processes
             device=self.device,
@@ -280,7 +286,12 @@ class Predictor:
         if self._encoder is None:
             cfg = self.extract_config()
             self._encoder = load_encoder(
-                cfg.backbone, cfg.weights, cfg.allow_random, self.device, seed=cfg.seed
+                cfg.backbone,
+                cfg.weights,
+                cfg.allow_random,
+                self.device,
+                seed=cfg.seed,
+                spec=cfg.encoder_spec,  # rebuild the recorded encoder, not today's registry entry
             )
         return self._encoder
 

@@ -51,7 +51,7 @@ def feature_preprocessing(
     backbone_seed: int = 0,
     min_tissue: float = 0.25,
     tissue: dict | None = None,
-    feature_dtype: str = "float16",
+    feature_dtype: str | None = None,
     features_only: bool = False,
 ) -> tuple[dict, dict]:
     """(backbone, preprocessing) for a bundle, read from the run's feature files and verified.
@@ -74,6 +74,9 @@ def feature_preprocessing(
             hint="pass --features DIR: the feature files the model was trained on",
         )
     ca = sf.coord_attrs
+    feature_dtype = feature_dtype or str(sf.features.dtype)  # the dtype is in the hash
+    spec = sf.extra.get("encoder_spec")
+    spec = json.loads(spec) if isinstance(spec, str) else spec
     pre = {
         "encoder": sf.encoder,
         "extractor_hash": extractor_hash,
@@ -85,12 +88,20 @@ def feature_preprocessing(
         "feature_dtype": feature_dtype,
         "slide_input": not features_only,
     }
+    if spec:
+        pre["encoder_spec"] = spec  # serving rebuilds exactly this encoder
     random_init = bool(sf.extra.get("random_init", False))
     backbone = {"name": sf.encoder, "weights": None, "random_init": random_init,
                 "seed": int(backbone_seed)}  # fmt: skip
     if features_only:
         backbone["random_init"] = True  # never used: slide requests are refused
         return backbone, pre
+    if sf.extra.get("imported_from"):
+        raise InputError(
+            f"the features under {fdir} were imported (`cscl import-features`, encoder "
+            f"{sf.encoder!r}): cscl cannot extract slides the way they were made",
+            hint="package with --features-only (the model then serves feature files)",
+        )
     if backbone_weights is not None:
         backbone.update(weights=str(backbone_weights), random_init=False)
         digest = sha256_file(Path(backbone_weights))
@@ -111,6 +122,7 @@ def feature_preprocessing(
         min_tissue=float(min_tissue),
         tissue=TissueParams(**pre["tissue"]),
         feature_dtype=feature_dtype,
+        encoder_spec=spec,
     )
     got = extractor_hash_of(cfg, digest)
     if got != extractor_hash:

@@ -24,7 +24,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--slide-id", help="with --slide: id (default: file name without extension)")
     p.add_argument("--stain", default="HE", help="with --slide: stain name (default HE)")
     p.add_argument("--mpp", type=float, help="with --slide: level-0 µm/px if the file lacks it")
-    p.add_argument("--backbone", default="resnet18", help="timm model name (default resnet18)")
+    p.add_argument(
+        "--backbone",
+        "--encoder",
+        dest="backbone",
+        default="resnet18",
+        help="patch encoder: a name from `cscl encoders` (uni, virchow2, …), "
+        "timm:<model>[?k=v&…], or a timm model name (default resnet18)",
+    )
+    p.add_argument(
+        "--feature-dtype",
+        choices=("float32", "float16"),
+        default="float32",
+        help="dtype of the stored features (float32: CLAM/TRIDENT load them as is)",
+    )
     p.add_argument("--weights", help="backbone weights: state-dict file or s3:// URI")
     p.add_argument(
         "--random-init", action="store_true", help="allow a random (seeded) backbone: tests only"
@@ -100,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         torch_threads=args.threads,
         reader=args.reader,
+        feature_dtype=args.feature_dtype,
     )
     if args.max_patches is not None:
         if args.max_patches < 0:

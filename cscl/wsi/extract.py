@@ -26,7 +26,7 @@ from cscl.features import SlideFeatures, feature_path, read_extractor_hash, writ
 from cscl.io import storage
 from cscl.io.manifest import load_manifest, slide_id_from_uri
 from cscl.wsi.dataset import PatchDataset, patch_loader
-from cscl.wsi.encoders import Encoder, load_encoder
+from cscl.wsi.encoders import Encoder, encoder_identity, load_encoder
 from cscl.wsi.patching import PatchGrid, patch_grid
 from cscl.wsi.qc import slide_qc
 from cscl.wsi.readers import SlideReader, open_slide
@@ -57,7 +57,8 @@ class ExtractConfig:
     patch_size: int = 224
     min_tissue: float = 0.25
     tissue: TissueParams = field(default_factory=TissueParams)
-    feature_dtype: str = "float16"
+    feature_dtype: str = "float32"  # CLAM/TRIDENT load it as is; float16 breaks CLAM training
+    encoder_spec: dict | None = None  # recorded spec (bundle/feature file); None = the registry
     # speed only (not hashed)
     batch_size: int | None = None  # None: 16 on CPU (resnet18 there peaks at 8–16), 64 on GPU
     num_workers: int | None = None  # None: one per CPU
@@ -80,6 +81,9 @@ class ExtractConfig:
         }
         if weights_digest.startswith("random"):
             d["seed"] = int(self.seed)
+        spec = encoder_identity(self.backbone, self.encoder_spec)
+        if spec is not None:  # architecture, pooling, normalisation (encoders with a spec)
+            d["encoder_spec"] = spec
         return d
 
 
@@ -229,7 +233,11 @@ def _slide_features(
         extractor_hash=ehash,
         encoder=encoder.name,
         coord_attrs=grid.coord_attrs(wsi),
-        extra={"random_init": bool(encoder.random_init), "qc": slide_qc(wsi, mask)},
+        extra={
+            "random_init": bool(encoder.random_init),
+            "qc": slide_qc(wsi, mask),
+            **({"encoder_spec": encoder.spec.identity()} if encoder.spec else {}),
+        },
     )
     return sf, mask, grid
 
@@ -335,7 +343,12 @@ def extract_slides(
     out_dir = storage.local_path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     encoder = encoder or load_encoder(
-        cfg.backbone, cfg.weights, cfg.allow_random, cfg.device, seed=cfg.seed
+        cfg.backbone,
+        cfg.weights,
+        cfg.allow_random,
+        cfg.device,
+        seed=cfg.seed,
+        spec=cfg.encoder_spec,
     )
     configure_threads(cfg, encoder)
     ehash = extractor_hash(cfg, encoder.weights_digest)
