@@ -17,24 +17,17 @@ import math
 import numpy as np
 
 from cscl.registration.io import apply_affine
+from cscl.registration.nonrigid import (
+    STRUCTURE_SIGMA_UM,
+    common_tissue,
+    pair_structure,
+    sample_ihc,
+    structure_ncc,
+)
 
 DEFAULT_MIN_SCORE = 0.85
 DEFAULT_MIN_TEXTURE = 0.25
 DEFAULT_MAX_ERROR_UM = 50.0
-
-
-def _ncc(a: np.ndarray, b: np.ndarray) -> float:
-    a = a - a.mean()
-    b = b - b.mean()
-    den = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
-    return 0.0 if den == 0 else float((a * b).sum()) / den
-
-
-def hematoxylin(rgb: np.ndarray) -> np.ndarray:
-    """Hematoxylin optical density (colour deconvolution): the counterstain common to all stains."""
-    from skimage.color import rgb2hed
-
-    return rgb2hed(rgb)[..., 0].astype(np.float32)
 
 
 def texture_ncc(
@@ -43,24 +36,65 @@ def texture_ncc(
     ihc_rgb: np.ndarray,
     ihc_mask: np.ndarray,
     thumb_matrix: np.ndarray,
+    thumb_mpp: float,
+    flow=None,
 ) -> float:
-    """NCC of hematoxylin density of H&E and the warped IHC inside the (eroded) common tissue.
+    """Architecture correlation of the pair: hematoxylin of H&E vs the mapped IHC, in the tissue.
 
-    `thumb_matrix` maps H&E thumbnail px → IHC thumbnail px. NaN when the overlap is too small.
+    Both hematoxylin images are equalised inside their tissue and smoothed to a few cells
+    (`STRUCTURE_SIGMA_UM`): serial sections are ~4 µm apart, so single nuclei differ between
+    them, but tubules, glands, vessels and cortex/medulla do not. `thumb_matrix` maps H&E
+    thumbnail px → IHC thumbnail px; `flow` a `FlowResult` on top of it. NaN when the overlap is
+    too small to measure.
     """
-    from scipy import ndimage
+    if flow is not None:
+        return float(flow.ncc_after)
+    shape, g2t, he_img, he_m, ihc_img, grid_mpp = pair_structure(
+        he_rgb, he_mask, ihc_rgb, ihc_mask, thumb_matrix, thumb_mpp
+    )
+    ihc_w = sample_ihc(ihc_img, thumb_matrix, g2t, shape)
+    ihc_m = sample_ihc(ihc_mask.astype(np.float32), thumb_matrix, g2t, shape) >= 0.5
+    return structure_ncc(he_img, ihc_w, common_tissue(he_m, ihc_m), max(1.0, STRUCTURE_SIGMA_UM / grid_mpp))
 
-    from cscl.registration.estimate import warp
-    from cscl.registration.io import invert_affine
 
-    inv = invert_affine(thumb_matrix)
-    shape = he_mask.shape
-    wm = warp(ihc_mask.astype(np.float32), inv, shape) >= 0.5
-    both = ndimage.binary_erosion(wm & he_mask, iterations=2)
-    if both.sum() < 50:
-        return math.nan
-    h_ihc = warp(hematoxylin(ihc_rgb), inv, shape)
-    return _ncc(hematoxylin(he_rgb)[both], h_ihc[both])
+def read_landmarks(uri: str) -> np.ndarray:
+    """Landmarks (N, 2) level-0 (x, y) from an ANHIR-style CSV (`,X,Y`; row i = point i)."""
+    import io
+
+    import pandas as pd
+
+    from cscl.errors import InputError
+    from cscl.io import storage
+
+    try:
+        df = pd.read_csv(io.BytesIO(storage.read_bytes(uri)))
+    except Exception as exc:  # pandas raises many types for a malformed file
+        raise InputError(f"cannot parse landmarks {uri}: {exc}") from exc
+    cols = {str(c).strip().lower(): c for c in df.columns}
+    if "x" not in cols or "y" not in cols:
+        raise InputError(
+            f"landmarks {uri} need columns X and Y; it has {list(df.columns)}",
+            hint="ANHIR layout: `,X,Y` with one row per point, in level-0 pixels of the slide",
+        )
+    return df[[cols["x"], cols["y"]]].to_numpy(np.float64)
+
+
+def rtre(
+    mapping, he_points: np.ndarray, ihc_points: np.ndarray, ihc_size: tuple[float, float]
+) -> tuple[float, float]:
+    """ANHIR relative target registration error: (median, max) of |map(he) − ihc| / diagonal.
+
+    `mapping`: a (2, 3) matrix or a `Transform`; the diagonal is the IHC (target) slide's in
+    level-0 px, `ihc_size` = (width, height). Rows pair up in order; extra rows are ignored.
+    """
+    from cscl.registration.transform import map_points
+
+    n = min(len(he_points), len(ihc_points))
+    if n == 0:
+        return math.nan, math.nan
+    d = np.linalg.norm(map_points(mapping, he_points[:n]) - ihc_points[:n], axis=1)
+    d = d / math.hypot(*ihc_size)
+    return float(np.median(d)), float(d.max())
 
 
 def tissue_points_level0(
