@@ -30,7 +30,8 @@ from cscl.registration.transform import DisplacementField
 DEFAULT_FLOW_MAX_PX = 1024  # longest side of the image the flow is computed on
 FLOW_SMOOTH_UM = 20.0  # Gaussian smoothing of the flow (µm): no per-cell jitter
 STRUCTURE_SIGMA_UM = 24.0  # scale of the architecture compared by the QC (a few cells)
-MIN_GAIN = 0.01  # architecture NCC a flow must add to be kept
+MIN_GAIN = 0.01  # architecture NCC a flow must add to be kept …
+MIN_RESIDUAL_CUT = 0.8  # … and it must remove ≥ 20 % of the remaining 1 − NCC
 
 
 @dataclass
@@ -153,7 +154,8 @@ def estimate_flow(
     ihc_w2 = sample_ihc(ihc_img, thumb_matrix, g2t, shape, v)
     ihc_m2 = sample_ihc(ihc_mask.astype(np.float32), thumb_matrix, g2t, shape, v) >= 0.5
     after = structure_ncc(he_img, ihc_w2, common_tissue(he_m, ihc_m2), sigma)
-    if not (after >= before + min_gain):
+    # keep a flow that explains a real part of the remaining disagreement, not noise-level gains
+    if not (after >= before + min_gain and 1.0 - after <= MIN_RESIDUAL_CUT * (1.0 - before)):
         return None
     return FlowResult(v, g2t, before, after)
 

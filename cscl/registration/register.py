@@ -40,6 +40,7 @@ class SlideThumb:
     to_level0: np.ndarray  # (2, 3): thumbnail px centre (x, y) → level-0 (x, y)
     mpp: float  # level-0 µm/px
     thumb_mpp: float  # µm per thumbnail px
+    size0: tuple[int, int] = (0, 0)  # level-0 (width, height): the diagonal of rTRE
 
 
 @dataclass
@@ -128,7 +129,8 @@ def read_thumb(
         # read_downsampled: output px u covers level-0 [u·ds, (u+1)·ds) → centre (u + ½)·ds
         to0 = np.array([[ds, 0.0, 0.5 * ds], [0.0, ds, 0.5 * ds]])
         sid = slide_id or wsi.path.stem
-        return SlideThumb(sid, mask, rgb, to0, float(wsi.mpp), float(wsi.mpp * ds))
+        size0 = (int(wsi.width), int(wsi.height))
+        return SlideThumb(sid, mask, rgb, to0, float(wsi.mpp), float(wsi.mpp * ds), size0)
 
 
 def _to_common(t: SlideThumb, target_mpp: float) -> tuple[np.ndarray, np.ndarray]:
@@ -153,6 +155,7 @@ def thumb_from_rgb(
     For small images (ANHIR-style JPEG pairs, tests): optionally downsampled to `thumb_mpp`.
     """
     rgb = np.asarray(rgb)[..., :3].astype(np.uint8)
+    size0 = (int(rgb.shape[1]), int(rgb.shape[0]))
     ds = 1.0 if thumb_mpp is None else max(1.0, thumb_mpp / mpp)
     if ds > 1.0:
         h, w = rgb.shape[:2]
@@ -163,13 +166,13 @@ def thumb_from_rgb(
         ds_x = ds_y = 1.0
     to0 = np.array([[ds_x, 0.0, 0.5 * ds_x - 0.5], [0.0, ds_y, 0.5 * ds_y - 0.5]])
     mask = registration_mask(rgb, mpp * ds_x)
-    return SlideThumb(slide_id, mask, rgb, to0, float(mpp), float(mpp * ds_x))
+    return SlideThumb(slide_id, mask, rgb, to0, float(mpp), float(mpp * ds_x), size0)
 
 
 def plausible_affine(matrix: np.ndarray, max_log_scale: float = 0.2, max_shear: float = 0.15):
     """Sections shrink or stretch by a few per cent, never 20 %: reject runaway affine fits."""
-    u, sv, vt = np.linalg.svd(np.asarray(matrix)[:, :2])
-    lin = np.asarray(matrix)[:, :2]
+    lin = np.asarray(matrix, dtype=np.float64)[:, :2]
+    sv = np.linalg.svd(lin, compute_uv=False)
     shear = abs(float(lin[:, 0] @ lin[:, 1])) / max(float(sv[0] * sv[1]), 1e-12)
     return bool(np.all(np.abs(np.log(sv)) <= max_log_scale) and shear <= max_shear)
 
@@ -221,13 +224,14 @@ def register_thumbs(
             level0, thumb, t = r_level0, r_thumb, t_rigid
             dice_ = warped_dice(m_he, m_ihc, est.rigid_matrix)
     fld = None
-    if nonrigid and math.isfinite(t):
+    # the QC reads the architecture correlation BEFORE the flow: a flow can manufacture local
+    # agreement between any two tissues, and a wrong slide must not be warped into a "match"
+    if nonrigid and t >= min_texture:
         flow = estimate_flow(he.rgb, he.mask, ihc.rgb, ihc.mask, thumb, he.thumb_mpp)
         steps["nonrigid_kept"] = flow is not None
         if flow is not None:
             fld = field_level0(flow, he.to_level0)
-            steps["nonrigid_texture_before"] = flow.ncc_before
-            t = texture_ncc(he.rgb, he.mask, ihc.rgb, ihc.mask, thumb, he.thumb_mpp, flow)
+            steps["nonrigid_texture"] = flow.ncc_after
     ok, msg = judge(dice_, texture=t, min_score=min_score, min_texture=min_texture)
     reg = Registration(level0, dice_, ok, msg, est.angle_deg, t, thumb, he, ihc)
     reg.field, reg.steps = fld, steps
