@@ -16,6 +16,7 @@ from scipy import ndimage
 from skimage.transform import resize
 
 from cscl.errors import CsclError, SlideError
+from cscl.wsi.tissue import glass_level, optical_density, pen_mask
 from cscl.registration.estimate import Estimate, estimate_transform, warped_dice
 from cscl.registration.io import compose_affine, invert_affine
 from cscl.registration.nonrigid import estimate_flow, field_level0
@@ -79,16 +80,8 @@ def registration_mask(rgb: np.ndarray, mpp: float) -> np.ndarray:
     the threshold sits a few noise widths above it, which treats every stain alike (synthetic
     cohort, 16 pairs: median error 1.0 µm with this mask vs 2.4 µm with `segment_tissue`).
     """
-    from cscl.wsi.tissue import optical_density, pen_mask
-
     od = optical_density(rgb).mean(-1)
-    low = od[od <= np.percentile(od, 50)]
-    hist, edges = np.histogram(low, bins=200)
-    bg = float(edges[int(np.argmax(hist))] + (edges[1] - edges[0]) / 2)
-    # glass is near-transparent: a "background" this dense means tissue fills the image
-    bg = min(bg, 0.1)
-    near = od[np.abs(od - bg) < 0.03]
-    noise = float(1.4826 * np.median(np.abs(near - np.median(near)))) if near.size else 0.0
+    bg, noise = glass_level(od)
     mask = (od > bg + max(0.012, 4.0 * noise)) & ~pen_mask(rgb)
     mask = ndimage.binary_opening(mask, iterations=1)
     # fill holes below ~0.05 mm² (fat, tears) and drop specks below ~0.005 mm² (dust)
