@@ -16,7 +16,6 @@ from scipy import ndimage
 from skimage.transform import resize
 
 from cscl.errors import CsclError, SlideError
-from cscl.wsi.tissue import glass_level, optical_density, pen_mask
 from cscl.registration.estimate import Estimate, estimate_transform, warped_dice
 from cscl.registration.io import compose_affine, invert_affine
 from cscl.registration.nonrigid import estimate_flow, field_level0
@@ -27,6 +26,8 @@ from cscl.registration.quality import (
     texture_ncc,
 )
 from cscl.registration.transform import DisplacementField, Transform
+from cscl.wsi.readers import open_slide
+from cscl.wsi.tissue import glass_level, optical_density, pen_mask
 
 DEFAULT_THUMB_MPP = 8.0
 
@@ -109,8 +110,6 @@ def read_thumb(
     slide_id: str | None = None,
 ) -> SlideThumb:
     """Open a slide, read it at ~`thumb_mpp` µm/px and mask its tissue (SlideError if none)."""
-    from cscl.wsi.readers import open_slide
-
     with open_slide(uri, mpp=mpp) as wsi:
         ds = max(1.0, thumb_mpp / wsi.mpp)
         rgb = wsi.read_downsampled(ds)

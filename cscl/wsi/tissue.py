@@ -201,14 +201,17 @@ def segment_rgb(
     rgb: np.ndarray, mpp: float, params: TissueParams
 ) -> tuple[np.ndarray, float, float]:
     """Tissue mask of an RGB image at `mpp` µm/px → (mask, saturation threshold, pen share)."""
-    s, od, pen = _features(rgb, params.pen_filter)
+    s, od_px, pen = _features(rgb, params.pen_filter)
     s = ndi.uniform_filter(s, 3)  # pixel noise/JPEG speckle must not decide
-    od = ndi.uniform_filter(od, 3)
+    od = ndi.uniform_filter(od_px, 3)
     thr = background_threshold(s[~pen], params.min_saturation)
     mask = (s >= thr) & (od >= params.min_od)
-    if params.min_od_contrast > 0:  # pale counterstain, sparse strands: denser than the glass
-        bg, noise = glass_level(od[~pen])
-        mask |= od >= bg + max(params.min_od_contrast, 5.0 * noise)
+    if params.min_od_contrast > 0:
+        # pale counterstain, sparse strands (alveolar septa, fat membranes): denser than the
+        # glass. Per pixel, not 3×3-averaged: a one-pixel septum would be diluted below the
+        # threshold; isolated noisy pixels are dropped by the blob-size rule in `clean_mask`.
+        bg, noise = glass_level(od_px[~pen])
+        mask |= od_px >= bg + max(params.min_od_contrast, 5.0 * noise)
     mask &= ~pen
     if pen.any():  # ink edges are antialiased: grow the pen area a little
         mask &= ~ndi.binary_dilation(pen, iterations=2)
