@@ -110,3 +110,29 @@ def test_landmark_folder_gives_rtre_columns(tmp_path):
     print(f"synthetic rTRE {r.rtre_before_median:.4f} → {r.rtre_median:.5f}")
     assert r.n_landmarks == 30 and r.ok
     assert r.rtre_median < 0.002 < r.rtre_before_median  # 2000×1500 px: 0.002 ≈ 5 px
+
+
+def test_affine_falls_back_to_rigid_when_the_qc_disagrees(reg_cohort, monkeypatch):
+    """A runaway affine fit (here: a 35 % stretch injected into the estimate) is not kept."""
+    import cscl.registration.register as reg_mod
+    from cscl.io.manifest import load_manifest as _load
+
+    m = _load(str(reg_cohort))
+    he_uri = m.loc[m["stain"] == "HE", "slide_uri"].iloc[0]
+    ihc_uri = m.loc[m["stain"] == "HER2", "slide_uri"].iloc[0]
+    he, ihc = reg_mod.read_thumb(he_uri), reg_mod.read_thumb(ihc_uri)
+    real = reg_mod.estimate_transform
+
+    def runaway(*a, **k):
+        est = real(*a, **k)
+        est.matrix = est.matrix @ np.array([[1.35, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+        return est
+
+    monkeypatch.setattr(reg_mod, "estimate_transform", runaway)
+    aff = reg_mod.register_thumbs(he, ihc, affine=True, nonrigid=False)
+    monkeypatch.setattr(reg_mod, "estimate_transform", real)
+    rigid = reg_mod.register_thumbs(he, ihc, nonrigid=False)
+    assert aff.steps["affine_kept"] is False
+    assert np.allclose(aff.matrix, rigid.matrix) and aff.ok
+    assert not reg_mod.plausible_affine(np.array([[1.35, 0.0, 0.0], [0.0, 1.0, 0.0]]))
+    assert reg_mod.plausible_affine(np.array([[1.03, 0.02, 5.0], [-0.01, 0.97, 2.0]]))
