@@ -84,7 +84,7 @@ class CohortFeatures:
         grid happens to be offset by about half a patch diagonally. Pairs missing (no registration row, ok == False) leave
         the stain without pairs: it is masked for that case.
         """
-        from cscl.registration import matrix_of, pair_by_location
+        from cscl.registration import pair_by_location, transform_of
 
         if mode not in ("location", "identity"):
             raise ValueError(f"unknown pairing mode {mode!r}")
@@ -115,7 +115,7 @@ class CohortFeatures:
                         counts["not_ok"] += 1
                         bad.append(f"{case.case_id}/{stain} (ok=False)")
                         continue
-                    m = matrix_of(row)
+                    m = transform_of(row)  # matrix + non-rigid field when registered so
                 he_idx, ihc_idx = pair_by_location(
                     case.he.coords,
                     sl.coords,
@@ -131,9 +131,15 @@ class CohortFeatures:
                 case.pairs[stain] = (he_idx, ihc_idx)
                 counts["pairs"] += int(len(he_idx))
         if bad:
+            total = sum(len(c.ihc) for c in self.cases)
+            none_left = (
+                " — NO H&E/IHC pair is left: alignment sees no IHC (check registration.csv)"
+                if len(bad) == total
+                else ""
+            )
             warnings.warn(
-                f"{len(bad)} H&E/IHC pair(s) excluded from location pairing (stain masked): "
-                f"{bad[:5]}{' …' if len(bad) > 5 else ''}",
+                f"{len(bad)} of {total} H&E/IHC pair(s) excluded from location pairing (stain "
+                f"masked): {bad[:5]}{' …' if len(bad) > 5 else ''}{none_left}",
                 stacklevel=2,
             )
         return counts

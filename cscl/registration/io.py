@@ -27,6 +27,14 @@ REGISTRATION_COLUMNS = (
     "ok",
     "error_um",
     "message",
+    # added for real sections (issue 9); absent in older tables, which still load
+    "texture",  # hematoxylin architecture correlation (wrong-slide QC)
+    "field_uri",  # non-rigid displacement field (.npz, relative to this table) or empty
+    "n_landmarks",
+    "rtre_before_median",  # ANHIR rTRE of the identity map (landmarks as given)
+    "rtre_before_max",
+    "rtre_median",  # ANHIR rTRE of the estimated map (matrix + field)
+    "rtre_max",
 )
 
 
@@ -76,7 +84,7 @@ def _to_bool(v) -> bool:
     return bool(v)
 
 
-def load_registrations(path: str | Path) -> pd.DataFrame:
+def load_registrations(path: str | Path, *, resolve_fields: bool = True) -> pd.DataFrame:
     """Read `registration.csv` (from `cscl register`) or a synthetic `transforms.csv`.
 
     Both carry `case_id, stain, m00..m12`. A table without `ok` (true transforms) gets ok=True;
@@ -116,6 +124,13 @@ def load_registrations(path: str | Path) -> pd.DataFrame:
     df["ok"] = df["ok"].astype(bool)
     if "message" in df.columns:
         df["message"] = df["message"].fillna("").astype(str)
+    if "field_uri" in df.columns:
+        df["field_uri"] = df["field_uri"].fillna("").astype(str)
+    if "field_uri" in df.columns and resolve_fields:  # fields live beside the table
+        df["field_uri"] = [
+            storage.resolve_relative(u.strip(), uri) if isinstance(u, str) and u.strip() else ""
+            for u in df["field_uri"]
+        ]
     dup = df.duplicated(["case_id", "stain"])
     if dup.any():
         raise InputError(
