@@ -60,6 +60,7 @@ def build(root: Path, n_patches: int, n_cases: int = 16, small: bool = False) ->
     from cscl.embeddings import write_embeddings
     from cscl.features import SlideFeatures, read_features, write_features
     from cscl.models import create_model
+    from cscl.packaging import BundleSpec
     from cscl.train.checkpoint import load_trained, save_run
     from cscl.wsi.extract import extractor_hash
     from cscl_platform.serving.package import package_model
@@ -116,9 +117,9 @@ def build(root: Path, n_patches: int, n_cases: int = 16, small: bool = False) ->
         }
     ).to_csv(root / "labels.csv", index=False)
     out = root / "models"
-    package_model(run, out, labels=str(root / "labels.csv"), embeddings=root / "emb.parquet",
-                  tasks="er_status,subtype,os", version="bench", n_iter=2,
-                  max_batch_delay=5)  # fmt: skip
+    spec = BundleSpec(labels=str(root / "labels.csv"), embeddings=root / "emb.parquet",
+                      tasks="er_status,subtype,os", version="bench", n_iter=2)  # fmt: skip
+    package_model(run, out, spec, max_batch_delay=5)
     return {"store": out, "bundle": out / "cscl", "features": fdir, "ids": ids}
 
 

@@ -23,6 +23,7 @@ import numpy as np
 RenderFn = Callable[[int, int, int, int], np.ndarray]  # (x0, y0, w, h) -> uint8 (h, w, 3)
 TILE = 256
 BLOCK_W = 1024
+PYRAMID_TMP_PREFIX = ".pyr-"  # a killed run's leftovers: synthetic.workers.remove_debris
 
 
 def level_sizes(width: int, height: int, min_levels: int = 3, max_side: int = 1024):
@@ -82,7 +83,7 @@ def write_pyramid(
 
     sizes = level_sizes(width, height)
     bigtiff = width * height * 3 * 4 // 3 > 2**31
-    tmpdir = tempfile.mkdtemp(prefix=".pyr-", dir=Path(path).parent)
+    tmpdir = tempfile.mkdtemp(prefix=PYRAMID_TMP_PREFIX, dir=Path(path).parent)
     raws = [Path(tmpdir) / f"level{k}.raw" for k in range(len(sizes))]
     try:
         with contextlib.ExitStack() as stack:

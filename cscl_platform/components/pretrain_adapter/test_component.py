@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from kfp import dsl
+
+from cscl_platform.components.conftest import art
 from cscl_platform.components.pretrain_adapter.component import pretrain_adapter
 
 
@@ -15,12 +18,17 @@ def test_interface():
     assert spec.inputs["epochs"].default == 120  # the paper's schedule by default
 
 
-def test_adapter_run(chain):
-    run = Path(chain["adapter"].path)
-    cfg = json.loads((run / "config.json").read_text())
-    assert cfg["data"]["extractor_hash"] == chain["ehash"]
-    assert chain["adapter"].metadata["n_cases"] == 4
+def test_adapter_run(index_art, features_art, registration_art, feature_store, tmp_path):
+    adapter = art(dsl.Model, tmp_path / "adapter")
+    curve = art(dsl.HTML, tmp_path / "curve" / "training_curve.html")
+    pretrain_adapter.python_func(slide_index=index_art, features=features_art,
+                                 registration=registration_art, adapter=adapter, epochs=1,
+                                 batch_size=4, pairs_per_case=32,
+                                 training_curve=curve)  # fmt: skip
+    cfg = json.loads((Path(adapter.path) / "config.json").read_text())
+    assert cfg["data"]["extractor_hash"] == feature_store.extractor_hash
+    assert adapter.metadata["n_cases"] == 4
     assert pretrain_adapter.component_spec.outputs["training_curve"].type == "system.HTML@0.0.1"
-    page = (chain["root"] / "a" / "adapter_curve.html").read_text()
+    page = Path(curve.path).read_text()  # the loss curve the Kubeflow UI shows
     assert "data:image/png;base64," in page and "loss" in page
-    assert (run / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    assert (Path(adapter.path) / "loss.png").read_bytes()[:4] == b"\x89PNG"
