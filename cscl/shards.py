@@ -286,7 +286,7 @@ def embed_stored(
     feats, manifest = stored_features(
         read_index(slide_index_csv), pd.read_csv(feature_index_csv, dtype={"slide_id": str})
     )
-    summary = embed_cohort(model_dir_or_baseline, feats, manifest, out_path, quiet=True)
+    summary = embed_cohort(model_dir_or_baseline, feats, manifest, out_path)
     meta, X = read_embeddings(out_path)
     info = {"n_slides": len(meta), "dim": int(X.shape[1]), "failed": summary.failed}
     print(f"{len(meta)} H&E slide embeddings of dimension {X.shape[1]}")

@@ -26,6 +26,7 @@ import pandas as pd
 from cscl.errors import InputError
 from cscl.io import storage
 from cscl.io.manifest import HE, load_labels
+from cscl.progress import track
 from cscl.wsi.qc import slide_qc
 from cscl.wsi.readers import open_slide
 from cscl.wsi.tissue import segment_tissue
@@ -131,10 +132,7 @@ def slide_qc_table(
     scratch = Path(scratch or tempfile.mkdtemp(prefix="cscl-qc-"))
     rows = []
     it = index.itertuples(index=False)
-    if progress:
-        from rich.progress import track
-
-        it = track(it, total=len(index), description="slide QC")
+    it = track(it, "slide QC", total=len(index), quiet=not progress)
     try:
         for r in it:
             local, fetched = None, False

@@ -21,7 +21,7 @@ def ingest(
     from cscl.shards import shard_ids
 
     storage.configure_store(s3_endpoint or None)
-    res = ingest_cohort(manifest_uri, progress=False)
+    res = ingest_cohort(manifest_uri)
     write_index(res.index, slide_index.path)
     slide_index.metadata.update(
         manifest_uri=manifest_uri,

@@ -72,7 +72,6 @@ def monitor_drift(
         policy=policy_uri or None,
         out=out_uri or None,
         trigger=trig,
-        progress=False,
     )
     storage.download(f"{res.report_uri}/drift.html", report.path, verify=False)
     with open(drift_json.path, "w") as f:

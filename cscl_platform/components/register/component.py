@@ -25,7 +25,6 @@ def register(
         registration.path,
         transforms_uri or None,
         params=RegisterParams(affine=affine),
-        progress=False,
     )
     ok = df[df["ok"].astype(bool)] if len(df) else df
     metrics.log_metric("pairs", float(len(df)))
