@@ -25,7 +25,7 @@ import pandas as pd
 
 from cscl.errors import InputError
 from cscl.io import storage
-from cscl.io.manifest import HE, load_labels
+from cscl.io.manifest import HE, load_labels, read_table
 from cscl.progress import track
 from cscl.wsi.qc import slide_qc
 from cscl.wsi.readers import open_slide
@@ -306,7 +306,12 @@ def validate_cohort(
 
     labels = None
     if labels_uri:
-        labels = load_labels(labels_uri)
+        try:
+            labels = load_labels(labels_uri)
+        except (
+            InputError
+        ):  # values no spelling maps: the label expectations name each in the report
+            labels = read_table(labels_uri)
         values = DEFAULT_LABEL_VALUES if label_values is None else label_values
         cases = sorted(set(idx["case_id"]))
         tables["labels"] = (labels, _labels_suite(gxe, labels, values, cases))
