@@ -75,6 +75,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="fail a slide with more patches than this (default 100000; 0 = no bound)",
     )
+    p.add_argument(
+        "--tile-check",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="decode the JPEG tiles under the patches and flag slides with corrupt tiles "
+        "(libjpeg warnings) in their QC and the summary (default on; a few %% of the time)",
+    )
+    p.add_argument(
+        "--max-corrupt-tiles",
+        type=int,
+        default=None,
+        metavar="N",
+        help="fail a slide with more than N corrupt tiles (default: extract it, flagged)",
+    )
     p.add_argument("--qc-png", metavar="DIR", help="write a tissue-mask overlay PNG per slide")
     p.add_argument("--quiet", action="store_true", help="no progress (bar, or log lines)")
 
@@ -111,7 +125,11 @@ def run(args: argparse.Namespace) -> int:
         torch_threads=args.threads,
         reader=args.reader,
         feature_dtype=args.feature_dtype,
+        tile_check=args.tile_check,
+        max_corrupt_tiles=args.max_corrupt_tiles,
     )
+    if args.max_corrupt_tiles is not None and args.max_corrupt_tiles < 0:
+        raise InputError(f"--max-corrupt-tiles must be >= 0, got {args.max_corrupt_tiles}")
     if args.max_patches is not None:
         if args.max_patches < 0:
             raise InputError(f"--max-patches must be >= 0, got {args.max_patches}")
@@ -137,6 +155,9 @@ def run(args: argparse.Namespace) -> int:
         f"extractor {summary.extractor_hash}: {len(summary.done)} done, "
         f"{len(summary.skipped)} skipped (reused), {len(summary.failed)} failed → {summary.out_dir}"
     )
+    for r in summary.done:
+        if r.warning:
+            print(f"  WARNING {r.slide_id}: {r.warning}", file=sys.stderr)
     for r in summary.failed:
         print(f"  FAILED {r.slide_id}: {r.error}", file=sys.stderr)
     return 0 if summary.ok else 1

@@ -31,6 +31,7 @@ from cscl.wsi.encoders import Encoder, encoder_identity, load_encoder
 from cscl.wsi.patching import PatchGrid, patch_grid
 from cscl.wsi.qc import slide_qc
 from cscl.wsi.readers import SlideReader, open_slide
+from cscl.wsi.readers.tile_check import TileCheck, check_tiles
 from cscl.wsi.tissue import TissueMask, TissueParams, save_qc_png, segment_tissue
 
 SUMMARY_NAME = "extract_summary.json"
@@ -68,6 +69,10 @@ class ExtractConfig:
     reader: str = "auto"  # slide reader backend (cscl.wsi.readers); same pixels, not hashed
     # a bound, not hashed: a slide with more patches fails fast (a wrong mpp, a wrong target)
     max_patches: int | None = MAX_PATCHES
+    # QC, not hashed: decode the JPEG tiles under the patches and flag corrupt ones (a few % of
+    # extraction); a slide with more than `max_corrupt_tiles` fails (None: flagged, not failed)
+    tile_check: bool = True
+    max_corrupt_tiles: int | None = None
 
     def hashed(self, weights_digest: str) -> dict:
         d = {
@@ -103,6 +108,8 @@ class SlideResult:
     n_patches: int = 0
     seconds: float = 0.0
     error: str | None = None
+    corrupt_tiles: int = 0  # JPEG tiles under the patches that decode with libjpeg warnings
+    warning: str | None = None  # extracted, but flagged (corrupt tiles)
 
 
 @dataclass
@@ -137,6 +144,7 @@ class ExtractSummary:
             "n_done": len(self.done),
             "n_skipped": len(self.skipped),
             "n_failed": len(self.failed),
+            "n_flagged": sum(1 for r in self.results if r.warning),
             "results": [asdict(r) for r in self.results],
         }
 
@@ -203,6 +211,27 @@ def check_patch_count(wsi: SlideReader, grid: PatchGrid, cfg: ExtractConfig, mas
     )
 
 
+def tile_check_of(wsi: SlideReader, grid: PatchGrid, cfg: ExtractConfig) -> TileCheck:
+    """The integrity of the tiles the grid reads; fails the slide above `cfg.max_corrupt_tiles`."""
+    if not cfg.tile_check:
+        return TileCheck("off")
+    tc = check_tiles(
+        wsi.path,
+        wsi.level_dimensions[grid.level],
+        level=grid.level,
+        scale=float(wsi.level_downsamples[grid.level]),
+        coords=grid.coords,
+        size=grid.read_size,
+    )
+    if cfg.max_corrupt_tiles is not None and tc.n_corrupt > cfg.max_corrupt_tiles:
+        raise SlideError(
+            f"{wsi.path}: {tc.summary()}; more than --max-corrupt-tiles {cfg.max_corrupt_tiles}",
+            hint="copy the slide again from the scanner/archive (compare its checksum); raise "
+            "--max-corrupt-tiles to extract it anyway",
+        )
+    return tc
+
+
 def _slide_features(
     wsi: SlideReader,
     cfg: ExtractConfig,
@@ -223,6 +252,7 @@ def _slide_features(
             hint="lower --min-tissue or check the tissue mask with --qc-png",
         )
     check_patch_count(wsi, grid, cfg, mask)
+    tiles = tile_check_of(wsi, grid, cfg)
     if on_grid:
         on_grid(len(grid))
     feats = compute_features(wsi, grid, cfg, encoder, on_batch)
@@ -236,7 +266,7 @@ def _slide_features(
         coord_attrs=grid.coord_attrs(wsi),
         extra={
             "random_init": bool(encoder.random_init),
-            "qc": slide_qc(wsi, mask),
+            "qc": slide_qc(wsi, mask, tiles),
             **({"encoder_spec": encoder.spec.identity()} if encoder.spec else {}),
         },
     )
@@ -316,8 +346,19 @@ def extract_slide(
             seconds=time.perf_counter() - t0,
             error=f"{type(exc).__name__}: {exc} (while extracting {slide_uri})",
         )
+    n_corrupt = int(sf.extra["qc"].get("corrupt_tiles", 0))
     return SlideResult(
-        sid, slide_uri, "done", str(out), len(grid), seconds=time.perf_counter() - t0
+        sid,
+        slide_uri,
+        "done",
+        str(out),
+        len(grid),
+        seconds=time.perf_counter() - t0,
+        corrupt_tiles=n_corrupt,
+        warning=f"{n_corrupt} corrupt JPEG tiles under its patches (extracted, flagged; see the "
+        "feature file's qc attr: corrupt_tile_examples)"
+        if n_corrupt
+        else None,
     )
 
 

@@ -25,7 +25,9 @@ from cscl.wsi.readers.base import (
 from cscl.wsi.readers.registry import list_readers, open_slide, reader_class, register_reader
 
 registry._UNAVAILABLE.update(
-    import_plugins(sys.modules[__name__], skip=frozenset({"base", "integrity", "registry"}))
+    import_plugins(
+        sys.modules[__name__], skip=frozenset({"base", "integrity", "registry", "tile_check"})
+    )
 )
 
 __all__ = [
