@@ -10,6 +10,11 @@ check decodes each tile's raw bytes with it while fd 2 points at a temporary fil
 libjpeg wrote during one tile's decode is that tile's message. A pixel statistic (8×8 block-edge
 strength) did not separate corrupt from good tiles, so none is used.
 
+Not every corruption is caught: libjpeg warns only when the damaged entropy data no longer ends
+on the tile's EOI. Measured on CMU-1 (20 zeroed or random bytes at 57 places each): 93 % / 86 %
+flagged; the misses were mostly small, near-white background tiles, where the Huffman decoder
+resynchronises. A good tile has never been flagged (CMU-1, the synthetic slides).
+
 Scope (verified): JPEG-compressed TIFF/SVS pyramids, including Aperio's abbreviated tiles whose
 tables live in the JPEGTables tag (spliced in front of the tile). Other compressions (JPEG 2000,
 LZW, none) and non-TIFF formats give `status="not applicable"` — no check was shown to work there.
