@@ -67,6 +67,7 @@ class TileCheck:
         if self.status in ("ok", "corrupt"):
             qc["tiles_checked"] = self.checked
             qc["corrupt_tiles"] = self.n_corrupt
+            qc["tile_check_seconds"] = self.seconds
             if self.corrupt:
                 qc["corrupt_tile_examples"] = self.corrupt[:MAX_EXAMPLES]
         return qc
