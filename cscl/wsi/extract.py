@@ -346,7 +346,17 @@ def extract_slide(
             seconds=time.perf_counter() - t0,
             error=f"{type(exc).__name__}: {exc} (while extracting {slide_uri})",
         )
-    n_corrupt = int(sf.extra["qc"].get("corrupt_tiles", 0))
+    qc = sf.extra["qc"]
+    n_corrupt = int(qc.get("corrupt_tiles", 0))
+    warning = None
+    if n_corrupt:
+        first = qc["corrupt_tile_examples"]
+        where = ", ".join(f"({c['x']},{c['y']})" for c in first)
+        warning = (
+            f"{n_corrupt} of {qc['tiles_checked']} JPEG tiles under its patches are corrupt "
+            f"(level-0 px {where}{', …' if n_corrupt > len(first) else ''}; libjpeg: "
+            f"{first[0]['message']}); extracted and flagged in its QC"
+        )
     return SlideResult(
         sid,
         slide_uri,
@@ -355,10 +365,7 @@ def extract_slide(
         len(grid),
         seconds=time.perf_counter() - t0,
         corrupt_tiles=n_corrupt,
-        warning=f"{n_corrupt} corrupt JPEG tiles under its patches (extracted, flagged; see the "
-        "feature file's qc attr: corrupt_tile_examples)"
-        if n_corrupt
-        else None,
+        warning=warning,
     )
 
 

@@ -110,7 +110,12 @@ def test_not_applicable_for_other_formats(tmp_path):
 def test_extraction_flags_the_slide_and_threshold_fails_it(good, tmp_path, cfg, encoder):
     bad = _corrupt(good, tmp_path / "bad.svs", TILE, "zero")
     res = extract_slide(str(bad), tmp_path / "f", cfg, encoder)
-    assert res.status == "done" and res.corrupt_tiles == 1 and "1 corrupt" in res.warning
+    assert (
+        res.status == "done"
+        and res.corrupt_tiles == 1
+        and "1 of" in res.warning
+        and "(256,256)" in res.warning
+    )
     qc = read_features(res.path).extra["qc"]
     qc = json.loads(qc) if isinstance(qc, str) else qc
     assert qc["tile_check"] == "corrupt" and qc["corrupt_tiles"] == 1
@@ -130,7 +135,7 @@ def test_cli_warns_and_can_switch_off(good, tmp_path, capsys):
     base = ["extract", "--slide", str(bad), "--quiet", *CLI]
     assert main([*base, "--out", str(tmp_path / "a")]) == 0
     err = capsys.readouterr().err
-    assert "WARNING x: 1 corrupt JPEG tiles" in err
+    assert "WARNING x: 1 of" in err and "Corrupt JPEG data" in err
     summary = json.loads((tmp_path / "a" / "extract_summary.json").read_text())
     assert summary["n_flagged"] == 1 and summary["results"][0]["corrupt_tiles"] == 1
 
