@@ -82,6 +82,7 @@ def feature_preprocessing(
         "min_tissue": float(min_tissue),
         "tissue": dict(tissue or TissueParams().as_dict()),
         "feature_dtype": feature_dtype,
+        "precision": str(sf.extra.get("precision", "fp32")),  # files before it existed: fp32
         "slide_input": not features_only,
     }
     random_init = bool(sf.extra.get("random_init", False))
@@ -110,6 +111,7 @@ def feature_preprocessing(
         min_tissue=float(min_tissue),
         tissue=TissueParams(**pre["tissue"]),
         feature_dtype=feature_dtype,
+        precision=pre["precision"],
     )
     got = extractor_hash_of(cfg, digest)
     if got != extractor_hash:
