@@ -5,8 +5,8 @@ A case = one H&E slide + any IHC slides of the same `case_id` (manifest). Rules:
   because tokens of different backbones are not comparable;
 - a case without an H&E slide is skipped with a warning (`on_missing_he="skip"`, default: it
   cannot be used for pretraining nor H&E inference) or is an error (`on_missing_he="error"`);
-- a missing feature file is an error naming the file (`on_missing_file="error"`, default) or,
-  with `"skip"`, that slide is left out (a missing IHC slide is then masked like an absent stain;
+- a missing or unreadable (truncated, not HDF5, NaN/inf) feature file is an error naming every
+  such file (`on_missing_file="error"`, default) or, with `"skip"`, that slide is left out (a missing IHC slide is then masked like an absent stain;
   a missing H&E drops the case) and listed in `CohortFeatures.skipped`;
 - missing IHC stains are normal: the stain is simply absent from `CaseFeatures.ihc` and masked
   in the losses.
@@ -84,7 +84,7 @@ class CohortFeatures:
         grid happens to be offset by about half a patch diagonally. Pairs missing (no registration row, ok == False) leave
         the stain without pairs: it is masked for that case.
         """
-        from cscl.registration import matrix_of, pair_by_location
+        from cscl.registration import pair_by_location, transform_of
 
         if mode not in ("location", "identity"):
             raise ValueError(f"unknown pairing mode {mode!r}")
@@ -115,7 +115,7 @@ class CohortFeatures:
                         counts["not_ok"] += 1
                         bad.append(f"{case.case_id}/{stain} (ok=False)")
                         continue
-                    m = matrix_of(row)
+                    m = transform_of(row)  # matrix + non-rigid field when registered so
                 he_idx, ihc_idx = pair_by_location(
                     case.he.coords,
                     sl.coords,
@@ -131,9 +131,15 @@ class CohortFeatures:
                 case.pairs[stain] = (he_idx, ihc_idx)
                 counts["pairs"] += int(len(he_idx))
         if bad:
+            total = sum(len(c.ihc) for c in self.cases)
+            none_left = (
+                " — NO H&E/IHC pair is left: alignment sees no IHC (check registration.csv)"
+                if len(bad) == total
+                else ""
+            )
             warnings.warn(
-                f"{len(bad)} H&E/IHC pair(s) excluded from location pairing (stain masked): "
-                f"{bad[:5]}{' …' if len(bad) > 5 else ''}",
+                f"{len(bad)} of {total} H&E/IHC pair(s) excluded from location pairing (stain "
+                f"masked): {bad[:5]}{' …' if len(bad) > 5 else ''}{none_left}",
                 stacklevel=2,
             )
         return counts
@@ -209,23 +215,32 @@ def load_cohort(
     fdir = str(features_dir)
     loaded: dict[str, object] = {}
     missing: list[str] = []
+    unreadable: dict[str, str] = {}  # slide id → why (truncated, not HDF5, non-finite values)
     for sid in df["slide_id"]:
         path = _resolve_file(fdir, sid)
         if path is None:
             missing.append(sid)
             continue
-        loaded[sid] = read_features(path)
-    if missing:
+        try:
+            loaded[sid] = read_features(path)
+        except InputError as err:  # every bad file is listed, not only the first
+            unreadable[sid] = str(err)
+    if missing or unreadable:
+        problems = [f"{m}.h5 (missing)" for m in missing] + [
+            f"{sid}.h5 ({why})" for sid, why in unreadable.items()
+        ]
         if on_missing_file == "error":
             raise InputError(
-                f"{len(missing)} feature file(s) missing under {fdir}: "
-                f"{[f'{m}.h5' for m in missing[:5]]}",
+                f"{len(problems)} feature file(s) missing or unreadable under {fdir}: "
+                f"{problems[:5]}{' …' if len(problems) > 5 else ''}",
                 hint="run `cscl extract` for these slides, or drop them from the manifest",
             )
         warnings.warn(
-            f"{len(missing)} feature file(s) missing, skipped: {missing[:5]}", stacklevel=2
+            f"{len(problems)} feature file(s) missing or unreadable, skipped: {problems[:5]}",
+            stacklevel=2,
         )
         skipped += [f"{m} (no feature file)" for m in missing]
+        skipped += [f"{sid} (unreadable feature file: {why})" for sid, why in unreadable.items()]
     hashes: dict[str, list[str]] = {}
     for sid, sf in loaded.items():
         hashes.setdefault(sf.extractor_hash, []).append(sid)
@@ -236,7 +251,10 @@ def load_cohort(
             hint="re-extract all slides with one backbone/config (one extractor hash per run)",
         )
     if not loaded:
-        raise InputError(f"no usable feature files under {fdir} for manifest {manifest!s:.200}")
+        raise InputError(
+            f"no usable feature files under {fdir} for manifest {manifest!s:.200}",
+            hint=f"skipped: {skipped[:5]}" if skipped else "run `cscl extract` first",
+        )
     dims = {sf.dim for sf in loaded.values()}
     if len(dims) > 1:
         raise InputError(f"feature files under {fdir} have different dimensions {sorted(dims)}")
@@ -244,8 +262,7 @@ def load_cohort(
     for cid, g in df.groupby("case_id", sort=True):
         he_rows = g[g["stain"] == HE]
         he_sid = he_rows["slide_id"].iloc[0]
-        if he_sid not in loaded:
-            skipped.append(f"{cid} (H&E feature file missing)")
+        if he_sid not in loaded:  # already listed in `skipped` with its reason
             continue
 
         def tok(sid: str, stain: str) -> SlideTokens:

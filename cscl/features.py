@@ -1,8 +1,10 @@
 """Patch feature files (HDF5, TRIDENT/CLAM-compatible): the contract between extraction and training.
 
-Layout (docs/CONTRACTS.md): dataset `features` (N, D), dataset `coords` (N, 2) int64 level-0
-top-left (x, y) with geometry attrs, root attrs `slide_id`, `stain`, `cscl_version`,
-`extractor_hash`. Written atomically; a file with the same extractor hash is reused.
+Layout (docs/CONTRACTS.md): dataset `features` (N, D) float32 (float16 on request), dataset
+`coords` (N, 2) int64 level-0 top-left (x, y) with geometry attrs (TRIDENT's names, plus CLAM's
+`patch_level`), root attrs `slide_id`, `stain`, `cscl_version`, `extractor_hash`. Written
+atomically; a file with the same extractor hash is reused. CLAM and TRIDENT loaders read these
+files as they are: float32 because CLAM's training feeds the array to a float32 model unchanged.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ COORD_ATTRS = (
     "mpp_level0",
     "target_mpp",
 )
+FEATURE_DTYPES = ("float32", "float16")
+DEFAULT_FEATURE_DTYPE = "float32"  # float16 breaks CLAM training (Half input, Float weights)
 
 
 @dataclass
@@ -58,10 +62,12 @@ def feature_path(root: str | Path, slide_id: str) -> Path:
     return Path(root) / f"{slide_id}.h5"
 
 
-def write_features(path: str | Path, sf: SlideFeatures, dtype: str = "float16") -> Path:
+def write_features(path: str | Path, sf: SlideFeatures, dtype: str = DEFAULT_FEATURE_DTYPE) -> Path:
     """Write atomically: readers never see a partial file under the final name."""
     if sf.features.ndim != 2 or sf.coords.shape != (sf.features.shape[0], 2):
         raise ValueError(f"features {sf.features.shape} and coords {sf.coords.shape} do not match")
+    if dtype not in FEATURE_DTYPES:
+        raise InputError(f"feature dtype {dtype!r} is not one of {FEATURE_DTYPES}")
     path = Path(path)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         fd = f.create_dataset("features", data=sf.features.astype(dtype))
@@ -69,6 +75,12 @@ def write_features(path: str | Path, sf: SlideFeatures, dtype: str = "float16") 
         for k in COORD_ATTRS:
             v = sf.coord_attrs.get(k, math.nan)
             cd.attrs[k] = v if v is not None else math.nan
+        # CLAM: the pyramid level the coords refer to; ours are always level-0 coordinates
+        cd.attrs["patch_level"] = int(sf.coord_attrs.get("patch_level", 0))
+        # TRIDENT: non-overlapping grid, slide name on both datasets
+        cd.attrs["overlap"] = int(sf.coord_attrs.get("overlap", 0))
+        cd.attrs["name"] = sf.slide_id
+        fd.attrs["name"] = sf.slide_id
         fd.attrs["encoder"] = sf.encoder
         fd.attrs["encoder_hash"] = sf.extractor_hash
         f.attrs["slide_id"] = sf.slide_id
@@ -105,9 +117,20 @@ def read_features(path: str | Path | BinaryIO, name: str | None = None) -> Slide
             root = {k: _attr(v) for k, v in f.attrs.items()}
             enc = _attr(f["features"].attrs.get("encoder", "unknown"))
     except OSError as exc:
+        broken = "truncated" in str(exc) or (path.is_file() and path.stat().st_size == 0)
         raise InputError(
-            f"cannot read feature file {path}: {exc}", hint="is it an HDF5 file?"
+            f"cannot read feature file {path}: " + ("truncated or empty" if broken else str(exc)),
+            hint=f"re-run `cscl extract` for slide {path.stem} (the file was cut short)"
+            if broken
+            else "is it an HDF5 feature file written by `cscl extract`?",
         ) from exc
+    bad = ~np.isfinite(feats).all(axis=1) if feats.ndim == 2 else np.zeros(0, bool)
+    if bad.any():
+        raise InputError(
+            f"feature file {path}: dataset 'features' has non-finite values (NaN/inf) in "
+            f"{int(bad.sum())} of {len(bad)} patches (first: patch {int(np.flatnonzero(bad)[0])})",
+            hint=f"re-run `cscl extract` for slide {path.stem}",
+        )
     known = {"slide_id", "stain", "cscl_version", "extractor_hash"}
     return SlideFeatures(
         features=feats,

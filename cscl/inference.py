@@ -6,10 +6,16 @@ the bundle's preprocessing (feature dimension, extractor hash, encoder) so featu
 backbone or resolution are refused with a clear `InputError` instead of producing confident
 nonsense. `Predictor.run` answers a batch of `Request`s (cscl.inference_request) with one
 `Result` each: the answer, or the error (with its `kind`) that request alone ran into.
+
+Every request runs within a budget (`cscl.inference_request.RequestPolicy`): a whole slide whose
+patch grid, pixels to read or extraction time would exceed it is stopped with TOO_LARGE (413)
+and a message naming the limit, so one request cannot hold the worker until the frontend's
+response timeout while the requests queued behind it time out.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -27,13 +33,20 @@ from cscl.bundle import Bundle, load_bundle
 from cscl.errors import CsclError, ErrorKind, InputError, SlideError
 from cscl.eval.heads import apply_heads
 from cscl.features import SlideFeatures, read_features
-from cscl.inference_request import DEFAULT_MAX_BYTES, Request
+from cscl.inference_request import (
+    DEFAULT_MAX_BYTES,
+    MPP_RANGE,
+    Request,
+    RequestPolicy,
+    check_feature_file_budget,
+)
 from cscl.io import storage
 from cscl.io.manifest import slide_id_from_uri
 from cscl.runtime import jsonable, pick_device
 from cscl.wsi.encoders import load_encoder
 from cscl.wsi.extract import ExtractConfig, extractor_hash, features_in_memory
-from cscl.wsi.readers import open_slide
+from cscl.wsi.patching import patch_size_level0
+from cscl.wsi.readers import SlideReader, open_slide
 from cscl.wsi.tissue import TissueParams
 
 log = logging.getLogger(__name__)
@@ -75,6 +88,69 @@ def _qc_of(sf: SlideFeatures) -> dict:
     if mpp is not None and not (isinstance(mpp, float) and math.isnan(mpp)):
         out["mpp"] = float(mpp)
     return out
+
+
+def _over_budget(message: str, hint: str) -> InputError:
+    return InputError(message, hint=hint, kind=ErrorKind.TOO_LARGE)
+
+
+class SlideBudget:
+    """The work one whole-slide request may cause: checked before the patch grid is built
+    (grid size from the slide's dimensions and resolution), once the grid is known (patches,
+    pixels to read) and after every batch of patches (time)."""
+
+    def __init__(self, policy: RequestPolicy, name: str):
+        self.policy, self.name = policy, name
+        self.deadline = time.monotonic() + policy.max_seconds
+        self.read_size = 1
+
+    def check_slide(self, wsi: SlideReader, cfg: ExtractConfig) -> None:
+        lo, hi = MPP_RANGE
+        if not lo <= wsi.mpp <= hi:
+            raise InputError(
+                f"{self.name} reports {wsi.mpp:g} µm/px, outside a microscope's range "
+                f"[{lo}, {hi}]: its resolution tags are missing or wrong",
+                hint="send the slide's real resolution as 'mpp' (0.25 at 40x, 0.5 at 20x)",
+            )
+        ps0 = patch_size_level0(cfg.patch_size, cfg.target_mpp, wsi.mpp)
+        cells = (wsi.width // max(ps0, 1)) * (wsi.height // max(ps0, 1))
+        level = wsi.best_level_for_downsample(ps0 / cfg.patch_size)
+        self.read_size = max(1, round(ps0 / wsi.level_downsamples[level]))
+        if cells > 25 * self.policy.max_patches:
+            raise _over_budget(
+                f"{self.name} at {wsi.mpp:g} µm/px is a grid of {cells} patch positions "
+                f"({wsi.width}x{wsi.height} px, {ps0} px per patch): above this server's limit "
+                f"of {self.policy.max_patches} patches",
+                hint="check the slide's resolution (or the 'mpp' you sent); extract large "
+                "slides with `cscl extract` and send the feature file",
+            )
+
+    def on_grid(self, n: int) -> None:
+        pixels = n * self.read_size**2
+        if n > self.policy.max_patches:
+            raise _over_budget(
+                f"{self.name} has {n} tissue patches, above this server's limit of "
+                f"{self.policy.max_patches}",
+                hint="check the slide's resolution; extract it with `cscl extract` and send the "
+                "feature file, or ask the operator to raise CSCL_MAX_PATCHES",
+            )
+        if pixels > self.policy.max_read_pixels:
+            raise _over_budget(
+                f"{self.name} needs {pixels} pixels read ({n} patches of {self.read_size} px), "
+                f"above this server's limit of {self.policy.max_read_pixels}",
+                hint="the slide has no pyramid level near the model's resolution; extract it "
+                "with `cscl extract` and send the feature file",
+            )
+        self.on_batch(0)
+
+    def on_batch(self, _: int) -> None:
+        if time.monotonic() > self.deadline:
+            raise _over_budget(
+                f"{self.name} needs more than this server's {self.policy.max_seconds:g} s per "
+                "whole-slide request",
+                hint="extract the slide with `cscl extract` and send the feature file, or ask "
+                "the operator to raise CSCL_MAX_SECONDS",
+            )
 
 
 class Predictor:
@@ -140,7 +216,12 @@ class Predictor:
                 f"(encoder {sf.encoder!r}) but model {self.model_version} needs extractor "
                 f"{want!r} (encoder {self.pre.get('encoder')!r}, "
                 f"{self.pre.get('target_mpp')} µm/px, {self.pre.get('patch_size')} px patches)",
-                hint="extract the slide again with the model's backbone and settings",
+                hint="extract the slide again with the model's backbone and settings"
+                + (
+                    "; a TRIDENT/CLAM file: bring it in with `cscl import-features` first"
+                    if not sf.extractor_hash
+                    else ""
+                ),
             )
         if not np.isfinite(f).all():
             raise InputError(f"{source} contains NaN or infinite feature values")
@@ -193,7 +274,8 @@ class Predictor:
             patch_size=int(pre["patch_size"]),
             min_tissue=float(pre.get("min_tissue", 0.25)),
             tissue=TissueParams(**(pre.get("tissue") or {})),
-            feature_dtype=str(pre.get("feature_dtype", "float16")),
+            feature_dtype=str(pre.get("feature_dtype", "float16")),  # old bundles: float16
+            encoder_spec=pre.get("encoder_spec"),  # the spec the features were made with
             precision=str(pre.get("precision", "fp32")),  # bundles before it existed: fp32
             batch_size=int(pre.get("batch_size", 32)),
             num_workers=0,  # inside a server worker: no extra processes
@@ -206,12 +288,21 @@ class Predictor:
         if self._encoder is None:
             cfg = self.extract_config()
             self._encoder = load_encoder(
-                cfg.backbone, cfg.weights, cfg.allow_random, self.device, seed=cfg.seed
+                cfg.backbone,
+                cfg.weights,
+                cfg.allow_random,
+                self.device,
+                seed=cfg.seed,
+                spec=cfg.encoder_spec,  # rebuild the recorded encoder, not today's registry entry
             )
         return self._encoder
 
-    def slide_features(self, uri: str, mpp: float | None = None) -> SlideFeatures:
-        """Tissue detection → patch grid → backbone, exactly as `cscl extract` did for training."""
+    def slide_features(
+        self, uri: str, mpp: float | None = None, policy: RequestPolicy | None = None
+    ) -> SlideFeatures:
+        """Tissue detection → patch grid → backbone, exactly as `cscl extract` did for training,
+        within the policy's budget (patches, pixels, seconds) when one is given: served requests
+        (`run`) always have one; `cscl predict --bundle` on the operator's own slide has none."""
         if not self.pre.get("slide_input", True):
             raise InputError(
                 f"model {self.model_version} was packaged for feature files only; slides refused",
@@ -237,16 +328,28 @@ class Predictor:
                 local = str(storage.download(uri, Path(tmp) / name))
             try:
                 with open_slide(local, mpp=mpp) as wsi:
-                    return features_in_memory(wsi, cfg, enc, slide_id=slide_id_from_uri(uri))
+                    budget = SlideBudget(policy, uri) if policy is not None else None
+                    if budget is not None:
+                        budget.check_slide(wsi, cfg)
+                    return features_in_memory(
+                        wsi,
+                        cfg,
+                        enc,
+                        slide_id=slide_id_from_uri(uri),
+                        on_grid=budget.on_grid if budget else None,
+                        on_batch=budget.on_batch if budget else None,
+                    )
             except CsclError as exc:  # name the client's URI, not our temporary copy
                 if local == uri:
                     raise
                 raise exc.naming(local, uri) from None
 
-    def predict_slide(self, uri: str, mpp: float | None = None) -> dict:
+    def predict_slide(
+        self, uri: str, mpp: float | None = None, policy: RequestPolicy | None = None
+    ) -> dict:
         """A whole H&E slide (local path, file:// or s3://) → the Inference API answer."""
         t0 = time.perf_counter()
-        sf = self.slide_features(uri, mpp)
+        sf = self.slide_features(uri, mpp, policy)
         t1 = time.perf_counter()
         out = self.predict_features(sf)
         out["timing_ms"] = {
@@ -256,13 +359,19 @@ class Predictor:
         return out
 
     # ---- requests (any host: TorchServe, CLI, tests) --------------------------------------------
-    def request_features(self, req: Request, max_bytes: int = DEFAULT_MAX_BYTES) -> SlideFeatures:
-        """SlideFeatures of an upload (parsed in memory) or a features_uri (size-checked; temp
-        copies removed)."""
+    def request_features(
+        self,
+        req: Request,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        policy: RequestPolicy | None = None,
+    ) -> SlideFeatures:
+        """SlideFeatures of an upload (parsed in memory: no temporary file) or a features_uri
+        (size-checked; temp copies removed). Uploads were checked against the budget by
+        parse_request; referenced files are here."""
         if req.source == "upload":
             try:
                 sf = read_features(io.BytesIO(req.data or b""), name="upload.h5")
-            except CsclError as exc:
+            except CsclError as exc:  # name what the client sent
                 raise exc.naming("upload.h5", req.describe()) from None
             self.validate(sf, req.describe())
             return sf
@@ -279,6 +388,7 @@ class Predictor:
                 path = storage.download(req.uri, Path(tmp) / "features.h5")
             else:
                 path = storage.local_path(req.uri)
+            check_feature_file_budget(path, policy or RequestPolicy(), req.describe())
             try:
                 sf = read_features(path)
             except CsclError as exc:  # name what the client sent, not our temporary copy
@@ -287,11 +397,19 @@ class Predictor:
         return sf
 
     def run(
-        self, requests: Sequence[Request | CsclError], *, max_bytes: int = DEFAULT_MAX_BYTES
+        self,
+        requests: Sequence[Request | CsclError],
+        *,
+        max_bytes: int | None = None,
+        policy: RequestPolicy | None = None,
     ) -> list[Result]:
         """One Result per request, in order. A request that fails (or arrived as an error from
         parsing) never fails the others: feature requests are predicted as one batch, and one at
-        a time only if the batch fails, to find the one at fault."""
+        a time only if the batch fails, to find the one at fault. `policy` is each request's
+        budget (default `RequestPolicy()`); `max_bytes` overrides its size limit."""
+        policy = policy or RequestPolicy()
+        if max_bytes is not None:
+            policy = dataclasses.replace(policy, max_bytes=max_bytes)
         results: list[Result | None] = [None] * len(requests)
         feats: dict[int, SlideFeatures] = {}
         for i, req in enumerate(requests):
@@ -299,7 +417,7 @@ class Predictor:
                 results[i] = Result(None, error=req)
             elif req.source != "slide_uri":
                 try:
-                    feats[i] = self.request_features(req, max_bytes)
+                    feats[i] = self.request_features(req, policy.max_bytes, policy)
                 except Exception as exc:
                     results[i] = Result.failed(exc, req)
         if feats:
@@ -319,7 +437,7 @@ class Predictor:
         for i, req in enumerate(requests):
             if results[i] is None:  # slide requests: one at a time (each is minutes of work)
                 try:
-                    results[i] = Result(req, answer=self.predict_slide(req.uri, req.mpp))
+                    results[i] = Result(req, answer=self.predict_slide(req.uri, req.mpp, policy))
                 except Exception as exc:
                     results[i] = Result.failed(exc, req)
         return [r for r in results if r is not None]

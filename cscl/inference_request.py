@@ -10,14 +10,24 @@ TOO_LARGE) the host maps to its own status codes. Three forms (docs/CONTRACTS.md
 
 URIs must lie under one of the policy's allowed prefixes; none are allowed by default, so a
 fresh server only takes uploads.
+
+A request may only cause bounded work (`RequestPolicy`, docs/SECURITY.md): a JSON body is at
+most `max_json_bytes` and `MAX_JSON_DEPTH` deep (checked before `json.loads`, whose recursion a
+deeply nested body would exhaust); an uploaded or referenced feature file may hold at most
+`max_patches` patches and `max_decompressed_bytes` of data once its (gzip) chunks are inflated —
+read from the HDF5 metadata before any chunk is; a whole slide may yield at most `max_patches`
+patches, `max_read_pixels` pixels read, and `max_seconds` of work (`cscl.inference`).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from dataclasses import dataclass, field
 from typing import Literal
+
+import h5py
 
 from cscl.errors import ErrorKind, InputError
 from cscl.io import storage
@@ -25,16 +35,34 @@ from cscl.io import storage
 ALLOWED_FIELDS = ("slide_uri", "features_uri", "mpp")
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 DEFAULT_MAX_BYTES = 128 * 1024 * 1024
+# A valid JSON request is one flat object of three short fields: far below these bounds.
+MAX_JSON_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 8
+# µm/px a client may claim for a slide: 0.1 (100x oil objective) to 10 (1x objective).
+# Anything else is a typo or a slide without calibration, and would make a request's patch
+# grid explode (mpp 99 at 0.5 µm/px target: ~40,000x the patches of a 40x slide).
+MPP_RANGE = (0.1, 10.0)
 
 Source = Literal["upload", "features_uri", "slide_uri"]
 
 
 @dataclass(frozen=True)
 class RequestPolicy:
-    """Where URIs may point and how large a feature file may be (uploaded or referenced)."""
+    """Where URIs may point and how much work one request may cause (its budget).
+
+    The defaults let a large real slide through on a GPU (a 20x20 mm tissue area at 0.5 µm/px in
+    224 px patches is ~32,000 patches) and stop the runaway cases: a claimed or tagged
+    resolution that is off by orders of magnitude, a gzip bomb of features, a slide that would
+    hold the only worker past the frontend's response timeout (900 s: keep max_seconds below it).
+    """
 
     allowed_prefixes: tuple[str, ...] = ()
     max_bytes: int = DEFAULT_MAX_BYTES
+    max_json_bytes: int = MAX_JSON_BYTES
+    max_patches: int = 50_000
+    max_decompressed_bytes: int = 512 * 1024 * 1024
+    max_read_pixels: int = 4_000_000_000  # pixels read from the slide for all patches together
+    max_seconds: float = 600.0  # whole-slide feature extraction of one request
 
 
 @dataclass(frozen=True)
@@ -53,6 +81,113 @@ class Request:
 
 def _malformed(message: str) -> InputError:
     return InputError(message, kind=ErrorKind.MALFORMED)
+
+
+def _too_large(message: str, hint: str | None = None) -> InputError:
+    return InputError(message, hint=hint, kind=ErrorKind.TOO_LARGE)
+
+
+def _short(value: object, n: int = 60) -> str:
+    """repr of a client value for an error message, cut to `n` characters."""
+    text = repr(value) if not isinstance(value, list | dict) else type(value).__name__
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def json_depth(text: str) -> int:
+    """Deepest nesting of [ and { in JSON text, ignoring brackets inside strings (linear, no
+    recursion: measured before `json.loads`, whose C scanner recurses once per level)."""
+    depth = deepest = 0
+    in_str = escaped = False
+    for ch in text:
+        if in_str:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def _object_depth(value: object) -> int:
+    """Nesting depth of an already-decoded JSON value (iterative)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict | list):
+            d += 1
+            deepest = max(deepest, d)
+            if d > MAX_JSON_DEPTH:
+                break
+            stack.extend((c, d) for c in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+
+def _check_json_depth(text: str) -> None:
+    if json_depth(text) > MAX_JSON_DEPTH:
+        raise _malformed(
+            f"request JSON is nested deeper than {MAX_JSON_DEPTH} levels; "
+            'send a flat object {"slide_uri": …} or {"features_uri": …}'
+        )
+
+
+def _check_json_size(n: int, policy: RequestPolicy) -> None:
+    if n > policy.max_json_bytes:
+        raise _too_large(
+            f"JSON request of {n} bytes exceeds the limit of {policy.max_json_bytes}",
+            hint='a request is {"slide_uri": …} or {"features_uri": …}; upload features as .h5',
+        )
+
+
+def _loads(text: str, policy: RequestPolicy) -> object:
+    """json.loads within the policy's size and depth; every failure is MALFORMED/TOO_LARGE."""
+    _check_json_depth(text[: policy.max_json_bytes])
+    _check_json_size(len(text.encode("utf-8", "surrogatepass")), policy)
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        raise _malformed(f"request body is not valid JSON ({str(exc)[:200]})") from None
+
+
+def check_feature_file_budget(source: str | os.PathLike | bytes, policy: RequestPolicy,
+                              name: str) -> None:  # fmt: skip
+    """Refuse a feature file whose datasets would inflate beyond the budget (TOO_LARGE).
+
+    HDF5 stores each dataset's shape and type in its metadata, so the decompressed size of
+    gzip-compressed chunks is known before any chunk is inflated: 2 MiB of compressed zeros
+    can claim gigabytes, and are refused here without reading them.
+    """
+    try:
+        f = h5py.File(io.BytesIO(source) if isinstance(source, bytes) else source, "r")
+    except (OSError, ValueError):
+        return  # not readable as HDF5: read_features names the problem (INPUT)
+    total, patches = 0, 0
+    with f:
+        datasets: list[h5py.Dataset] = []
+        f.visititems(lambda _, obj: datasets.append(obj) if isinstance(obj, h5py.Dataset) else None)
+        for ds in datasets:
+            total += int(ds.size) * ds.dtype.itemsize
+        if isinstance(f.get("features"), h5py.Dataset) and f["features"].ndim >= 1:
+            patches = int(f["features"].shape[0])
+    if patches > policy.max_patches:
+        raise _too_large(
+            f"{name} holds {patches} patches, above this server's limit of {policy.max_patches}",
+            hint="split the slide's features, or ask the operator to raise CSCL_MAX_PATCHES",
+        )
+    if total > policy.max_decompressed_bytes:
+        raise _too_large(
+            f"{name} expands to {total} bytes, above this server's limit of "
+            f"{policy.max_decompressed_bytes} bytes",
+            hint="send float16/float32 features of one slide; ask the operator to raise "
+            "CSCL_MAX_DECOMPRESSED_BYTES for larger ones",
+        )
 
 
 def check_allowed(uri: str, prefixes: tuple[str, ...] | list[str]) -> None:
@@ -95,23 +230,36 @@ def parse_request(value: bytes | bytearray | str | dict | None, policy: RequestP
                 kind=ErrorKind.TOO_LARGE,
             )
         if bytes(value[:8]) == HDF5_MAGIC:
-            return Request("upload", data=bytes(value))
+            data = bytes(value)
+            check_feature_file_budget(data, policy, "the uploaded file")
+            return Request("upload", data=data)
+        head = bytes(value[: policy.max_json_bytes]).decode("utf-8", "replace")
+        _check_json_depth(head)  # a deep body is malformed whatever its size
+        _check_json_size(len(value), policy)
         try:
-            value = json.loads(bytes(value).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            text = bytes(value).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _malformed(
+                f"request body is neither valid JSON nor an HDF5 feature file ({exc})"
+            ) from None
+        try:
+            value = _loads(text, policy)
+        except InputError as exc:
+            if exc.kind != ErrorKind.MALFORMED or "nested" in str(exc):
+                raise
             raise _malformed(
                 f"request body is neither valid JSON nor an HDF5 feature file ({exc})"
             ) from None
     elif isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise _malformed(f"request body is not valid JSON ({exc})") from None
+        value = _loads(value, policy)
+    elif isinstance(value, dict | list) and _object_depth(value) > MAX_JSON_DEPTH:
+        raise _malformed(f"request JSON is nested deeper than {MAX_JSON_DEPTH} levels")
     if not isinstance(value, dict):
         raise _malformed(f"request JSON must be an object, got {type(value).__name__}")
-    unknown = sorted(set(value) - set(ALLOWED_FIELDS))
+    unknown = sorted(_short(k, 40) for k in set(value) - set(ALLOWED_FIELDS))
     if unknown:
-        raise _malformed(f"unknown field(s) {unknown}; allowed fields: {list(ALLOWED_FIELDS)}")
+        shown = "[" + ", ".join(unknown[:5]) + (", …" if len(unknown) > 5 else "") + "]"
+        raise _malformed(f"unknown field(s) {shown}; allowed fields: {list(ALLOWED_FIELDS)}")
     given = [k for k in ("slide_uri", "features_uri") if k in value]
     if len(given) != 1:
         raise _malformed("give exactly one of 'slide_uri' or 'features_uri'")
@@ -123,7 +271,11 @@ def parse_request(value: bytes | bytearray | str | dict | None, policy: RequestP
     if mpp is not None:
         if key != "slide_uri":
             raise _malformed("'mpp' only goes with 'slide_uri'")
-        if isinstance(mpp, bool) or not isinstance(mpp, int | float) or not 0 < mpp < 100:
-            raise _malformed(f"'mpp' must be a number of µm/px in (0, 100), got {mpp!r}")
+        lo, hi = MPP_RANGE
+        if isinstance(mpp, bool) or not isinstance(mpp, int | float) or not lo <= mpp <= hi:
+            raise _malformed(
+                f"'mpp' must be a number of µm/px within [{lo}, {hi}] (a microscope's range: "
+                f"0.25 at 40x, 0.5 at 20x), got {_short(mpp)}"
+            )
     check_allowed(uri, policy.allowed_prefixes)
     return Request(key, uri=uri, mpp=float(mpp) if mpp is not None else None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ def feature_preprocessing(
     backbone_seed: int = 0,
     min_tissue: float = 0.25,
     tissue: dict | None = None,
-    feature_dtype: str = "float16",
+    feature_dtype: str | None = None,
     features_only: bool = False,
 ) -> tuple[dict, dict]:
     """(backbone, preprocessing) for a bundle, read from the run's feature files and verified.
@@ -73,6 +74,9 @@ def feature_preprocessing(
             hint="pass --features DIR: the feature files the model was trained on",
         )
     ca = sf.coord_attrs
+    feature_dtype = feature_dtype or str(sf.features.dtype)  # the dtype is in the hash
+    spec = sf.extra.get("encoder_spec")
+    spec = json.loads(spec) if isinstance(spec, str) else spec
     pre = {
         "encoder": sf.encoder,
         "extractor_hash": extractor_hash,
@@ -85,12 +89,20 @@ def feature_preprocessing(
         "precision": str(sf.extra.get("precision", "fp32")),  # files before it existed: fp32
         "slide_input": not features_only,
     }
+    if spec:
+        pre["encoder_spec"] = spec  # serving rebuilds exactly this encoder
     random_init = bool(sf.extra.get("random_init", False))
     backbone = {"name": sf.encoder, "weights": None, "random_init": random_init,
                 "seed": int(backbone_seed)}  # fmt: skip
     if features_only:
         backbone["random_init"] = True  # never used: slide requests are refused
         return backbone, pre
+    if sf.extra.get("imported_from"):
+        raise InputError(
+            f"the features under {fdir} were imported (`cscl import-features`, encoder "
+            f"{sf.encoder!r}): cscl cannot extract slides the way they were made",
+            hint="package with --features-only (the model then serves feature files)",
+        )
     if backbone_weights is not None:
         backbone.update(weights=str(backbone_weights), random_init=False)
         digest = sha256_file(Path(backbone_weights))
@@ -112,6 +124,7 @@ def feature_preprocessing(
         tissue=TissueParams(**pre["tissue"]),
         feature_dtype=feature_dtype,
         precision=pre["precision"],
+        encoder_spec=spec,
     )
     got = extractor_hash_of(cfg, digest)
     if got != extractor_hash:
@@ -149,19 +162,30 @@ def reference_inputs(
     return meta, X, aligned
 
 
-def qc_records(features_dir: str | Path, slide_ids: list[str]) -> list[dict] | None:
-    """The `qc` attribute of each slide's feature file, or None if any is missing."""
-    out = []
+def qc_records(
+    features_dir: str | Path, slide_ids: list[str]
+) -> tuple[list[dict | None], list[str]]:
+    """(the `qc` attribute of each slide's feature file or None, why each None).
+
+    One missing, truncated or QC-less file leaves that slide out of the reference set (named in
+    the second list) instead of stopping the packaging or dropping the whole set.
+    """
+    out: list[dict | None] = []
+    failed: list[str] = []
     for sid in slide_ids:
         p = feature_path(features_dir, sid)
-        if not p.exists():
-            return None
-        qc = read_features(p).extra.get("qc")
-        qc = json.loads(qc) if isinstance(qc, str | bytes) else qc
-        if not isinstance(qc, dict):
-            return None
+        try:
+            if not p.exists():
+                raise InputError(f"no feature file {p}")
+            qc = read_features(p).extra.get("qc")
+            qc = json.loads(qc) if isinstance(qc, str | bytes) else qc
+            if not isinstance(qc, dict):
+                raise InputError("the feature file has no `qc` attribute")
+        except (InputError, ValueError) as err:
+            failed.append(f"{sid} ({err})")
+            qc = None
         out.append(qc)
-    return out
+    return out, failed
 
 
 def _heads_and_reference(
@@ -185,39 +209,62 @@ def _heads_and_reference(
         preds = [apply_heads(heads, x.astype(np.float64)) for x in X]
         label_cols = {t.name: aligned[t.name].tolist() for t in task_list if t.name in aligned}
     slide_ids = meta["slide_id"].astype(str).tolist()
-    qcs = qc_records(features_dir, slide_ids)
-    if qcs is None:
-        log.warning("feature files lack `qc` attributes; no reference set for monitoring")
+    qcs, failed = qc_records(features_dir, slide_ids)
+    keep = [i for i, q in enumerate(qcs) if q is not None]
+    if failed:
+        log.warning(
+            "%d slide(s) left out of the monitoring reference set: %s%s",
+            len(failed), failed[:5], " …" if len(failed) > 5 else "",
+        )  # fmt: skip
+    if not keep:
+        log.warning(
+            "no feature file has a readable `qc` attribute; no reference set for monitoring"
+        )
         return heads, None
-    ref = dict(embeddings=X, predictions=preds, qc_records=qcs, slide_ids=slide_ids,
-               labels=label_cols)  # fmt: skip
+    ref = dict(
+        embeddings=X[keep],
+        predictions=[preds[i] for i in keep],
+        qc_records=[qcs[i] for i in keep],
+        slide_ids=[slide_ids[i] for i in keep],
+        labels={k: [v[i] for i in keep] for k, v in label_cols.items()}
+        if label_cols
+        else label_cols,
+    )
     return heads, ref
 
 
-def build_bundle(
-    run_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    features_dir: str | Path | None = None,
-    labels: str | None = None,
-    embeddings: str | Path | None = None,
-    tasks: str = DEFAULT_TASKS,
-    name: str = "cscl",
-    version: str | None = None,
-    backbone_weights: str | Path | None = None,
-    backbone_seed: int = 0,
-    min_tissue: float = 0.25,
-    features_only: bool = False,
-    metrics: dict | None = None,
-    seed: int = 0,
-    n_iter: int = 10,
-) -> Bundle:
-    """Write the bundle of a trained run to `out_dir`; returns it (loaded, not re-hashed).
+@dataclass(frozen=True)
+class BundleSpec:
+    """What a bundle holds besides the trained run (one declaration for the CLI, the component
+    and the platform's `package_model`).
 
     labels (a labels table URI) needs `embeddings` (`cscl embed` of this run): heads are fitted on
     them. With embeddings whose feature files carry `qc`, the reference set for drift
     monitoring is written too.
     """
+
+    features_dir: str | Path | None = None
+    labels: str | None = None
+    embeddings: str | Path | None = None
+    tasks: str = DEFAULT_TASKS
+    name: str = "cscl"
+    version: str | None = None
+    backbone_weights: str | Path | None = None
+    backbone_seed: int = 0
+    min_tissue: float = 0.25
+    features_only: bool = False
+    metrics: dict | None = None
+    seed: int = 0
+    n_iter: int = 10
+
+
+def build_bundle(
+    run_dir: str | Path, out_dir: str | Path, spec: BundleSpec = BundleSpec()
+) -> Bundle:
+    """Write the bundle of a trained run to `out_dir`; returns it (loaded, not re-hashed)."""
+    features_dir, labels, embeddings = spec.features_dir, spec.labels, spec.embeddings
+    tasks, name, version, seed, n_iter = spec.tasks, spec.name, spec.version, spec.seed, spec.n_iter
+    metrics = spec.metrics
     cfg = read_config(run_dir)
     data = cfg.get("data") or {}
     features = features_dir or data.get("features_dir")
@@ -230,10 +277,10 @@ def build_bundle(
     backbone, pre = feature_preprocessing(
         features,
         data["extractor_hash"],
-        backbone_weights=backbone_weights,
-        backbone_seed=backbone_seed,
-        min_tissue=min_tissue,
-        features_only=features_only,
+        backbone_weights=spec.backbone_weights,
+        backbone_seed=spec.backbone_seed,
+        min_tissue=spec.min_tissue,
+        features_only=spec.features_only,
     )
     version = version or default_version()
     out = Path(out_dir)

@@ -10,6 +10,7 @@ upload to `<prefix>/features/<extractor-hash>/<slide_id>.h5`, reuse of features 
 from __future__ import annotations
 
 import shutil
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -18,7 +19,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from cscl.embed import EmbedSummary, embed_cohort
+from cscl.embeddings import read_embeddings
 from cscl.errors import CsclError, InputError, SlideError
+from cscl.ingest import read_index
 from cscl.io import storage
 
 REPORT_COLUMNS = (
@@ -222,6 +226,73 @@ def extract_shard_features(
         log(f"        {row['slide_id']}: {res.n_patches} patches in {res.seconds:.1f}s")
 
     return ehash, extract_shard(rows, one, ehash, prefix, scratch, log=log)
+
+
+def extract_to_store(
+    index: pd.DataFrame,
+    cfg,
+    prefix: str,
+    scratch: str | Path | None = None,
+    *,
+    shard: int = 0,
+    num_shards: int = 1,
+    log: Callable[[str], None] = print,
+) -> tuple[str, ShardReport]:
+    """Extract shard `shard` of `num_shards` of a slide index (`cscl.ingest`) into the project
+    store, `<prefix>/features/<extractor-hash>/<slide_id>.h5`, reusing files already there.
+
+    The one entry point of store extraction: the extract_features component (one shard per
+    task) and `cscl extract --store PREFIX` (the whole index) both call it. Returns
+    (extractor_hash, per-slide report); failed slides are in the report, not raised.
+    """
+    rows = select_shard(index, int(shard), int(num_shards))
+    scratch = scratch or tempfile.mkdtemp(prefix="cscl-extract-")
+    return extract_shard_features(rows, cfg, prefix, scratch, log=log)
+
+
+def stored_features(
+    slide_index: pd.DataFrame, feature_index: pd.DataFrame
+) -> tuple[str, pd.DataFrame]:
+    """(features folder in the store, manifest of the slides that have features there): the
+    `features_dir`/`manifest` pair `cscl.embed.embed_cohort` and `cscl.data.load_cohort` read,
+    found without downloading anything. Failed slides (allowed to fail) are left out."""
+    ok = feature_index[feature_index["status"].isin(["extracted", "reused"])]
+    if ok.empty:
+        raise InputError(
+            "no slide has features; nothing to embed",
+            hint="see the collect-features report for why extraction failed",
+        )
+    dirs = sorted({str(u).rsplit("/", 1)[0] for u in ok["features_uri"]})
+    if len(dirs) != 1:
+        raise InputError(
+            f"the feature index points at {len(dirs)} folders {dirs[:3]}; one extractor's "
+            "folder was expected",
+            hint="collect the shards of one extraction run (same extractor hash)",
+        )
+    usable = set(ok["slide_id"].astype(str))
+    manifest = slide_index[slide_index["slide_id"].astype(str).isin(usable)]
+    return dirs[0], manifest.reset_index(drop=True)
+
+
+def embed_stored(
+    model_dir_or_baseline: str | Path,
+    slide_index_csv: str | Path,
+    feature_index_csv: str | Path,
+    out_path: str | Path,
+) -> tuple[EmbedSummary, dict]:
+    """`cscl.embed.embed_cohort` on the pipeline's stored features (what the embed components
+    run): the summary, and the metadata a component shows (rows, dimension, failed slides —
+    reported, never silently dropped)."""
+    feats, manifest = stored_features(
+        read_index(slide_index_csv), pd.read_csv(feature_index_csv, dtype={"slide_id": str})
+    )
+    summary = embed_cohort(model_dir_or_baseline, feats, manifest, out_path, quiet=True)
+    meta, X = read_embeddings(out_path)
+    info = {"n_slides": len(meta), "dim": int(X.shape[1]), "failed": summary.failed}
+    print(f"{len(meta)} H&E slide embeddings of dimension {X.shape[1]}")
+    for why in summary.failed:
+        print(f"FAILED {why}")
+    return summary, info
 
 
 def training_inputs(

@@ -8,7 +8,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cscl.io import loopback_s3
+from cscl.ingest import ensure_bucket, upload_folder
+from cscl.io import loopback_s3, storage
+from cscl.synthetic import generate_cohort
+from cscl_platform.pipelines.local import run_local
+from cscl_platform.pipelines.params import params_of
 
 
 @contextlib.contextmanager
@@ -72,11 +76,13 @@ def pick_tasks(labels_path: str | Path, folds: int = 2) -> str:
     return ",".join(tasks)
 
 
-def demo_params(ctx: DemoContext, fast: bool = True) -> dict:
-    """Pipeline parameters for a tiny CPU run: random tiny backbone, 1–2 epochs, small ABMIL."""
+def demo_params(ctx: DemoContext, kind: str = "training", fast: bool = True, **overrides) -> dict:
+    """Parameters of pipeline `kind` for a tiny CPU run: random tiny backbone, 1–2 epochs, small
+    ABMIL. Only the parameters `kind` declares (pipelines.params); `overrides` win."""
+
     tasks = pick_tasks(ctx.cohort_dir / "labels.csv", folds=2)
     protocols = "fewshot,kfold" + (",survival" if "os" in tasks.split(",") else "")
-    return dict(
+    tiny = dict(
         manifest_uri=ctx.manifest_uri,
         labels_uri=ctx.labels_uri,
         project_prefix=ctx.project_prefix,
@@ -101,11 +107,16 @@ def demo_params(ctx: DemoContext, fast: bool = True) -> dict:
         ks="1",
         min_score=0.0,
     )
+    tiny.update(overrides)
+    declared = {p.name for p in params_of(kind)}
+    unknown = set(overrides) - declared
+    if unknown:
+        raise ValueError(f"pipeline {kind} has no parameter(s) {sorted(unknown)}")
+    return {k: v for k, v in tiny.items() if k in declared}
 
 
 def make_cohort(out_dir: Path, n_cases: int, seed: int = 0) -> Path:
     """A small synthetic paired cohort (H&E + HER2 + KI67) on local disk; returns its folder."""
-    from cscl.synthetic import generate_cohort
 
     manifest = generate_cohort(
         out_dir,
@@ -126,17 +137,15 @@ def run_demo(out_dir: Path, n_cases: int = 6, endpoint_url: str | None = None) -
     import importlib.util
     import time
 
-    from cscl.ingest import ensure_bucket, upload_folder
-    from cscl_platform.pipelines.local import run_local
-
+    storage.configure_store(endpoint_url)  # this process; the tasks get `s3_endpoint`
     out_dir = Path(out_dir).resolve()
     t0 = time.perf_counter()
     cohort_dir = out_dir / "cohort"
     if not (cohort_dir / "manifest.csv").exists():
         make_cohort(cohort_dir, n_cases)
     _say(f"1. synthetic cohort: {n_cases} cases × HE/HER2/KI67 in {cohort_dir}")
-    ensure_bucket(BUCKET, endpoint_url)
-    uris = upload_folder(cohort_dir, COHORT_PREFIX, endpoint_url)
+    ensure_bucket(BUCKET)
+    uris = upload_folder(cohort_dir, COHORT_PREFIX)
     _say(f"2. uploaded {len(uris)} objects to {COHORT_PREFIX}/ at {endpoint_url}")
     ctx = DemoContext(
         endpoint_url=endpoint_url or "",
@@ -168,7 +177,7 @@ def run_demo(out_dir: Path, n_cases: int = 6, endpoint_url: str | None = None) -
                 step(ctx)
                 step_no += 1
     if endpoint_url and ctx.project_prefix.startswith("s3://"):
-        files = mirror_store(ctx.project_prefix, out_dir / "s3", endpoint_url)
+        files = mirror_store(ctx.project_prefix, out_dir / "s3")
         _say(f"   object store ({ctx.project_prefix}: cohort, features/<extractor-hash>/, "
              f"models/<name>/<version>/) mirrored to {out_dir / 's3'} ({len(files)} files)")  # fmt: skip
     _say(f"done in {time.perf_counter() - t0:.0f} s")
@@ -212,15 +221,14 @@ def _print_run(run) -> None:
         console.print(f"evaluate/metrics: quality_score = {score:.3f} (+ per-task metrics)")
 
 
-def mirror_store(prefix: str, dest: Path, endpoint_url: str | None) -> list[Path]:
+def mirror_store(prefix: str, dest: Path) -> list[Path]:
     """Copy every object under `prefix` to `dest` (the loopback S3 server dies with the demo)."""
-    from cscl.io import storage
 
     bucket, _ = storage.parse_s3_uri(prefix)
     out = []
-    for uri in storage.list_uris(prefix, endpoint_url):
+    for uri in storage.list_uris(prefix):
         _, key = storage.parse_s3_uri(uri)
-        out.append(storage.download(uri, dest / bucket / key, endpoint_url))
+        out.append(storage.download(uri, dest / bucket / key))
     return out
 
 

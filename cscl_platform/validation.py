@@ -26,6 +26,9 @@ import pandas as pd
 from cscl.errors import InputError
 from cscl.io import storage
 from cscl.io.manifest import HE, load_labels
+from cscl.wsi.qc import slide_qc
+from cscl.wsi.readers import open_slide
+from cscl.wsi.tissue import segment_tissue
 
 # Legal values of the label columns cscl knows (synthetic cohorts, BCNB, TCGA-BRCA style).
 # Other categorical columns are only checked for being present where declared.
@@ -87,10 +90,6 @@ def qc_slide(path: str | Path, mpp_override: float | None = None) -> dict:
     Uses the same reader and tissue segmentation as extraction, so the gate judges exactly what
     extraction will see. Never raises: a slide that cannot be used is a row with the reason.
     """
-    from cscl.wsi.qc import slide_qc
-    from cscl.wsi.readers import open_slide
-    from cscl.wsi.tissue import segment_tissue
-
     row: dict = {
         "opens": False,
         "mpp": math.nan,
@@ -120,7 +119,6 @@ def qc_slide(path: str | Path, mpp_override: float | None = None) -> dict:
 
 def slide_qc_table(
     index: pd.DataFrame,
-    endpoint_url: str | None = None,
     scratch: str | Path | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
@@ -143,7 +141,7 @@ def slide_qc_table(
             try:
                 if storage.is_s3(r.slide_uri):
                     name = r.slide_uri.rsplit("/", 1)[-1]
-                    local = storage.download(r.slide_uri, scratch / name, endpoint_url)
+                    local = storage.download(r.slide_uri, scratch / name)
                     fetched = True
                 else:
                     local = storage.local_path(r.slide_uri)
@@ -285,7 +283,6 @@ def validate_cohort(
     labels_uri: str | None = None,
     out_dir: str | Path | None = None,
     *,
-    endpoint_url: str | None = None,
     qc: pd.DataFrame | None = None,
     run_slide_qc: bool = True,
     thresholds: QCThresholds | None = None,
@@ -311,12 +308,12 @@ def validate_cohort(
 
     labels = None
     if labels_uri:
-        labels = load_labels(labels_uri, endpoint_url)
+        labels = load_labels(labels_uri)
         values = DEFAULT_LABEL_VALUES if label_values is None else label_values
         cases = sorted(set(idx["case_id"]))
         tables["labels"] = (labels, _labels_suite(gxe, labels, values, cases))
     if qc is None and run_slide_qc:
-        qc = slide_qc_table(idx, endpoint_url)
+        qc = slide_qc_table(idx)
     if qc is not None:
         tables["slide_qc"] = (qc, _qc_suite(gxe, t))
 

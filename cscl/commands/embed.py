@@ -17,10 +17,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
     from cscl.embed import embed_cohort
 
-    out = embed_cohort(
+    summary = embed_cohort(
         args.model, args.features, args.manifest, args.out, device=args.device, quiet=args.quiet
     )
-    print(f"wrote {out}")
-    return 0
+    print(f"{summary.n_embedded} slide(s) embedded, {len(summary.failed)} failed → {summary.path}")
+    for failure in summary.failed:
+        print(f"  FAILED {failure}", file=sys.stderr)
+    return 0 if summary.ok else 1

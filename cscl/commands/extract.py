@@ -13,11 +13,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--manifest", help="cohort manifest (CSV/Parquet, local or s3://)")
     src.add_argument("--slide", help="one slide file (local or s3://)")
-    p.add_argument("--out", required=True, help="output folder: <out>/<slide_id>.h5")
+    dest = p.add_mutually_exclusive_group(required=True)
+    dest.add_argument("--out", help="output folder: <out>/<slide_id>.h5")
+    dest.add_argument(
+        "--store",
+        metavar="PREFIX",
+        help="with --manifest: project prefix (local or s3://); features go to "
+        "<PREFIX>/features/<extractor-hash>/ and files already there are reused (as the pipeline)",
+    )
     p.add_argument("--slide-id", help="with --slide: id (default: file name without extension)")
     p.add_argument("--stain", default="HE", help="with --slide: stain name (default HE)")
     p.add_argument("--mpp", type=float, help="with --slide: level-0 µm/px if the file lacks it")
-    p.add_argument("--backbone", default="resnet18", help="timm model name (default resnet18)")
+    p.add_argument(
+        "--backbone",
+        "--encoder",
+        dest="backbone",
+        default="resnet18",
+        help="patch encoder: a name from `cscl encoders` (uni, virchow2, …), "
+        "timm:<model>[?k=v&…], or a timm model name (default resnet18)",
+    )
+    p.add_argument(
+        "--feature-dtype",
+        choices=("float32", "float16"),
+        default="float32",
+        help="dtype of the stored features (float32: CLAM/TRIDENT load them as is)",
+    )
     p.add_argument("--weights", help="backbone weights: state-dict file or s3:// URI")
     p.add_argument(
         "--random-init", action="store_true", help="allow a random (seeded) backbone: tests only"
@@ -55,6 +75,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="slide reader backend: auto (OpenSlide, else the first that opens the file) | "
         "openslide | tifffile",
+    )
+    p.add_argument(
+        "--max-patches",
+        type=int,
+        default=None,
+        help="fail a slide with more patches than this (default 100000; 0 = no bound)",
     )
     p.add_argument("--qc-png", metavar="DIR", help="write a tissue-mask overlay PNG per slide")
     p.add_argument("--s3-endpoint", help="S3 endpoint URL (MinIO, moto…); else AWS_ENDPOINT_URL")
@@ -95,10 +121,17 @@ def run(args: argparse.Namespace) -> int:
         torch_threads=args.threads,
         reader=args.reader,
         precision=args.precision,
+        feature_dtype=args.feature_dtype,
     )
+    if args.max_patches is not None:
+        if args.max_patches < 0:
+            raise InputError(f"--max-patches must be >= 0, got {args.max_patches}")
+        cfg.max_patches = args.max_patches or None
     if args.batch_size is not None and args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
     common = dict(qc_png_dir=args.qc_png, show_progress=not args.quiet)
+    if args.store:
+        return _extract_to_store(args, cfg)
     if args.manifest:
         if args.mpp or args.slide_id:
             raise InputError("--mpp/--slide-id go with --slide; use the manifest columns instead")
@@ -118,3 +151,21 @@ def run(args: argparse.Namespace) -> int:
     for r in summary.failed:
         print(f"  FAILED {r.slide_id}: {r.error}", file=sys.stderr)
     return 0 if summary.ok else 1
+
+
+def _extract_to_store(args: argparse.Namespace, cfg) -> int:
+    """`--store`: the pipeline's extraction (cscl.shards.extract_to_store) on the whole cohort."""
+    from cscl.errors import InputError
+    from cscl.ingest import ingest_cohort
+    from cscl.shards import extract_to_store
+
+    if not args.manifest:
+        raise InputError("--store goes with --manifest", hint="use --out for one --slide")
+    index = ingest_cohort(args.manifest, progress=not args.quiet).index
+    ehash, rep = extract_to_store(index, cfg, args.store)
+    c = rep.counts()
+    print(f"extractor {ehash}: {c['extracted']} extracted, {c['reused']} reused, "
+          f"{c['failed']} failed → {args.store.rstrip('/')}/features/{ehash}/")  # fmt: skip
+    for sid in rep.failed:
+        print(f"  FAILED {sid}", file=sys.stderr)
+    return 1 if rep.failed else 0

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 HELP = (
-    "Register IHC slides to their H&E slide (rigid/affine on thumbnails); writes registration.csv"
+    "Register IHC slides to their H&E slide (rigid/affine + non-rigid refinement on thumbnails); "
+    "writes registration.csv"
 )
 
 
@@ -24,7 +25,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="true transforms (synthetic cohorts) to report error_um; "
         "default: transforms.csv beside the manifest when present",
     )
-    p.add_argument("--affine", action="store_true", help="refine to a full affine map")
+    p.add_argument(
+        "--affine",
+        action="store_true",
+        help="refine to a full affine map (kept only when the QC texture does not drop)",
+    )
+    p.add_argument(
+        "--no-nonrigid",
+        action="store_true",
+        help="skip the non-rigid (optical-flow) refinement; matrices only",
+    )
+    p.add_argument(
+        "--landmarks",
+        default="",
+        help="folder of <slide_id>.csv landmarks (ANHIR `,X,Y`, level-0 px; row i of the H&E and "
+        "IHC files = the same point) to report rTRE; or a manifest column landmarks_uri",
+    )
     p.add_argument(
         "--allow-flip", action="store_true", help="also try mirrored sections (mounted face down)"
     )
@@ -67,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
         min_score=args.min_score,
         min_texture=args.min_texture,
         max_error_um=args.max_error_um,
+        nonrigid=not args.no_nonrigid,
+        landmarks=args.landmarks,
     )
     df = register_manifest(
         args.manifest,
@@ -87,6 +105,19 @@ def run(args: argparse.Namespace) -> int:
             f"error vs true transforms: median {s['median_error_um']:.2f} µm, "
             f"max {s['max_error_um']:.2f} µm"
         )
+    if s["n_pairs_with_landmarks"]:
+        con.print(
+            f"landmarks on {s['n_pairs_with_landmarks']} pair(s): rTRE median "
+            f"{s['rtre_before_median']:.4f} → {s['rtre_median']:.4f} (before → after), max "
+            f"{s['rtre_before_max']:.4f} → {s['rtre_max']:.4f}"
+        )
+        for r in df[df["n_landmarks"] > 0].itertuples():
+            con.print(
+                f"  {r.case_id} {r.stain}: rTRE median {r.rtre_before_median:.4f} → "
+                f"{r.rtre_median:.4f}, max {r.rtre_before_max:.4f} → {r.rtre_max:.4f} "
+                f"({r.n_landmarks} landmarks)",
+                highlight=False,
+            )
     bad = df[~df["ok"]]
     for r in bad.itertuples():
         con.print(f"  [red]{r.case_id} {r.stain}[/red]: {r.message}", highlight=False)

@@ -28,7 +28,7 @@ from cscl.eval.tasks import (
     survival_target,
 )
 from cscl.io import storage
-from cscl.io.manifest import load_labels
+from cscl.io.manifest import label_notes, load_labels
 
 EmbeddingsSource = str | Path | tuple[pd.DataFrame, np.ndarray]
 
@@ -63,15 +63,8 @@ def load_embeddings(source: EmbeddingsSource) -> tuple[pd.DataFrame, np.ndarray]
 
 
 def load_label_table(labels: str | Path | pd.DataFrame) -> pd.DataFrame:
-    """Labels from a file/URI or a DataFrame (copied), with string case ids."""
-    if isinstance(labels, pd.DataFrame):
-        if "case_id" not in labels.columns:
-            raise InputError("labels table has no case_id column")
-        table = labels.copy()
-    else:
-        table = load_labels(str(labels))
-    table["case_id"] = table["case_id"].astype(str)
-    return table
+    """Labels from a file/URI or a DataFrame (copied), normalised by `load_labels`."""
+    return load_labels(labels)
 
 
 def load_inputs(
@@ -99,7 +92,7 @@ def load_inputs(
         "n_cases": len(common),
         "methods": {},
     }
-    notes: list[str] = []
+    notes: list[str] = label_notes(table)
     for n, src in embeddings.items():
         counts = dict(each[n].counts)
         counts["embedding_dim"] = int(shared[n].X.shape[1])

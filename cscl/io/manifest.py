@@ -7,14 +7,18 @@ uploaded to S3 as it is. Every error names the table, the row and the column.
 from __future__ import annotations
 
 import io
+import logging
 import re
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
 
 from cscl.errors import InputError
 from cscl.io import storage
+from cscl.io.labels import normalise_labels
+
+log = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS = ("case_id", "stain", "slide_uri")
 HE = "HE"
@@ -37,7 +41,12 @@ def read_table(uri: str) -> pd.DataFrame:
 
 def slide_id_from_uri(uri: str) -> str:
     """Default slide id: the file name without its extension (e.g. `case001_HE`)."""
-    name = PurePosixPath(str(uri).split("?")[0]).name
+    s = str(uri)
+    name = (
+        storage.local_path(s).name
+        if s.startswith("file://")
+        else PurePosixPath(s.split("?")[0]).name
+    )
     for ext in (".ome.tiff", ".ome.tif"):
         if name.lower().endswith(ext):
             return name[: -len(ext)]
@@ -82,10 +91,12 @@ def validate_manifest(df: pd.DataFrame, source: str = "manifest") -> pd.DataFram
         )
     if "mpp" in df.columns:
         mpp = pd.to_numeric(df["mpp"], errors="coerce")
-        bad = df["mpp"].notna() & (mpp.isna() | (mpp <= 0))
+        bad = df["mpp"].notna() & (mpp.isna() | ~np.isfinite(mpp) | (mpp <= 0))
         if bad.any():
             raise InputError(
-                f"{source}: mpp must be a positive number, got {df.loc[bad, 'mpp'].tolist()[:5]}"
+                f"{source}: mpp must be a positive, finite number, got "
+                f"{df.loc[bad, 'mpp'].tolist()[:5]} for slide(s) {df.loc[bad, 'slide_uri'].tolist()[:5]}",
+                hint="write the scan's µm/px (e.g. 0.25), or leave mpp empty to read it from the slide",
             )
         df["mpp"] = mpp
     else:
@@ -110,21 +121,33 @@ def cases_without_he(df: pd.DataFrame) -> list[str]:
     return sorted(set(df["case_id"]) - has_he)
 
 
-def load_labels(uri: str) -> pd.DataFrame:
-    """Load labels (one row per case). Survival pairs `<t>_time`/`<t>_event` are checked."""
-    df = read_table(uri)
-    if "case_id" not in df.columns:
-        raise InputError(f"labels {uri} have no case_id column; columns: {list(df.columns)}")
-    df["case_id"] = df["case_id"].astype(str)
+def load_labels(source: str | Path | pd.DataFrame) -> pd.DataFrame:
+    """Labels (one row per case) from a path/URI or a table, normalised by `normalise_labels`.
+
+    Every reader of labels (evaluation, training, packaging) comes through here, so a value is
+    the same class everywhere. The notes saying what was mapped are logged and kept in
+    `df.attrs["label_notes"]` for reports. Survival pairs `<t>_time`/`<t>_event` are checked.
+    """
+    name = "labels table" if isinstance(source, pd.DataFrame) else f"labels {source}"
+    raw = source if isinstance(source, pd.DataFrame) else read_table(str(source))
+    df, notes = normalise_labels(raw, name)
     dup = df["case_id"].duplicated()
     if dup.any():
-        raise InputError(f"labels {uri}: case_id repeated: {df.loc[dup, 'case_id'].tolist()[:5]}")
-    for col in [c for c in df.columns if c.endswith("_time")]:
-        name = col[: -len("_time")]
-        ev = f"{name}_event"
+        raise InputError(f"{name}: case_id repeated: {df.loc[dup, 'case_id'].tolist()[:5]}")
+    for col in [c for c in df.columns if str(c).endswith("_time")]:
+        ev = f"{str(col)[: -len('_time')]}_event"
         if ev not in df.columns:
-            raise InputError(f"labels {uri}: {col} has no matching {ev} column")
-    return df.reset_index(drop=True)
+            raise InputError(f"{name}: {col} has no matching {ev} column")
+    for note in notes:
+        log.warning("%s: %s", name, note)
+    df = df.reset_index(drop=True)
+    df.attrs["label_notes"] = notes
+    return df
+
+
+def label_notes(labels: pd.DataFrame) -> list[str]:
+    """What `load_labels` mapped (e.g. "er_status: mapped {'POSITIVE': 'positive'}")."""
+    return list(labels.attrs.get("label_notes", []))
 
 
 def survival_arrays(labels: pd.DataFrame, task: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -138,8 +161,19 @@ def survival_arrays(labels: pd.DataFrame, task: str) -> tuple[np.ndarray, np.nda
     sub = labels[["case_id", tcol, ecol]].dropna()
     t = pd.to_numeric(sub[tcol], errors="coerce").to_numpy(float)
     e = pd.to_numeric(sub[ecol], errors="coerce").to_numpy(float)
-    if np.isnan(t).any() or (t <= 0).any():
-        raise InputError(f"survival task {task!r}: {tcol} must be > 0 for every case")
-    if np.isnan(e).any() or not np.isin(e, [0, 1]).all():
-        raise InputError(f"survival task {task!r}: {ecol} must be 0 or 1 for every case")
+    ids = sub["case_id"].astype(str).to_numpy()
+    bad_t = ~np.isfinite(t) | (t <= 0)  # NaN here = not a number; inf = no duration at all
+    if bad_t.any():
+        raise InputError(
+            f"survival task {task!r}: {tcol} must be > 0 (and finite), got "
+            f"{sub[tcol][bad_t].tolist()[:5]} for case(s) {ids[bad_t].tolist()[:5]}",
+            hint="fix those cells, or leave them empty when the time is unknown",
+        )
+    bad_e = ~np.isin(e, [0, 1])
+    if bad_e.any():
+        raise InputError(
+            f"survival task {task!r}: {ecol} must be 0 or 1, got "
+            f"{sub[ecol][bad_e].tolist()[:5]} for case(s) {ids[bad_e].tolist()[:5]}",
+            hint="1 = event observed, 0 = censored",
+        )
     return sub["case_id"].to_numpy(str), t, e.astype(bool)

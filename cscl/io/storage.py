@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from cscl.errors import ErrorKind, StorageError
 from cscl.runtime import sha256_file
@@ -91,10 +91,14 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
 
 
 def local_path(uri: str | os.PathLike) -> Path:
-    """A local path from a plain path or a file:// URI."""
+    """A local path from a plain path or a file:// URI.
+
+    A file:// URI is percent-decoded: `Path("/data/my slide.svs").as_uri()` writes the space as
+    %20, and the file it names must be found.
+    """
     s = str(uri)
     if s.startswith("file://"):
-        return Path(urlparse(s).path)
+        return Path(unquote(urlparse(s).path))
     if is_s3(s):
         raise StorageError(f"{s} is an S3 URI, not a local path")
     return Path(s)

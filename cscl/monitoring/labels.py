@@ -9,6 +9,7 @@ from __future__ import annotations
 import pandas as pd
 
 from cscl.errors import InputError
+from cscl.io.labels import normalise_labels
 from cscl.io.manifest import read_table
 from cscl.monitoring.logs import LogWindow
 from cscl.monitoring.schema import LABEL_PREFIX
@@ -30,6 +31,7 @@ def load_window_labels(labels_uri: str, window: LogWindow) -> pd.DataFrame:
             f"labels {labels_uri} have neither a request_id nor a slide_id column",
             hint="add the id of the logged request (request_id) or slide (slide_id)",
         )
+    df, _ = normalise_labels(df, f"labels {labels_uri}", id_column=key)  # as training labels
     tasks = [c for c in df.columns if c not in {*ID_COLUMNS, "case_id", "split"}]
     df = df.drop_duplicates(key, keep="last").set_index(df[key].astype(str).rename(None))
     ids = window.request_ids if key == "request_id" else window.slide_ids

@@ -1,7 +1,8 @@
 """H&E → IHC slide registration and location pairing of patches.
 
 Matrices map H&E level-0 (x, y) to IHC level-0 (x, y) (docs/CONTRACTS.md, `m00..m12`):
-`register_pair` / `register_manifest` estimate them, `load_registrations` reads them back (or the
+`register_pair` / `register_manifest` estimate them (plus an optional non-rigid
+displacement field: `Transform`, `transform_of(row)`), `load_registrations` reads them back (or the
 true synthetic `transforms.csv`), `pair_by_location` uses them to pair patches.
 """
 
@@ -18,8 +19,12 @@ from cscl.registration.io import (
 )
 from cscl.registration.pairing import pair_by_location
 from cscl.registration.register import Registration, register_pair
+from cscl.registration.transform import DisplacementField, Transform, transform_of
 
 __all__ = [
+    "DisplacementField",
+    "Transform",
+    "transform_of",
     "MATRIX_COLUMNS",
     "REGISTRATION_COLUMNS",
     "RegisterParams",

@@ -34,6 +34,8 @@ from cscl.registration.quality import (
     DEFAULT_MIN_TEXTURE,
     judge,
     landmark_error_um,
+    read_landmarks,
+    rtre,
     tissue_points_level0,
 )
 from cscl.registration.register import (
@@ -43,6 +45,7 @@ from cscl.registration.register import (
     read_thumb,
     register_thumbs,
 )
+from cscl.registration.transform import save_field
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,8 @@ class RegisterParams:
     min_score: float = DEFAULT_MIN_SCORE
     min_texture: float = DEFAULT_MIN_TEXTURE
     max_error_um: float = DEFAULT_MAX_ERROR_UM
+    nonrigid: bool = True
+    landmarks: str = ""  # folder of <slide_id>.csv landmarks (the manifest may name them too)
 
 
 def _join(base: str, *parts: str) -> str:
@@ -72,7 +77,12 @@ def _row(case_id, stain, he_id, ihc_id, reg: Registration, error_um: float) -> d
     row = {"case_id": case_id, "stain": stain, "he_slide_id": he_id, "ihc_slide_id": ihc_id}
     row.update({c: float(v) for c, v in zip(MATRIX_COLUMNS, m, strict=True)})
     row.update(score=float(reg.score), ok=bool(reg.ok), error_um=error_um, message=reg.message)
+    row.update(texture=float(reg.texture), field_uri="", n_landmarks=0)
+    row.update({c: math.nan for c in RTRE_COLUMNS})
     return row
+
+
+RTRE_COLUMNS = ("rtre_before_median", "rtre_before_max", "rtre_median", "rtre_max")
 
 
 def _failed_row(case_id, stain, he_id, ihc_id, message: str) -> dict:
@@ -91,7 +101,34 @@ def summarize(df: pd.DataFrame) -> dict:
         "median_score": float(df.loc[est, "score"].median()) if est.any() else math.nan,
         "median_error_um": float(err.median()) if len(err) else math.nan,
         "max_error_um": float(err.max()) if len(err) else math.nan,
+        **_rtre_summary(df),
     }
+
+
+def _rtre_summary(df: pd.DataFrame) -> dict:
+    """Median over pairs of each pair's median rTRE, and the worst landmark, before and after."""
+    out = {}
+    for c in RTRE_COLUMNS:
+        v = pd.to_numeric(df[c], errors="coerce").dropna() if c in df.columns else pd.Series([])
+        agg = v.max() if c.endswith("_max") else v.median()
+        out[c] = float(agg) if len(v) else math.nan
+    out["n_pairs_with_landmarks"] = (
+        int((pd.to_numeric(df["n_landmarks"], errors="coerce").fillna(0) > 0).sum())
+        if "n_landmarks" in df.columns
+        else 0
+    )
+    return out
+
+
+def landmarks_uri(row: dict, manifest_uri: str, landmarks_dir: str) -> str | None:
+    """Where a slide's landmarks are: manifest column `landmarks_uri`, else `<dir>/<slide_id>.csv`."""
+    v = row.get("landmarks_uri")
+    if isinstance(v, str) and v.strip():
+        return storage.resolve_relative(v.strip(), str(manifest_uri))
+    if landmarks_dir:
+        cand = _join(landmarks_dir, f"{row['slide_id']}.csv")
+        return cand if storage.exists(cand) else None
+    return None
 
 
 def _previous(out_dir: str, params: RegisterParams) -> tuple[dict, dict]:
@@ -103,7 +140,7 @@ def _previous(out_dir: str, params: RegisterParams) -> tuple[dict, dict]:
         meta = json.loads(storage.read_bytes(js))
         if meta.get("params") != asdict(params):
             return {}, {}
-        df = load_registrations(csv)
+        df = load_registrations(csv, resolve_fields=False)  # rows are written back as they are
     except (CsclError, ValueError):
         return {}, {}
     rows = {}
@@ -139,6 +176,7 @@ def register_manifest(
             truth[(r["case_id"], r["stain"])] = matrix_of(r)
     prev_rows, prev_pairs = _previous(out_dir, params) if resume else ({}, {})
 
+    he_records = {r["case_id"]: r for r in manifest[manifest["stain"] == HE].to_dict("records")}
     he_rows = manifest[manifest["stain"] == HE].set_index("case_id")
     ihc_rows = manifest[manifest["stain"] != HE].sort_values(["case_id", "stain"])
     dup = ihc_rows.duplicated(["case_id", "stain"], keep=False)
@@ -200,14 +238,26 @@ def register_manifest(
                 bar.advance(task)
                 continue
             t0 = time.perf_counter()
-            row, he_img = _register_one(ihc, he_id, he_thumb if he_id else None, truth, params)
+            lm = None
+            if he_id:
+                lm_he = landmarks_uri(he_records[case_id], manifest_uri, params.landmarks)
+                lm_ihc = landmarks_uri(ihc, manifest_uri, params.landmarks)
+                lm = (lm_he, lm_ihc) if lm_he and lm_ihc else None
+            row, he_img = _register_one(
+                ihc, he_id, he_thumb if he_id else None, truth, params, out_dir, lm
+            )
             rows.append(row)
             details[key] = {"seconds": round(time.perf_counter() - t0, 2), **row.pop("_details")}
             if overlays:
                 tex = details[key].get("texture_ncc", math.nan)
+                err = (
+                    f"rTRE {row['rtre_before_median']:.4f} → {row['rtre_median']:.4f}"
+                    if row["n_landmarks"]
+                    else f"error {row['error_um']:.1f} µm"
+                )
                 title = (
-                    f"{key}: overlap {row['score']:.3f}, texture {tex:.2f}, error "
-                    f"{row['error_um']:.1f} µm — {'OK' if row['ok'] else 'FLAGGED'}"
+                    f"{key}: overlap {row['score']:.3f}, texture {tex:.2f}, {err} — "
+                    f"{'OK' if row['ok'] else 'FLAGGED'} (affine part shown)"
                 )
                 data = (
                     overlay_png(*he_img, title=title)
@@ -221,13 +271,35 @@ def register_manifest(
     return pd.DataFrame(rows, columns=list(REGISTRATION_COLUMNS))
 
 
+def landmark_rtre(mapping, landmarks: tuple[str, str], ihc_size: tuple[int, int]) -> dict:
+    """rTRE columns of one pair: identity (landmarks as given) and the estimated map."""
+    he_pts, ihc_pts = read_landmarks(landmarks[0]), read_landmarks(landmarks[1])
+    before = rtre(np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), he_pts, ihc_pts, ihc_size)
+    after = rtre(mapping, he_pts, ihc_pts, ihc_size)
+    return dict(zip(RTRE_COLUMNS, (*before, *after), strict=True)) | {
+        "n_landmarks": int(min(len(he_pts), len(ihc_pts)))
+    }
+
+
 def _mpp(row: dict | pd.Series) -> float | None:
     v = row.get("mpp")
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
 
-def _register_one(ihc: dict, he_id: str, he_thumb, truth: dict, params: RegisterParams):
-    """One pair → (row with `_details`, overlay inputs or the H&E thumbnail for a failure)."""
+def _register_one(
+    ihc: dict,
+    he_id: str,
+    he_thumb,
+    truth: dict,
+    params: RegisterParams,
+    out_dir: str = "",
+    landmarks: tuple[str, str] | None = None,
+):
+    """One pair → (row with `_details`, overlay inputs or the H&E thumbnail for a failure).
+
+    A non-rigid field is written to `<out_dir>/fields/<case>_<stain>.npz` (row `field_uri`,
+    relative); `landmarks` (H&E csv, IHC csv) add the ANHIR rTRE before/after.
+    """
     case_id, stain, ihc_id = ihc["case_id"], ihc["stain"], ihc["slide_id"]
     if he_thumb is None:
         row = _failed_row(
@@ -247,6 +319,7 @@ def _register_one(ihc: dict, he_id: str, he_thumb, truth: dict, params: Register
             ihc_t,
             affine=params.affine,
             allow_flip=params.allow_flip,
+            nonrigid=params.nonrigid,
             min_score=params.min_score,
             min_texture=params.min_texture,
         )
@@ -264,13 +337,19 @@ def _register_one(ihc: dict, he_id: str, he_thumb, truth: dict, params: Register
     true = truth.get((case_id, stain))
     if true is not None and np.isfinite(reg.matrix).all():
         pts = tissue_points_level0(he.mask, he.to_level0)
-        error = landmark_error_um(reg.matrix, true, pts, ihc_t.mpp)
+        error = landmark_error_um(reg.transform, true, pts, ihc_t.mpp)
     if np.isfinite(reg.matrix).all():
         reg.ok, reg.message = judge(
             reg.score, error, reg.texture, params.min_score, params.max_error_um, params.min_texture
         )
     row = _row(case_id, stain, he_id, ihc_id, reg, error)
-    row["_details"] = {"texture_ncc": reg.texture, "angle_deg": reg.angle_deg}
+    if reg.field is not None and out_dir:
+        rel = f"fields/{case_id}_{stain}.npz"
+        save_field(_join(out_dir, rel), reg.field)
+        row["field_uri"] = rel
+    if landmarks is not None and np.isfinite(reg.matrix).all():
+        row.update(landmark_rtre(reg.transform, landmarks, ihc_t.size0))
+    row["_details"] = {"texture_ncc": reg.texture, "angle_deg": reg.angle_deg, **reg.steps}
     if reg.thumb_matrix is None:
         return row, he.rgb
     return row, (he.rgb, he.mask, ihc_t.rgb, ihc_t.mask, reg.thumb_matrix)

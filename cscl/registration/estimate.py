@@ -29,6 +29,7 @@ class Estimate:
     dice: float
     angle_deg: float
     flipped: bool = False  # the IHC section lies mirrored (only with allow_flip=True)
+    rigid_matrix: np.ndarray | None = None  # the rigid fit an affine one started from
 
 
 def rotation(angle_deg: float, centre: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
@@ -212,7 +213,8 @@ def estimate_transform(
         alt = _estimate(moving[:, ::-1].copy(), fixed, affine=affine, **kw)
         m = compose_affine(alt.matrix, flip)
         if alt.dice > best.dice:
-            best = Estimate(m, warped_dice(moving, fixed, m), alt.angle_deg, flipped=True)
+            rm = None if alt.rigid_matrix is None else compose_affine(alt.rigid_matrix, flip)
+            best = Estimate(m, warped_dice(moving, fixed, m), alt.angle_deg, True, rm)
     return best
 
 
@@ -253,6 +255,8 @@ def _estimate(
     best_mat = max(scored, key=lambda t: t[0])[1]
     k2 = _level(moving, fixed, polish_max_px)
     m2, f2 = _downscale(moving, k2) >= 0.5, _downscale(fixed, k2) >= 0.5
-    polished = refine(m2, f2, _fine_to_coarse(_coarse_to_fine(best_mat, k1), k2), affine=affine)
-    m = _coarse_to_fine(polished, k2)
-    return Estimate(m, warped_dice(moving, fixed, m), math.degrees(math.atan2(m[1, 0], m[0, 0])))
+    polished = refine(m2, f2, _fine_to_coarse(_coarse_to_fine(best_mat, k1), k2))
+    rigid = _coarse_to_fine(polished, k2)
+    m = _coarse_to_fine(refine(m2, f2, polished, affine=True), k2) if affine else rigid
+    angle = math.degrees(math.atan2(m[1, 0], m[0, 0]))
+    return Estimate(m, warped_dice(moving, fixed, m), angle, rigid_matrix=rigid if affine else None)

@@ -27,6 +27,14 @@ REGISTRATION_COLUMNS = (
     "ok",
     "error_um",
     "message",
+    # added for real sections (issue 9); absent in older tables, which still load
+    "texture",  # hematoxylin architecture correlation (wrong-slide QC)
+    "field_uri",  # non-rigid displacement field (.npz, relative to this table) or empty
+    "n_landmarks",
+    "rtre_before_median",  # ANHIR rTRE of the identity map (landmarks as given)
+    "rtre_before_max",
+    "rtre_median",  # ANHIR rTRE of the estimated map (matrix + field)
+    "rtre_max",
 )
 
 
@@ -76,7 +84,7 @@ def _to_bool(v) -> bool:
     return bool(v)
 
 
-def load_registrations(path: str | Path) -> pd.DataFrame:
+def load_registrations(path: str | Path, *, resolve_fields: bool = True) -> pd.DataFrame:
     """Read `registration.csv` (from `cscl register`) or a synthetic `transforms.csv`.
 
     Both carry `case_id, stain, m00..m12`. A table without `ok` (true transforms) gets ok=True;
@@ -103,12 +111,26 @@ def load_registrations(path: str | Path) -> pd.DataFrame:
     df["stain"] = df["stain"].astype(str).str.upper()
     for c in MATRIX_COLUMNS:
         df[c] = pd.to_numeric(df[c], errors="coerce")
+        inf = np.isinf(df[c].to_numpy(dtype=float))
+        if inf.any():  # NaN = a pair that could not be registered; inf is never a matrix entry
+            raise InputError(
+                f"registration table {uri}: column {c!r} is infinite for (case, stain) "
+                f"{df.loc[inf, ['case_id', 'stain']].values.tolist()[:5]}",
+                hint="re-run `cscl register` for those pairs, or leave the matrix empty",
+            )
     df["ok"] = df["ok"].map(_to_bool) if "ok" in df.columns else True
     # A row whose matrix could not be estimated is unusable whatever `ok` says.
     df.loc[df[list(MATRIX_COLUMNS)].isna().any(axis=1), "ok"] = False
     df["ok"] = df["ok"].astype(bool)
     if "message" in df.columns:
         df["message"] = df["message"].fillna("").astype(str)
+    if "field_uri" in df.columns:
+        df["field_uri"] = df["field_uri"].fillna("").astype(str)
+    if "field_uri" in df.columns and resolve_fields:  # fields live beside the table
+        df["field_uri"] = [
+            storage.resolve_relative(u.strip(), uri) if isinstance(u, str) and u.strip() else ""
+            for u in df["field_uri"]
+        ]
     dup = df.duplicated(["case_id", "stain"])
     if dup.any():
         raise InputError(

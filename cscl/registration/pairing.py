@@ -2,7 +2,9 @@
 
 The reference pairs patches of different stains by index, so a "positive" is a random IHC patch.
 Here each H&E patch centre is mapped into IHC level-0 space with the registration matrix and
-matched to an IHC patch centre within `max_dist` (IHC level-0 pixels).
+matched to an IHC patch centre within `max_dist` (IHC level-0 pixels). The map is the affine
+matrix or, when `cscl register` refined it non-rigidly, a `Transform` (matrix + displacement
+field; `transform_of(row)` reads it from a registration row).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
-from cscl.registration.io import apply_affine
+from cscl.registration.transform import map_points
 
 
 def _centres(coords: np.ndarray, patch_size_level0: float | None) -> np.ndarray:
@@ -21,7 +23,7 @@ def _centres(coords: np.ndarray, patch_size_level0: float | None) -> np.ndarray:
 def pair_by_location(
     he_coords: np.ndarray,
     ihc_coords: np.ndarray,
-    matrix: np.ndarray,
+    matrix,
     max_dist: float,
     he_patch_size_level0: float | None = None,
     ihc_patch_size_level0: float | None = None,
@@ -31,6 +33,7 @@ def pair_by_location(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Indices `(he_idx, ihc_idx)` of H&E/IHC patches that cover the same tissue.
 
+    `matrix`: a (2, 3) H&E → IHC level-0 matrix or a `Transform` (anything with `.apply(xy)`).
     Coordinates are level-0 (x, y). Feature files store patch TOP-LEFT corners: pass the patch
     sizes (level-0 px) so centres are compared — under a rotation, corners do not map to corners.
     With sizes None the coordinates are used as given (already centres).
@@ -48,7 +51,7 @@ def pair_by_location(
         return empty
     if not max_dist > 0:
         raise ValueError(f"max_dist must be > 0, got {max_dist}")
-    mapped = apply_affine(matrix, he)
+    mapped = map_points(matrix, he)
     tree = cKDTree(ihc)
     if not one_to_one:
         dist, idx = tree.query(mapped, k=1, distance_upper_bound=max_dist)

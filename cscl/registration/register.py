@@ -16,14 +16,18 @@ from scipy import ndimage
 from skimage.transform import resize
 
 from cscl.errors import CsclError, SlideError
-from cscl.registration.estimate import Estimate, estimate_transform
+from cscl.registration.estimate import Estimate, estimate_transform, warped_dice
 from cscl.registration.io import compose_affine, invert_affine
+from cscl.registration.nonrigid import estimate_flow, field_level0
 from cscl.registration.quality import (
     DEFAULT_MIN_SCORE,
     DEFAULT_MIN_TEXTURE,
     judge,
     texture_ncc,
 )
+from cscl.registration.transform import DisplacementField, Transform
+from cscl.wsi.readers import open_slide
+from cscl.wsi.tissue import glass_level, optical_density, pen_mask
 
 DEFAULT_THUMB_MPP = 8.0
 
@@ -38,6 +42,7 @@ class SlideThumb:
     to_level0: np.ndarray  # (2, 3): thumbnail px centre (x, y) → level-0 (x, y)
     mpp: float  # level-0 µm/px
     thumb_mpp: float  # µm per thumbnail px
+    size0: tuple[int, int] = (0, 0)  # level-0 (width, height): the diagonal of rTRE
 
 
 @dataclass
@@ -49,14 +54,22 @@ class Registration:
     ok: bool
     message: str = ""
     angle_deg: float = math.nan
-    texture: float = math.nan  # hematoxylin NCC inside the common tissue (wrong-slide detector)
+    texture: float = math.nan  # hematoxylin architecture NCC in the common tissue (wrong slide?)
     thumb_matrix: np.ndarray | None = field(default=None, repr=False)  # H&E thumb → IHC thumb px
     he: SlideThumb | None = field(default=None, repr=False)
     ihc: SlideThumb | None = field(default=None, repr=False)
+    steps: dict = field(default_factory=dict)  # QC of each stage: rigid / affine / nonrigid
+    # the non-rigid refinement (None: the matrix alone); declared last, it shadows `field`
+    field: DisplacementField | None = field(default=None, repr=False)
 
     @classmethod
     def failed(cls, message: str) -> Registration:
         return cls(np.full((2, 3), np.nan), 0.0, False, message)
+
+    @property
+    def transform(self) -> Transform:
+        """The full map (matrix + field) for location pairing and landmark errors."""
+        return Transform(self.matrix, self.field)
 
 
 def registration_mask(rgb: np.ndarray, mpp: float) -> np.ndarray:
@@ -68,16 +81,8 @@ def registration_mask(rgb: np.ndarray, mpp: float) -> np.ndarray:
     the threshold sits a few noise widths above it, which treats every stain alike (synthetic
     cohort, 16 pairs: median error 1.0 µm with this mask vs 2.4 µm with `segment_tissue`).
     """
-    from cscl.wsi.tissue import optical_density, pen_mask
-
     od = optical_density(rgb).mean(-1)
-    low = od[od <= np.percentile(od, 50)]
-    hist, edges = np.histogram(low, bins=200)
-    bg = float(edges[int(np.argmax(hist))] + (edges[1] - edges[0]) / 2)
-    # glass is near-transparent: a "background" this dense means tissue fills the image
-    bg = min(bg, 0.1)
-    near = od[np.abs(od - bg) < 0.03]
-    noise = float(1.4826 * np.median(np.abs(near - np.median(near)))) if near.size else 0.0
+    bg, noise = glass_level(od)
     mask = (od > bg + max(0.012, 4.0 * noise)) & ~pen_mask(rgb)
     mask = ndimage.binary_opening(mask, iterations=1)
     # fill holes below ~0.05 mm² (fat, tears) and drop specks below ~0.005 mm² (dust)
@@ -105,8 +110,6 @@ def read_thumb(
     slide_id: str | None = None,
 ) -> SlideThumb:
     """Open a slide, read it at ~`thumb_mpp` µm/px and mask its tissue (SlideError if none)."""
-    from cscl.wsi.readers import open_slide
-
     with open_slide(uri, mpp=mpp) as wsi:
         ds = max(1.0, thumb_mpp / wsi.mpp)
         rgb = wsi.read_downsampled(ds)
@@ -118,7 +121,8 @@ def read_thumb(
         # read_downsampled: output px u covers level-0 [u·ds, (u+1)·ds) → centre (u + ½)·ds
         to0 = np.array([[ds, 0.0, 0.5 * ds], [0.0, ds, 0.5 * ds]])
         sid = slide_id or wsi.path.stem
-        return SlideThumb(sid, mask, rgb, to0, float(wsi.mpp), float(wsi.mpp * ds))
+        size0 = (int(wsi.width), int(wsi.height))
+        return SlideThumb(sid, mask, rgb, to0, float(wsi.mpp), float(wsi.mpp * ds), size0)
 
 
 def _to_common(t: SlideThumb, target_mpp: float) -> tuple[np.ndarray, np.ndarray]:
@@ -135,16 +139,53 @@ def _to_common(t: SlideThumb, target_mpp: float) -> tuple[np.ndarray, np.ndarray
     return m, compose_affine(t.to_level0, new_to_old)
 
 
+def thumb_from_rgb(
+    rgb: np.ndarray, mpp: float, slide_id: str = "image", thumb_mpp: float | None = None
+) -> SlideThumb:
+    """A `SlideThumb` of an in-memory image whose pixels are level 0 at `mpp` µm/px.
+
+    For small images (ANHIR-style JPEG pairs, tests): optionally downsampled to `thumb_mpp`.
+    """
+    rgb = np.asarray(rgb)[..., :3].astype(np.uint8)
+    size0 = (int(rgb.shape[1]), int(rgb.shape[0]))
+    ds = 1.0 if thumb_mpp is None else max(1.0, thumb_mpp / mpp)
+    if ds > 1.0:
+        h, w = rgb.shape[:2]
+        shape = (max(1, int(round(h / ds))), max(1, int(round(w / ds))))
+        rgb = (resize(rgb, shape, order=1, anti_aliasing=True) * 255).round().astype(np.uint8)
+        ds_x, ds_y = w / shape[1], h / shape[0]
+    else:
+        ds_x = ds_y = 1.0
+    to0 = np.array([[ds_x, 0.0, 0.5 * ds_x - 0.5], [0.0, ds_y, 0.5 * ds_y - 0.5]])
+    mask = registration_mask(rgb, mpp * ds_x)
+    return SlideThumb(slide_id, mask, rgb, to0, float(mpp), float(mpp * ds_x), size0)
+
+
+def plausible_affine(matrix: np.ndarray, max_log_scale: float = 0.2, max_shear: float = 0.15):
+    """Sections shrink or stretch by a few per cent, never 20 %: reject runaway affine fits."""
+    lin = np.asarray(matrix, dtype=np.float64)[:, :2]
+    sv = np.linalg.svd(lin, compute_uv=False)
+    shear = abs(float(lin[:, 0] @ lin[:, 1])) / max(float(sv[0] * sv[1]), 1e-12)
+    return bool(np.all(np.abs(np.log(sv)) <= max_log_scale) and shear <= max_shear)
+
+
 def register_thumbs(
     he: SlideThumb,
     ihc: SlideThumb,
     *,
     affine: bool = False,
     allow_flip: bool = False,
+    nonrigid: bool = True,
     min_score: float = DEFAULT_MIN_SCORE,
     min_texture: float = DEFAULT_MIN_TEXTURE,
 ) -> Registration:
-    """Estimate the H&E → IHC map from two thumbnails; both are brought to one µm/px first."""
+    """Estimate the H&E → IHC map from two thumbnails; both are brought to one µm/px first.
+
+    Stages: rigid (always); affine (`affine=True`), kept only when it is plausible and does not
+    lower the hematoxylin architecture correlation (`texture_ncc`: the QC metric) — a mask-only
+    affine fit can shear the interior away; non-rigid (`nonrigid=True`) optical flow on top,
+    kept only when it raises that correlation (nonrigid.py).
+    """
     common = max(he.thumb_mpp, ihc.thumb_mpp)
     m_he, he_to0 = _to_common(he, common)
     m_ihc, ihc_to0 = _to_common(ihc, common)
@@ -152,12 +193,41 @@ def register_thumbs(
         est: Estimate = estimate_transform(m_he, m_ihc, affine=affine, allow_flip=allow_flip)
     except ValueError as exc:
         return Registration.failed(f"registration failed: {exc}")
-    level0 = compose_affine(ihc_to0, compose_affine(est.matrix, invert_affine(he_to0)))
-    # the same map between the ORIGINAL thumbnails (for overlays)
-    thumb = compose_affine(invert_affine(ihc.to_level0), compose_affine(level0, he.to_level0))
-    tex = texture_ncc(he.rgb, he.mask, ihc.rgb, ihc.mask, thumb)
-    ok, msg = judge(est.dice, texture=tex, min_score=min_score, min_texture=min_texture)
-    return Registration(level0, est.dice, ok, msg, est.angle_deg, tex, thumb, he, ihc)
+
+    def maps(mat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        level0 = compose_affine(ihc_to0, compose_affine(mat, invert_affine(he_to0)))
+        # the same map between the ORIGINAL thumbnails (for overlays, texture and flow)
+        thumb = compose_affine(invert_affine(ihc.to_level0), compose_affine(level0, he.to_level0))
+        return level0, thumb
+
+    def tex(thumb_m: np.ndarray) -> float:
+        return texture_ncc(he.rgb, he.mask, ihc.rgb, ihc.mask, thumb_m, he.thumb_mpp)
+
+    level0, thumb = maps(est.matrix)
+    t = tex(thumb)
+    dice_ = est.dice
+    steps: dict = {}
+    if est.rigid_matrix is not None:  # affine was asked: keep it only if the QC agrees
+        r_level0, r_thumb = maps(est.rigid_matrix)
+        t_rigid = tex(r_thumb)
+        good = plausible_affine(level0) and (t >= t_rigid - 0.01 or not math.isfinite(t_rigid))
+        steps = {"rigid_texture": t_rigid, "affine_texture": t, "affine_kept": bool(good)}
+        if not good:
+            level0, thumb, t = r_level0, r_thumb, t_rigid
+            dice_ = warped_dice(m_he, m_ihc, est.rigid_matrix)
+    fld = None
+    # the QC reads the architecture correlation BEFORE the flow: a flow can manufacture local
+    # agreement between any two tissues, and a wrong slide must not be warped into a "match"
+    if nonrigid and t >= min_texture:
+        flow = estimate_flow(he.rgb, he.mask, ihc.rgb, ihc.mask, thumb, he.thumb_mpp)
+        steps["nonrigid_kept"] = flow is not None
+        if flow is not None:
+            fld = field_level0(flow, he.to_level0)
+            steps["nonrigid_texture"] = flow.ncc_after
+    ok, msg = judge(dice_, texture=t, min_score=min_score, min_texture=min_texture)
+    reg = Registration(level0, dice_, ok, msg, est.angle_deg, t, thumb, he, ihc)
+    reg.field, reg.steps = fld, steps
+    return reg
 
 
 def register_pair(
@@ -168,6 +238,7 @@ def register_pair(
     *,
     affine: bool = False,
     allow_flip: bool = False,
+    nonrigid: bool = True,
     thumb_mpp: float = DEFAULT_THUMB_MPP,
     min_score: float = DEFAULT_MIN_SCORE,
     min_texture: float = DEFAULT_MIN_TEXTURE,
@@ -187,5 +258,11 @@ def register_pair(
     except CsclError as exc:
         return Registration.failed(f"IHC slide unusable: {exc}")
     return register_thumbs(
-        he, ihc, affine=affine, allow_flip=allow_flip, min_score=min_score, min_texture=min_texture
+        he,
+        ihc,
+        affine=affine,
+        allow_flip=allow_flip,
+        nonrigid=nonrigid,
+        min_score=min_score,
+        min_texture=min_texture,
     )

@@ -28,11 +28,13 @@ from cscl.io.storage import atomic_path
 from cscl.synthetic.biology import CaseBiology, labels_frame, make_biology
 from cscl.synthetic.layout import make_layout, tissue_points
 from cscl.synthetic.shift import ShiftSpec
+from cscl.synthetic.workers import die_with, exclusive_folder, remove_debris
 
 DEFAULT_STAINS = ("HE", "HER2", "KI67", "ER", "PGR")
 KNOWN_STAINS = set(DEFAULT_STAINS)
 FORMATS = ("aperio", "generic")
 GENERATOR_VERSION = 1
+_TABLES = ("cohort.json", "labels.csv", "transforms.csv", "manifest.csv")
 
 
 @dataclass(frozen=True)
@@ -209,132 +211,141 @@ def generate_cohort(
     slides_dir = out / "slides"
     slides_dir.mkdir(parents=True, exist_ok=True)
 
-    params = dict(
-        generator_version=GENERATOR_VERSION,
-        n_cases=n_cases,
-        seed=seed,
-        stains=list(stains),
-        width=width,
-        height=height,
-        mpp=mpp,
-        format=fmt,
-        shift=spec.to_dict(),
-        missing_ihc_rate=missing_ihc_rate,
-        manifest_mpp=manifest_mpp,
-        max_angle=max_angle,
-        he_cue=he_cue,
-        jpeg_quality=jpeg_quality,
-        detail=detail,
-    )
-    cj = out / "cohort.json"
-    if cj.exists():
-        try:
-            old = json.loads(cj.read_text())
-        except json.JSONDecodeError:
-            old = None
-        if old != params:
-            raise InputError(
-                f"{out} already holds a cohort made with other parameters ({cj})",
-                hint="choose another --out, or delete the folder to regenerate",
-            )
-    else:
-        with atomic_path(cj) as tmp:
-            tmp.write_text(json.dumps(params, indent=2))
-
-    bios = make_biology(n_cases, seed)
-    slide_mpp = spec.mpp(mpp)
-    w_um, h_um = width * mpp, height * mpp
-    wpx, hpx = int(round(w_um / slide_mpp)), int(round(h_um / slide_mpp))
-    quality = spec.jpeg_quality(jpeg_quality)
-    scale = max(1, int(round(1.0 / slide_mpp))) if detail == "fast" else 1
-    ext = ".svs" if fmt == "aperio" else ".tif"
-    miss_rng = np.random.default_rng([seed, 303])
-
-    jobs: list[SlideJob] = []
-    man_rows, tf_rows = [], []
-    for i, bio in enumerate(bios):
-        cseed = case_seed(seed, i)
-        layout = make_layout(cseed, w_um, h_um, bio.tumour_fraction, spec.composition)
-        pts = None
-        for stain in stains:
-            if stain != "HE" and miss_rng.random() < missing_ihc_rate:
-                continue
-            if stain == "HE":
-                ang, t = 0.0, (0.0, 0.0)
-            else:
-                if pts is None:
-                    pts = tissue_points(layout, step_um=max(20.0, min(w_um, h_um) / 60))
-                ang, t = sample_transform(cseed, stain, w_um, h_um, pts, max_angle)
-            M = rigid_matrix(ang, t, (w_um / 2, h_um / 2), slide_mpp)
-            jit = 1.0 + np.random.default_rng([cseed, 404, _stain_key(stain)]).normal(0, 0.05, 3)
-            rel = f"slides/{bio.case_id}_{stain}{ext}"
-            jobs.append(
-                SlideJob(
-                    path=str(out / rel),
-                    case_seed=cseed,
-                    width_um=w_um,
-                    height_um=h_um,
-                    bio=bio,
-                    stain=stain,
-                    width_px=wpx,
-                    height_px=hpx,
-                    mpp=slide_mpp,
-                    matrix=tuple(tuple(float(x) for x in row) for row in M),
-                    noise_seed=(seed, i, _stain_key(stain)),
-                    shift=spec,
-                    cohort_seed=seed,
-                    he_cue=he_cue,
-                    stain_jitter=tuple(float(x) for x in jit),
-                    fmt=fmt,
-                    quality=quality,
-                    scale=scale,
+    with exclusive_folder(out):  # one run per folder: the debris removed is a dead run's
+        remove_debris(out, _TABLES)
+        params = dict(
+            generator_version=GENERATOR_VERSION,
+            n_cases=n_cases,
+            seed=seed,
+            stains=list(stains),
+            width=width,
+            height=height,
+            mpp=mpp,
+            format=fmt,
+            shift=spec.to_dict(),
+            missing_ihc_rate=missing_ihc_rate,
+            manifest_mpp=manifest_mpp,
+            max_angle=max_angle,
+            he_cue=he_cue,
+            jpeg_quality=jpeg_quality,
+            detail=detail,
+        )
+        cj = out / "cohort.json"
+        if cj.exists():
+            try:
+                old = json.loads(cj.read_text())
+            except json.JSONDecodeError:
+                old = None
+            if old != params:
+                raise InputError(
+                    f"{out} already holds a cohort made with other parameters ({cj})",
+                    hint="choose another --out, or delete the folder to regenerate",
                 )
-            )
-            blank_mpp = fmt == "aperio" or not manifest_mpp
-            man_rows.append(
-                dict(
-                    case_id=bio.case_id,
-                    stain=stain,
-                    slide_uri=rel,
-                    mpp="" if blank_mpp else f"{slide_mpp:.6g}",
+        else:
+            with atomic_path(cj) as tmp:
+                tmp.write_text(json.dumps(params, indent=2))
+
+        bios = make_biology(n_cases, seed)
+        slide_mpp = spec.mpp(mpp)
+        w_um, h_um = width * mpp, height * mpp
+        wpx, hpx = int(round(w_um / slide_mpp)), int(round(h_um / slide_mpp))
+        quality = spec.jpeg_quality(jpeg_quality)
+        scale = max(1, int(round(1.0 / slide_mpp))) if detail == "fast" else 1
+        ext = ".svs" if fmt == "aperio" else ".tif"
+        miss_rng = np.random.default_rng([seed, 303])
+
+        jobs: list[SlideJob] = []
+        man_rows, tf_rows = [], []
+        for i, bio in enumerate(bios):
+            cseed = case_seed(seed, i)
+            layout = make_layout(cseed, w_um, h_um, bio.tumour_fraction, spec.composition)
+            pts = None
+            for stain in stains:
+                if stain != "HE" and miss_rng.random() < missing_ihc_rate:
+                    continue
+                if stain == "HE":
+                    ang, t = 0.0, (0.0, 0.0)
+                else:
+                    if pts is None:
+                        pts = tissue_points(layout, step_um=max(20.0, min(w_um, h_um) / 60))
+                    ang, t = sample_transform(cseed, stain, w_um, h_um, pts, max_angle)
+                M = rigid_matrix(ang, t, (w_um / 2, h_um / 2), slide_mpp)
+                jit = 1.0 + np.random.default_rng([cseed, 404, _stain_key(stain)]).normal(
+                    0, 0.05, 3
                 )
-            )
-            if stain != "HE":
-                tf_rows.append(
+                rel = f"slides/{bio.case_id}_{stain}{ext}"
+                jobs.append(
+                    SlideJob(
+                        path=str(out / rel),
+                        case_seed=cseed,
+                        width_um=w_um,
+                        height_um=h_um,
+                        bio=bio,
+                        stain=stain,
+                        width_px=wpx,
+                        height_px=hpx,
+                        mpp=slide_mpp,
+                        matrix=tuple(tuple(float(x) for x in row) for row in M),
+                        noise_seed=(seed, i, _stain_key(stain)),
+                        shift=spec,
+                        cohort_seed=seed,
+                        he_cue=he_cue,
+                        stain_jitter=tuple(float(x) for x in jit),
+                        fmt=fmt,
+                        quality=quality,
+                        scale=scale,
+                    )
+                )
+                blank_mpp = fmt == "aperio" or not manifest_mpp
+                man_rows.append(
                     dict(
                         case_id=bio.case_id,
                         stain=stain,
-                        angle_deg=ang,
-                        tx=M[0, 2],
-                        ty=M[1, 2],
-                        m00=M[0, 0],
-                        m01=M[0, 1],
-                        m02=M[0, 2],
-                        m10=M[1, 0],
-                        m11=M[1, 1],
-                        m12=M[1, 2],
+                        slide_uri=rel,
+                        mpp="" if blank_mpp else f"{slide_mpp:.6g}",
                     )
                 )
+                if stain != "HE":
+                    tf_rows.append(
+                        dict(
+                            case_id=bio.case_id,
+                            stain=stain,
+                            angle_deg=ang,
+                            tx=M[0, 2],
+                            ty=M[1, 2],
+                            m00=M[0, 0],
+                            m01=M[0, 1],
+                            m02=M[0, 2],
+                            m10=M[1, 0],
+                            m11=M[1, 1],
+                            m12=M[1, 2],
+                        )
+                    )
 
-    todo = [j for j in jobs if not Path(j.path).exists()]
-    cpu = _run_jobs(todo, workers, progress)
-    if stats is not None:
-        stats.update(slides_rendered=len(todo), slides_kept=len(jobs) - len(todo), render_cpu_s=cpu)
+        remove_debris(slides_dir, [Path(j.path).name for j in jobs])  # of a killed earlier run
+        todo = [j for j in jobs if not Path(j.path).exists()]
+        cpu = _run_jobs(todo, workers, progress)
+        if stats is not None:
+            stats.update(
+                slides_rendered=len(todo), slides_kept=len(jobs) - len(todo), render_cpu_s=cpu
+            )
 
-    _write_csv(out / "labels.csv", labels_frame(bios))
-    _write_csv(
-        out / "transforms.csv",
-        pd.DataFrame(
-            tf_rows,
-            columns=[
-                "case_id", "stain", "angle_deg", "tx", "ty",
-                "m00", "m01", "m02", "m10", "m11", "m12",
-            ],
-        ),
-    )  # fmt: skip
-    manifest = out / "manifest.csv"
-    _write_csv(manifest, pd.DataFrame(man_rows, columns=["case_id", "stain", "slide_uri", "mpp"]))
-    return manifest
+        _write_csv(out / "labels.csv", labels_frame(bios))
+        _write_csv(
+            out / "transforms.csv",
+            pd.DataFrame(
+                tf_rows,
+                columns=[
+                    "case_id", "stain", "angle_deg", "tx", "ty",
+                    "m00", "m01", "m02", "m10", "m11", "m12",
+                ],
+            ),
+        )  # fmt: skip
+        manifest = out / "manifest.csv"
+        _write_csv(
+            manifest, pd.DataFrame(man_rows, columns=["case_id", "stain", "slide_uri", "mpp"])
+        )
+        return manifest
 
 
 def _write_csv(path: Path, df: pd.DataFrame) -> None:
@@ -378,7 +389,12 @@ def _run_jobs(jobs: list[SlideJob], workers: int | None, progress: bool) -> floa
         else:
             import multiprocessing as mp
 
-            with ProcessPoolExecutor(n, mp_context=mp.get_context("forkserver")) as pool:
+            with ProcessPoolExecutor(
+                n,
+                mp_context=mp.get_context("forkserver"),
+                initializer=die_with,  # no worker renders on after this process is killed
+                initargs=(os.getpid(),),
+            ) as pool:
                 futs = {pool.submit(render_job, j): j for j in jobs}
                 for fut in as_completed(futs):
                     exc = fut.exception()

@@ -28,6 +28,7 @@ RenderFn = Callable[[int, int, int, int], np.ndarray]  # (x0, y0, w, h) -> uint8
 TILE = 256
 BLOCK_W = 1024
 THUMB_MAX_SIDE = 768  # Aperio thumbnails are a few hundred pixels per side
+PYRAMID_TMP_PREFIX = ".pyr-"  # a killed run's leftovers: synthetic.workers.remove_debris
 
 
 def level_sizes(width: int, height: int, min_levels: int = 3, max_side: int = 1024):
@@ -111,7 +112,7 @@ def write_pyramid(
 
     sizes = level_sizes(width, height)
     bigtiff = width * height * 3 * 4 // 3 > 2**31
-    tmpdir = tempfile.mkdtemp(prefix=".pyr-", dir=Path(path).parent)
+    tmpdir = tempfile.mkdtemp(prefix=PYRAMID_TMP_PREFIX, dir=Path(path).parent)
     raws = [Path(tmpdir) / f"level{k}.raw" for k in range(len(sizes))]
     try:
         with contextlib.ExitStack() as stack:

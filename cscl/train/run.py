@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from cscl.data import CohortFeatures, load_cohort
-from cscl.io.manifest import load_labels
+from cscl.io.manifest import label_notes, load_labels
 from cscl.train.checkpoint import save_run
 from cscl.train.common import environment
 from cscl.train.fit import FitConfig, FitResult, fit
@@ -55,13 +55,16 @@ def pretrain(
     cls = objective_class(objective)
     cohort = load_cohort(features, manifest, on_missing_file="skip" if skip_missing else "error")
     regs = _table(registration, load_registrations)
-    labs = _table(labels, load_labels) if cls.needs_labels else None
+    labs = load_labels(labels) if cls.needs_labels and labels is not None else None
     inputs = TrainInputs(cohort, regs, labs, adapter_dir=adapter)
     obj = create_objective(objective, inputs, config)
     result = fit(obj)
     sources = {"features_dir": features, "manifest": manifest, "registration": registration,
                "labels": labels if cls.needs_labels else None}  # fmt: skip
-    data = data_block(cohort, sources, {**obj.data_info(), **dict(info or {})})
+    extra = {**obj.data_info(), **dict(info or {})}
+    if labs is not None and label_notes(labs):
+        extra["label_notes"] = label_notes(labs)
+    data = data_block(cohort, sources, extra)
     return write_run(out, obj, result, data)
 
 

@@ -21,13 +21,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cscl.errors import CsclError, InputError, SlideError
+from cscl.errors import CsclError, ErrorKind, InputError, SlideError
 from cscl.features import SlideFeatures, feature_path, read_extractor_hash, write_features
 from cscl.io import storage
 from cscl.io.manifest import load_manifest, slide_id_from_uri
 from cscl.runtime import pick_device
 from cscl.wsi.dataset import PatchDataset, patch_loader
-from cscl.wsi.encoders import Encoder, load_encoder
+from cscl.wsi.encoders import Encoder, encoder_identity, load_encoder
 from cscl.wsi.patching import PatchGrid, patch_grid
 from cscl.wsi.qc import slide_qc
 from cscl.wsi.readers import SlideReader, open_slide
@@ -35,6 +35,9 @@ from cscl.wsi.tissue import TissueMask, TissueParams, save_qc_png, segment_tissu
 
 SUMMARY_NAME = "extract_summary.json"
 PRECISIONS = ("auto", "fp32", "bf16")
+# Patches per slide above which a slide fails instead of running for hours: a 20×15 mm section
+# at 0.5 µm/px in 224-px patches is ~25,000; 100,000 leaves room for 0.25 µm/px targets.
+MAX_PATCHES = 100_000
 
 
 def available_cpus() -> int:
@@ -82,7 +85,8 @@ class ExtractConfig:
     patch_size: int = 224
     min_tissue: float = 0.25
     tissue: TissueParams = field(default_factory=TissueParams)
-    feature_dtype: str = "float16"
+    feature_dtype: str = "float32"  # CLAM/TRIDENT load it as is; float16 breaks CLAM training
+    encoder_spec: dict | None = None  # recorded spec (bundle/feature file); None = the registry
     # speed only (not hashed)
     batch_size: int | None = None  # None: 16 on CPU (resnet18 there peaks at 8–16), 64 on GPU
     num_workers: int | None = None  # None: one per CPU
@@ -92,6 +96,8 @@ class ExtractConfig:
     # changes the features: hashed as effective_precision() when that is not fp32, so fp32
     # files written before precision existed keep their hash
     precision: str = "auto"
+    # a bound, not hashed: a slide with more patches fails fast (a wrong mpp, a wrong target)
+    max_patches: int | None = MAX_PATCHES
 
     def hashed(self, weights_digest: str, precision: str = "fp32") -> dict:
         d = {
@@ -108,6 +114,9 @@ class ExtractConfig:
             d["seed"] = int(self.seed)
         if precision != "fp32":
             d["precision"] = precision
+        spec = encoder_identity(self.backbone, self.encoder_spec)
+        if spec is not None:  # architecture, pooling, normalisation (encoders with a spec)
+            d["encoder_spec"] = spec
         return d
 
 
@@ -246,6 +255,20 @@ def _store(feats: np.ndarray, idx: np.ndarray, out: torch.Tensor, on_batch) -> N
         on_batch(len(idx))
 
 
+def check_patch_count(wsi: SlideReader, grid: PatchGrid, cfg: ExtractConfig, mask) -> None:
+    """Refuse a slide whose patch grid exceeds `cfg.max_patches`, naming the count and the mpp."""
+    if cfg.max_patches is None or len(grid) <= cfg.max_patches:
+        return
+    raise SlideError(
+        f"{wsi.path} would give {len(grid):,} patches of {cfg.patch_size} px at "
+        f"{cfg.target_mpp:g} µm/px (level-0 mpp {wsi.mpp:.4g} from {wsi.mpp_source}, "
+        f"{mask.area_mm2():.1f} mm² tissue), above the bound of {cfg.max_patches:,} per slide",
+        hint="if the mpp is wrong, pass --mpp (or the manifest mpp column); if the slide is "
+        "really that large, raise --max-patches (0 = no bound) or use a coarser --target-mpp",
+        kind=ErrorKind.TOO_LARGE,
+    )
+
+
 def _slide_features(
     wsi: SlideReader,
     cfg: ExtractConfig,
@@ -265,6 +288,7 @@ def _slide_features(
             f"({mask.area_mm2():.3f} mm² of tissue found)",
             hint="lower --min-tissue or check the tissue mask with --qc-png",
         )
+    check_patch_count(wsi, grid, cfg, mask)
     if on_grid:
         on_grid(len(grid))
     feats = compute_features(wsi, grid, cfg, encoder, on_batch)
@@ -280,6 +304,7 @@ def _slide_features(
             "random_init": bool(encoder.random_init),
             "qc": slide_qc(wsi, mask),
             "precision": effective_precision(cfg.precision, encoder.device),
+            **({"encoder_spec": encoder.spec.identity()} if encoder.spec else {}),
         },
     )
     return sf, mask, grid
@@ -293,11 +318,16 @@ def features_in_memory(
     slide_id: str | None = None,
     stain: str = "HE",
     mask: TissueMask | None = None,
+    on_grid: Callable[[int], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> SlideFeatures:
-    """Features of an open slide without writing a file (serving). Same pipeline as extraction."""
+    """Features of an open slide without writing a file (serving). Same pipeline as extraction.
+    `on_grid`/`on_batch` may raise to stop early (a served request's budget)."""
     ehash = extractor_hash(cfg, encoder.weights_digest, encoder.device)
     sid = slide_id or Path(wsi.path).stem
-    sf, _, _ = _slide_features(wsi, cfg, encoder, ehash, sid, stain, mask)
+    sf, _, _ = _slide_features(
+        wsi, cfg, encoder, ehash, sid, stain, mask, on_grid=on_grid, on_batch=on_batch
+    )
     return sf
 
 
@@ -381,7 +411,12 @@ def extract_slides(
     out_dir = storage.local_path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     encoder = encoder or load_encoder(
-        cfg.backbone, cfg.weights, cfg.allow_random, cfg.device, seed=cfg.seed
+        cfg.backbone,
+        cfg.weights,
+        cfg.allow_random,
+        cfg.device,
+        seed=cfg.seed,
+        spec=cfg.encoder_spec,
     )
     configure_threads(cfg, encoder)
     ehash = extractor_hash(cfg, encoder.weights_digest, encoder.device)

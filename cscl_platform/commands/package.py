@@ -45,13 +45,12 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from cscl.io import storage
+    from cscl.packaging import BundleSpec
     from cscl_platform.serving.package import package_model
 
     if args.s3_endpoint:
         storage.configure_store(args.s3_endpoint)
-    done = package_model(
-        args.model,
-        args.out,
+    spec = BundleSpec(
         features_dir=args.features,
         labels=args.labels,
         embeddings=args.embeddings,
@@ -65,6 +64,11 @@ def run(args: argparse.Namespace) -> int:
         metrics=json.loads(Path(args.metrics).read_text()) if args.metrics else None,
         seed=args.seed,
         n_iter=args.n_iter,
+    )
+    done = package_model(
+        args.model,
+        args.out,
+        spec,
         mar=not args.no_mar,
         batch_size=args.batch_size,
         max_batch_delay=args.max_batch_delay,

@@ -9,11 +9,13 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
+from cscl.errors import InputError
+
 # name → "module:builder". Builders are imported lazily: compiling one pipeline must not need
 # the others' dependencies.
 PIPELINES: dict[str, str] = {
     "training": "cscl_platform.pipelines.training:build_training_pipeline",
-    "retraining": "cscl_platform.pipelines.retraining:build_retraining_pipeline",
+    "retraining": "cscl_platform.pipelines.training:build_retraining_pipeline",
     "monitoring": "cscl_platform.pipelines.monitoring:build_monitoring_pipeline",
 }
 
@@ -30,8 +32,6 @@ def available() -> list[str]:
 
 def build(name: str, cluster: bool = False):
     """The pipeline object of `name` (see `PIPELINES`)."""
-    from cscl.errors import InputError
-
     if name not in PIPELINES:
         raise InputError(f"unknown pipeline {name!r}", hint=f"choose one of {sorted(PIPELINES)}")
     mod_name, attr = PIPELINES[name].split(":")

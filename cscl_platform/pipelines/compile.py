@@ -6,36 +6,20 @@ changes), so a package on the Kubeflow server always says which code it runs.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
+from kfp import compiler
+
 from cscl import __version__
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def git_commit(short: bool = True) -> str:
-    """Commit of the checkout this code comes from ('nogit' outside a git checkout)."""
-    cmd = ["git", "rev-parse", "--short" if short else "--verify", "HEAD"]
-    try:
-        sha = subprocess.run(
-            cmd, cwd=REPO_ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "cscl", "cscl_platform"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "nogit"
-    return f"{sha}.dirty" if dirty else sha
+from cscl.io.storage import atomic_path
+from cscl.runtime import git_commit
+from cscl_platform.pipelines import build
 
 
 def pipeline_version() -> str:
-    """`<package version>-<git short commit>`, e.g. `0.1.0-1a2b3c4`."""
-    return f"{__version__}-{git_commit()}"
+    """`<package version>-<git short commit>[.dirty]`, e.g. `0.1.0-1a2b3c4` ('nogit' outside a
+    git checkout)."""
+    return f"{__version__}-{git_commit(short=True) or 'nogit'}"
 
 
 def package_path(name: str, out_dir: str | Path = "dist/pipelines", version: str | None = None):
@@ -54,11 +38,6 @@ def compile_pipeline(
     `cluster=True` (default: packages are for a Kubeflow server) includes GPU requests, node
     placement and S3 credentials from the `cscl-s3-credentials` Secret.
     """
-    from kfp import compiler
-
-    from cscl.io.storage import atomic_path
-    from cscl_platform.pipelines import build
-
     version = version or pipeline_version()
     pipeline = build(name, cluster=cluster)
     out = package_path(name, out_dir, version)

@@ -12,6 +12,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kfp import local
+
+from cscl_platform.pipelines import build
+
 
 @dataclass
 class LocalRun:
@@ -68,10 +72,6 @@ def run_local(
     raise_on_error: bool = True,
 ) -> LocalRun:
     """Run pipeline `name` (see `pipelines.PIPELINES`) locally; return where its outputs are."""
-    from kfp import local
-
-    from cscl_platform.pipelines import build
-
     root = Path(pipeline_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     local.init(

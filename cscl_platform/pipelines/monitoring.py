@@ -12,6 +12,10 @@ from pathlib import Path
 
 from kfp import dsl
 
+from cscl_platform.components.monitor_drift.component import monitor_drift
+from cscl_platform.pipelines.compile import compile_pipeline, pipeline_version
+from cscl_platform.pipelines.training import on_cluster
+
 PIPELINE_NAME = "cscl-monitoring"
 # Optional Secret with the tokens the trigger needs (KFP_TOKEN for a multi-user Kubeflow,
 # GITHUB_TOKEN for workflow dispatch); see manifests/base/monitoring.
@@ -21,9 +25,6 @@ TRIGGER_SECRET = "cscl-retrain-credentials"
 def build_monitoring_pipeline(cluster: bool = False):
     """The pipeline; `cluster=True` adds the S3 and trigger Secrets (kfp-kubernetes)."""
     from kfp import kubernetes
-
-    from cscl_platform.components.monitor_drift.component import monitor_drift
-    from cscl_platform.pipelines.training import on_cluster
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
@@ -98,8 +99,6 @@ def create_recurring_run(
     Returns the ids (pipeline, version, experiment, recurring run).
     """
     import kfp
-
-    from cscl_platform.pipelines.compile import compile_pipeline, pipeline_version
 
     version_name = version_name or pipeline_version()
     if package is None:

@@ -21,6 +21,10 @@ CSCL_INFERENCE_LOG_ENDPOINT (its S3 endpoint if not the data one),
 CSCL_S3_ENDPOINT / AWS_ENDPOINT_URL (the process store, configured once at start),
 CSCL_MAX_UPLOAD_BYTES (default 128 MiB), CSCL_TOP_K (8),
 CSCL_TORCH_THREADS (CPU intra-op threads per worker; default half the usable CPUs).
+A request's budget (`cscl.inference_request.RequestPolicy`, defaults there): CSCL_MAX_PATCHES
+(patches of a whole slide or a feature file), CSCL_MAX_DECOMPRESSED_BYTES (a feature file once its
+chunks are inflated), CSCL_MAX_READ_PIXELS (pixels read for a whole slide), CSCL_MAX_SECONDS
+(whole-slide extraction time; keep it below the frontend's response timeout).
 """
 
 from __future__ import annotations
@@ -72,6 +76,10 @@ class Settings:
     max_upload: int = DEFAULT_MAX_BYTES
     top_k: int = 8
     torch_threads: int = 0  # 0: half the CPUs this worker may use (at least 1)
+    max_patches: int = RequestPolicy.max_patches
+    max_decompressed_bytes: int = RequestPolicy.max_decompressed_bytes
+    max_read_pixels: int = RequestPolicy.max_read_pixels
+    max_seconds: float = RequestPolicy.max_seconds
 
     @classmethod
     def load(cls, yaml_cfg: dict | None = None, env: dict | None = None) -> Settings:
@@ -93,11 +101,27 @@ class Settings:
             max_upload=int(pick("CSCL_MAX_UPLOAD_BYTES", "max_upload_bytes", DEFAULT_MAX_BYTES)),
             top_k=int(pick("CSCL_TOP_K", "top_k", 8)),
             torch_threads=int(pick("CSCL_TORCH_THREADS", "torch_threads", 0)),
+            max_patches=int(pick("CSCL_MAX_PATCHES", "max_patches", cls.max_patches)),
+            max_decompressed_bytes=int(
+                pick(
+                    "CSCL_MAX_DECOMPRESSED_BYTES",
+                    "max_decompressed_bytes",
+                    cls.max_decompressed_bytes,
+                )  # fmt: skip
+            ),
+            max_read_pixels=int(
+                pick("CSCL_MAX_READ_PIXELS", "max_read_pixels", cls.max_read_pixels)
+            ),  # fmt: skip
+            max_seconds=float(pick("CSCL_MAX_SECONDS", "max_seconds", cls.max_seconds)),
         )
 
     @property
     def policy(self) -> RequestPolicy:
-        return RequestPolicy(tuple(self.allowed_prefixes), self.max_upload)
+        budget = {name: getattr(self, name) for name in _BUDGET}
+        return RequestPolicy(tuple(self.allowed_prefixes), self.max_upload, **budget)
+
+
+_BUDGET = ("max_patches", "max_decompressed_bytes", "max_read_pixels", "max_seconds")
 
 
 def request_body(row):
@@ -160,7 +184,7 @@ class CsclHandler(BaseHandler):
         t0 = time.perf_counter()
         try:
             requests = parse_rows(data, self.settings.policy)
-            results = self.predictor.run(requests, max_bytes=self.settings.max_upload)
+            results = self.predictor.run(requests, policy=self.settings.policy)
             out = self.respond(results)
         except Exception as exc:  # a bug: answer 500 with the reason, never the generic 503
             logger.exception("cscl handler failed for the whole batch")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cscl.bundle import Bundle
-from cscl.packaging import DEFAULT_TASKS, build_bundle
+from cscl.packaging import BundleSpec, build_bundle
 from cscl_platform.serving.archive import DEFAULT_MAX_BATCH_DELAY_MS, build_mar, upload_release
 
 
@@ -30,20 +30,8 @@ class Packaged:
 def package_model(
     run_dir: str | Path,
     out_dir: str | Path,
+    spec: BundleSpec = BundleSpec(),
     *,
-    features_dir: str | Path | None = None,
-    labels: str | None = None,
-    embeddings: str | Path | None = None,
-    tasks: str = DEFAULT_TASKS,
-    name: str = "cscl",
-    version: str | None = None,
-    backbone_weights: str | Path | None = None,
-    backbone_seed: int = 0,
-    min_tissue: float = 0.25,
-    features_only: bool = False,
-    metrics: dict | None = None,
-    seed: int = 0,
-    n_iter: int = 10,
     mar: bool = True,
     batch_size: int = 8,
     max_batch_delay: int = DEFAULT_MAX_BATCH_DELAY_MS,
@@ -54,23 +42,8 @@ def package_model(
     `upload` (an object-store prefix such as `s3://b/p/models/`) also the release
     `<upload>/<name>/<version>/` that KServe and the Deployment read (the process store's
     endpoint is used: `storage.configure_store`)."""
-    bundle = build_bundle(
-        run_dir,
-        Path(out_dir) / name,
-        features_dir=features_dir,
-        labels=labels,
-        embeddings=embeddings,
-        tasks=tasks,
-        name=name,
-        version=version,
-        backbone_weights=backbone_weights,
-        backbone_seed=backbone_seed,
-        min_tissue=min_tissue,
-        features_only=features_only,
-        metrics=metrics,
-        seed=seed,
-        n_iter=n_iter,
-    )
+    name = spec.name
+    bundle = build_bundle(run_dir, Path(out_dir) / name, spec)
     archive = None
     if mar:
         archive = build_mar(

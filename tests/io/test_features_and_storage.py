@@ -73,3 +73,19 @@ def test_atomic_files_get_normal_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_package_reference_set_leaves_out_bad_feature_files_by_name(tmp_path):
+    """One truncated or missing .h5 no longer stops `cscl package` (or drops every slide's QC)."""
+    from cscl.packaging import qc_records
+
+    for sid in ("a", "b", "c"):
+        sf = SlideFeatures(np.ones((2, 3), np.float32), np.zeros((2, 2), np.int64), sid, "HE",
+                           "h", "e", extra={"qc": {"tissue_area_mm2": 1.0}})  # fmt: skip
+        write_features(tmp_path / f"{sid}.h5", sf)
+    data = (tmp_path / "b.h5").read_bytes()
+    (tmp_path / "b.h5").write_bytes(data[: len(data) // 3])
+    qcs, failed = qc_records(tmp_path, ["a", "b", "c", "d"])
+    assert [q is not None for q in qcs] == [True, False, True, False]
+    assert failed[0].startswith("b (") and "truncated" in failed[0]
+    assert failed[1].startswith("d (no feature file")

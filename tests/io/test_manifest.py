@@ -77,3 +77,45 @@ def test_survival_checks(tmp_path):
     labels.loc[1, "os_event"] = 2
     with pytest.raises(InputError, match="0 or 1"):
         survival_arrays(labels, "os")
+
+
+def test_percent_encoded_file_uris_find_the_file(tmp_path):
+    """`Path.as_uri()` writes a space as %20 (and # as %23): such a URI names an existing file."""
+    from cscl.io import storage
+
+    folder = tmp_path / "my cohort #1"
+    folder.mkdir()
+    slide = folder / "case 1 HE.svs"
+    slide.write_bytes(b"slide bytes")
+    uri = slide.as_uri()
+    assert "%20" in uri and "%23" in uri
+    assert storage.local_path(uri) == slide
+    assert storage.exists(uri) and storage.read_bytes(uri) == b"slide bytes"
+    assert storage.stat(uri).size == len(b"slide bytes") and storage.fetch(uri) == slide
+    pd.DataFrame([{"case_id": "c1", "er_status": "Positive"}]).to_csv(folder / "l.csv", index=False)
+    assert load_labels((folder / "l.csv").as_uri())["er_status"].tolist() == ["positive"]
+    man = folder / "manifest.csv"
+    pd.DataFrame([{"case_id": "c1", "stain": "HE", "slide_uri": uri}]).to_csv(man, index=False)
+    df = load_manifest(man.as_uri())
+    assert df.loc[0, "slide_id"] == "case 1 HE"
+    assert storage.local_path(df.loc[0, "slide_uri"]) == slide
+
+
+@pytest.mark.parametrize("mpp", ["inf", "-inf", "nan-ish"])
+def test_non_finite_or_bad_mpp_names_the_slide(mpp):
+    rows = [{"case_id": "c", "stain": "HE", "slide_uri": "a.svs", "mpp": mpp}]
+    with pytest.raises(InputError, match=r"mpp must be a positive, finite number.*a\.svs") as ei:
+        validate_manifest(pd.DataFrame(rows))
+    assert "µm/px" in ei.value.hint
+
+
+def test_registration_table_with_an_infinite_matrix_entry_names_the_pair(tmp_path):
+    from cscl.registration import load_registrations
+
+    cols = "case_id,stain,m00,m01,m02,m10,m11,m12,ok"
+    p = tmp_path / "registration.csv"
+    p.write_text(f"{cols}\nc1,ER,1,0,0,0,1,0,True\nc2,HER2,1,0,inf,0,1,0,True\nc3,ER,,,,,,,False\n")
+    with pytest.raises(InputError, match=r"column 'm02' is infinite.*\['c2', 'HER2'\]"):
+        load_registrations(str(p))
+    p.write_text(f"{cols}\nc1,ER,1,0,0,0,1,0,True\nc3,ER,,,,,,,False\n")
+    assert load_registrations(str(p))["ok"].tolist() == [True, False]  # NaN = failed pair, no error

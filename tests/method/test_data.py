@@ -118,3 +118,57 @@ def test_simulator_own_texture_changes_only_what_ihc_shares(tmp_path):
     np.testing.assert_array_equal(he[0], he[1])
     er = [read_features(next(Path(d["features"]).glob("*_ER.h5"))).features for d in (a, b)]
     assert er[0].shape == er[1].shape and not np.allclose(er[0], er[1])
+
+
+def test_every_missing_or_truncated_file_is_named_or_skipped(sim, tmp_path):
+    """A truncated .h5 is no traceback: with "error" every bad file is listed, with "skip" the
+    slide is left out with its reason (what `cscl embed` and training with --skip-missing use)."""
+    fdir, _ = _copy(sim, tmp_path)
+    (fdir / "case0001_HE.h5").unlink()
+    data = (fdir / "case0003_HE.h5").read_bytes()
+    (fdir / "case0003_HE.h5").write_bytes(data[: len(data) // 2])
+    (fdir / "case0004_HE.h5").write_bytes(b"")
+    with pytest.raises(InputError, match="missing or unreadable") as ei:
+        load_cohort(fdir, str(sim["manifest"]))
+    msg = str(ei.value)
+    assert "case0001_HE.h5 (missing)" in msg and "case0003_HE.h5" in msg and "truncated" in msg
+    assert "case0004_HE.h5" in msg
+    with pytest.warns(UserWarning, match="missing or unreadable"):
+        c = load_cohort(fdir, str(sim["manifest"]), on_missing_file="skip")
+    assert {"case0001", "case0003", "case0004"}.isdisjoint(x.case_id for x in c.cases)
+    assert any(s.startswith("case0003_HE (unreadable") for s in c.skipped)
+
+
+def test_non_finite_features_are_refused_by_file(tmp_path):
+    f = np.ones((4, 3), np.float32)
+    f[2, 1] = np.nan
+    sf = SlideFeatures(f, np.zeros((4, 2), np.int64), "s", "HE", "h", "e")
+    write_features(tmp_path / "s.h5", sf)
+    with pytest.raises(InputError, match=r"s\.h5.*'features' has non-finite") as ei:
+        read_features(tmp_path / "s.h5")
+    assert "patch 2" in str(ei.value) and "cscl extract" in ei.value.hint
+
+
+def test_embed_goes_on_past_bad_slides_lists_them_and_exits_1(sim, tmp_path, capsys):
+    from cscl.cli import main
+    from cscl.embed import embed_cohort
+    from cscl.embeddings import read_embeddings
+
+    fdir, man = _copy(sim, tmp_path)
+    (fdir / "case0001_HE.h5").unlink()
+    data = (fdir / "case0003_HE.h5").read_bytes()
+    (fdir / "case0003_HE.h5").write_bytes(data[:1000])
+    out = tmp_path / "emb.parquet"
+    summary = embed_cohort("mean-pool", fdir, str(sim["manifest"]), out, quiet=True)
+    n_he = int((man["stain"] == "HE").sum())
+    meta, X = read_embeddings(out)
+    assert summary.n_embedded == len(meta) == n_he - 2 and np.isfinite(X).all()
+    assert {"case0001", "case0003"}.isdisjoint(meta["case_id"])
+    assert [f.split(" ")[0] for f in summary.failed] == ["case0001_HE", "case0003_HE"]
+    argv = ["embed", "--model", "mean-pool", "--features", str(fdir)]
+    argv += ["--manifest", str(sim["manifest"]), "--out", str(tmp_path / "cli.parquet"), "--quiet"]
+    assert main(argv) == 1
+    cap = capsys.readouterr()
+    assert f"{n_he - 2} slide(s) embedded, 2 failed" in cap.out
+    assert "FAILED case0001_HE (no feature file)" in cap.err and "FAILED case0003_HE" in cap.err
+    assert (tmp_path / "cli.parquet").exists()

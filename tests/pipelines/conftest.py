@@ -33,7 +33,7 @@ def bucket(s3_endpoint) -> str:
     from cscl.ingest import ensure_bucket
 
     name = f"t-{uuid.uuid4().hex[:12]}"
-    ensure_bucket(name, s3_endpoint)
+    ensure_bucket(name)
     return name
 
 
@@ -52,7 +52,7 @@ def s3_cohort(s3_endpoint, tiny_cohort_dir):
     """The tiny cohort uploaded to `s3://cohort-bucket/proj/cohorts/tiny/`; its manifest URI."""
     from cscl.ingest import upload_folder
 
-    upload_folder(tiny_cohort_dir, "s3://cohort-bucket/proj/cohorts/tiny", s3_endpoint)
+    upload_folder(tiny_cohort_dir, "s3://cohort-bucket/proj/cohorts/tiny")
     return "s3://cohort-bucket/proj/cohorts/tiny/manifest.csv"
 
 

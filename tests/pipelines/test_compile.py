@@ -10,8 +10,9 @@ import yaml
 
 from cscl import __version__
 from cscl.cli import main
+from cscl.runtime import git_commit
 from cscl_platform.pipelines import PIPELINES, available
-from cscl_platform.pipelines.compile import git_commit, pipeline_version
+from cscl_platform.pipelines.compile import pipeline_version
 
 
 def _docs(path):
@@ -24,7 +25,7 @@ def test_version_is_package_version_plus_commit():
     ).stdout.strip()
     v = pipeline_version()
     assert v.startswith(f"{__version__}-{sha}")
-    assert git_commit().split(".")[0] == sha
+    assert git_commit(short=True).split(".")[0] == sha
 
 
 def test_training_and_retraining_are_available():
@@ -70,3 +71,28 @@ def test_training_graph_has_fanout_and_gates(tmp_path):
               "comp-register", "comp-pretrain-adapter", "comp-pretrain-slide-encoder",
               "comp-embed", "comp-evaluate", "comp-package", "comp-deploy", "comp-stop-run"):  # fmt: skip
         assert c in comps, c
+
+
+@pytest.mark.parametrize("name", ["training", "retraining"])
+def test_cluster_build_bounds_every_task_and_only_deploy_gets_api_credentials(tmp_path, name):
+    """Every task of a cluster build has CPU and memory requests and limits (a task parsing a
+    hostile slide cannot starve its node); only the deploy task mounts the deployer kubeconfig."""
+    from cscl_platform.pipelines.compile import compile_pipeline
+    from cscl_platform.pipelines.training import DEPLOYER_KUBECONFIG_SECRET
+
+    spec, platform = _docs(compile_pipeline(name, tmp_path, cluster=True, version="x"))[:2]
+    executors = spec["deploymentSpec"]["executors"]
+    assert len(executors) >= 13
+    for ex_name, ex in executors.items():
+        res = ex["container"].get("resources", {})
+        for key in ("cpuRequest", "cpuLimit", "memoryRequest", "memoryLimit"):
+            assert res.get(key), f"{ex_name} has no {key}"
+        assert res["cpuRequest"] <= res["cpuLimit"] and res["memoryRequest"] <= res["memoryLimit"]
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    mounting = {k for k, v in k8s.items()
+                for vol in v.get("secretAsVolume", []) if vol["secretName"] == DEPLOYER_KUBECONFIG_SECRET}  # fmt: skip
+    assert mounting == {"exec-deploy"}
+    local = _docs(compile_pipeline(name, tmp_path / "local", cluster=False, version="x"))[0]
+    assert not any(
+        ex["container"].get("resources") for ex in local["deploymentSpec"]["executors"].values()
+    )

@@ -40,8 +40,8 @@ def test_pick_tasks(tmp_path):
 def test_mirror_store(s3_endpoint, bucket, tmp_path):
     from cscl.io import storage
 
-    storage.write_bytes(f"s3://{bucket}/p/models/m/1/model.mar", b"x", s3_endpoint)
-    storage.write_bytes(f"s3://{bucket}/p/features/h/a.h5", b"y", s3_endpoint)
-    files = mirror_store(f"s3://{bucket}/p", tmp_path, s3_endpoint)
+    storage.write_bytes(f"s3://{bucket}/p/models/m/1/model.mar", b"x")
+    storage.write_bytes(f"s3://{bucket}/p/features/h/a.h5", b"y")
+    files = mirror_store(f"s3://{bucket}/p", tmp_path)  # the store: AWS_ENDPOINT_URL (local_s3)
     assert len(files) == 2
     assert (tmp_path / bucket / "p" / "models" / "m" / "1" / "model.mar").read_bytes() == b"x"

@@ -9,6 +9,7 @@ import pytest
 
 from cscl.errors import InputError, StorageError
 from cscl.ingest import ingest_cohort, read_index, upload_folder, write_index
+from cscl.io import storage
 
 
 def _cohort(tmp_path, n_cases=3, ihc=("HER2",)):
@@ -26,8 +27,8 @@ def _cohort(tmp_path, n_cases=3, ihc=("HER2",)):
 
 def test_ingest_resolves_relative_uris_and_records_size_etag(tmp_path, s3_endpoint, bucket):
     folder = _cohort(tmp_path)
-    upload_folder(folder, f"s3://{bucket}/proj/cohorts/c1", s3_endpoint)
-    res = ingest_cohort(f"s3://{bucket}/proj/cohorts/c1/manifest.csv", s3_endpoint)
+    upload_folder(folder, f"s3://{bucket}/proj/cohorts/c1")
+    res = ingest_cohort(f"s3://{bucket}/proj/cohorts/c1/manifest.csv")
     assert res.n_slides == 6 and res.n_cases == 3 and not res.missing
     row = res.index.set_index("slide_id").loc["case002_HER2"]
     assert row.slide_uri == f"s3://{bucket}/proj/cohorts/c1/slides/case002_HER2.svs"
@@ -45,22 +46,22 @@ def test_missing_objects_are_all_named(tmp_path, s3_endpoint, bucket):
     folder = _cohort(tmp_path)
     (folder / "slides" / "case001_HE.svs").unlink()
     (folder / "slides" / "case002_HER2.svs").unlink()
-    upload_folder(folder, f"s3://{bucket}/c", s3_endpoint)
+    upload_folder(folder, f"s3://{bucket}/c")
     with pytest.raises(StorageError) as err:
-        ingest_cohort(f"s3://{bucket}/c/manifest.csv", s3_endpoint)
+        ingest_cohort(f"s3://{bucket}/c/manifest.csv")
     msg = str(err.value)
     assert "2 of 6 slide(s)" in msg
     assert f"s3://{bucket}/c/slides/case001_HE.svs" in msg
     assert f"s3://{bucket}/c/slides/case002_HER2.svs" in msg
-    res = ingest_cohort(f"s3://{bucket}/c/manifest.csv", s3_endpoint, allow_missing=True)
+    res = ingest_cohort(f"s3://{bucket}/c/manifest.csv", allow_missing=True)
     assert res.n_slides == 4 and len(res.missing) == 2
 
 
 def test_missing_manifest_key_and_bucket(s3_endpoint, bucket):
     with pytest.raises(StorageError, match=rf"object s3://{bucket}/nope/manifest.csv not found"):
-        ingest_cohort(f"s3://{bucket}/nope/manifest.csv", s3_endpoint)
+        ingest_cohort(f"s3://{bucket}/nope/manifest.csv")
     with pytest.raises(StorageError, match="bucket of s3://no-such-bucket-x/m.csv does not exist"):
-        ingest_cohort("s3://no-such-bucket-x/m.csv", s3_endpoint)
+        ingest_cohort("s3://no-such-bucket-x/m.csv")
 
 
 def test_unreachable_endpoint_is_explained():
@@ -68,7 +69,8 @@ def test_unreachable_endpoint_is_explained():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(StorageError, match=f"cannot reach S3 endpoint http://127.0.0.1:{port}"):
-        ingest_cohort("s3://b/m.csv", f"http://127.0.0.1:{port}", progress=False)
+        storage.configure_store(f"http://127.0.0.1:{port}")  # tests/conftest.py restores it
+        ingest_cohort("s3://b/m.csv", progress=False)
 
 
 def test_wrong_credentials_are_explained(tmp_path, s3_endpoint, bucket):
@@ -76,11 +78,11 @@ def test_wrong_credentials_are_explained(tmp_path, s3_endpoint, bucket):
     import requests
 
     folder = _cohort(tmp_path, n_cases=1)
-    upload_folder(folder, f"s3://{bucket}/c", s3_endpoint)
+    upload_folder(folder, f"s3://{bucket}/c")
     requests.post(f"{s3_endpoint}/moto-api/reset-auth", data=b"0", timeout=5).raise_for_status()
     try:
         with pytest.raises(StorageError, match="access denied .* check the S3 credentials"):
-            ingest_cohort(f"s3://{bucket}/c/manifest.csv", s3_endpoint)
+            ingest_cohort(f"s3://{bucket}/c/manifest.csv")
     finally:
         requests.post(f"{s3_endpoint}/moto-api/reset-auth", data=b"inf", timeout=5)
 
@@ -90,6 +92,6 @@ def test_manifest_that_fails_validation(tmp_path, s3_endpoint, bucket):
     pd.DataFrame({"case_id": ["a"], "slide_uri": ["x.svs"]}).to_csv(
         folder / "manifest.csv", index=False
     )
-    upload_folder(folder, f"s3://{bucket}/c", s3_endpoint)
+    upload_folder(folder, f"s3://{bucket}/c")
     with pytest.raises(InputError, match=r"missing column\(s\) \['stain'\]"):
-        ingest_cohort(f"s3://{bucket}/c/manifest.csv", s3_endpoint)
+        ingest_cohort(f"s3://{bucket}/c/manifest.csv")

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from cscl.io import storage
-from cscl_platform.demo import DemoContext, demo_params
+from cscl_platform.demo import DemoContext, demo_params, pick_tasks
 
 pytestmark = pytest.mark.slow
 PREFIX = "s3://pipe-bucket/proj"
@@ -24,12 +24,14 @@ def pipeline_cohort(tmp_path_factory, s3_endpoint):
 
     folder = tmp_path_factory.mktemp("pipe-cohort")
     tiny_cohort(folder, n_cases=4, stains=("HE", "HER2"), width=1600, height=1200)
-    ensure_bucket("pipe-bucket", s3_endpoint)
-    upload_folder(folder, f"{PREFIX}/cohorts/tiny4", s3_endpoint)
+    ensure_bucket("pipe-bucket")
+    upload_folder(folder, f"{PREFIX}/cohorts/tiny4")
     return folder
 
 
-def _params(folder, s3_endpoint, cohort="tiny4", **kw):
+def _params(folder, s3_endpoint, kind="training", cohort="tiny4", **kw):
+    """The demo's tiny parameters, cut to what these assertions need: one label task, the k-fold
+    protocol only (its AUC decides promotion), few bootstraps."""
     ctx = DemoContext(
         endpoint_url=s3_endpoint,
         out_dir=folder,
@@ -38,9 +40,8 @@ def _params(folder, s3_endpoint, cohort="tiny4", **kw):
         labels_uri=f"{PREFIX}/cohorts/{cohort}/labels.csv",
         project_prefix=PREFIX,
     )
-    p = demo_params(ctx)
-    p.update(kw)
-    return p
+    task = pick_tasks(folder / "labels.csv", folds=2).split(",")[0]
+    return demo_params(ctx, kind, tasks=task, protocols="kfold", n_boot=10, **kw)
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +61,7 @@ def test_training_pipeline_end_to_end(training_run, s3_endpoint):
     shards = [k for k in run.artifacts if k.endswith("extract-features/shard_report")]
     assert len(shards) == 2
     ehash = run.metrics["collect-features/features"]["extractor_hash"]
-    stored = storage.list_uris(f"{PREFIX}/features/{ehash}/", s3_endpoint)
+    stored = storage.list_uris(f"{PREFIX}/features/{ehash}/")
     assert len(stored) == 8
     assert run.metrics["collect-features/metrics"]["slides_failed"] == 0
     # method stages
@@ -75,7 +76,7 @@ def test_training_pipeline_end_to_end(training_run, s3_endpoint):
     # gate passed (min_score 0) → packaged under models/<name>/<version>/ → deploy recorded
     uri = run.metrics["package/bundle"]["model_uri"]
     assert uri.startswith(f"{PREFIX}/models/cscl/")
-    names = {u[len(uri) :] for u in storage.list_uris(uri, s3_endpoint)}
+    names = {u[len(uri) :] for u in storage.list_uris(uri)}
     assert {"model.mar", "bundle/bundle.json", "model_card.md", "metrics.json"} <= names
     assert "# Model card" in run.find("package", "model_card").read_text()
     assert "InferenceService" in run.find("deploy", "deployment").read_text()
@@ -89,8 +90,9 @@ def test_retraining_reuses_features_and_promotes_only_if_better(
     current = training_run.metrics["package/bundle"]["model_uri"]
     root = tmp_path_factory.mktemp("kfp-retraining")
     # min_improvement -1: any candidate counts as better, so the promote branch runs
-    params = _params(pipeline_cohort, s3_endpoint, current_model_uri=current, min_improvement=-1.0)
-    params.pop("min_score")
+    params = _params(
+        pipeline_cohort, s3_endpoint, "retraining", current_model_uri=current, min_improvement=-1.0
+    )
     run = run_local("retraining", params, root)
     assert run.metrics["collect-features/metrics"]["slides_reused"] == 8  # nothing re-extracted
     assert run.metrics["collect-features/metrics"]["slides_extracted"] == 0
@@ -98,18 +100,22 @@ def test_retraining_reuses_features_and_promotes_only_if_better(
     assert "PROMOTE" in report and "| candidate | current |" in report
     assert run.metrics["embed-released/embeddings"]["model_uri"] == current
     new_uri = run.metrics["package/bundle"]["model_uri"]
-    assert new_uri != current and storage.exists(f"{new_uri}model.mar", s3_endpoint)
+    assert new_uri != current and storage.exists(f"{new_uri}model.mar")
 
 
 def test_pipeline_stops_when_validation_fails(pipeline_cohort, s3_endpoint, tmp_path):
-    """A case without H&E: the validate task stores its report, then the run fails."""
+    """A case without H&E: the validate task stores its report, then the run fails. The bad
+    cohort has 2 slides only (case000 HE, case001 HER2): slide QC is what this run spends on."""
     from cscl.ingest import upload_folder
 
     bad = tmp_path / "bad"
     shutil.copytree(pipeline_cohort, bad)
     m = pd.read_csv(bad / "manifest.csv")
-    m[~((m.case_id == "case001") & (m.stain == "HE"))].to_csv(bad / "manifest.csv", index=False)
-    upload_folder(bad, f"{PREFIX}/cohorts/bad", s3_endpoint)
+    keep = ((m.case_id == "case000") & (m.stain == "HE")) | (
+        (m.case_id == "case001") & (m.stain == "HER2")
+    )
+    m[keep].to_csv(bad / "manifest.csv", index=False)
+    upload_folder(bad, f"{PREFIX}/cohorts/bad")
     root = tmp_path / "kfp"
     # through the CLI: parameters from a YAML file, typed by the pipeline's declarations
     import yaml

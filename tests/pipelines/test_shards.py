@@ -45,22 +45,20 @@ def test_assign_shards_balanced_and_deterministic():
 
 
 def test_extract_shard_uploads_reuses_and_reports_failures(
-    s3_cohort, s3_endpoint, tmp_path, tiny_extract_config
+    s3_cohort, tmp_path, tiny_extract_config
 ):
-    index = ingest_cohort(s3_cohort, s3_endpoint, progress=False).index
+    index = ingest_cohort(s3_cohort, progress=False).index
     index.loc[index.slide_id == "case001_HER2", "slide_uri"] += ".missing"  # gone since ingest
     prefix = "s3://cohort-bucket/proj-shards"
     cfg = tiny_extract_config()
     logs: list[str] = []
-    ehash, rep = extract_shard_features(
-        index, cfg, prefix, tmp_path / "scratch", s3_endpoint, log=logs.append
-    )
+    ehash, rep = extract_shard_features(index, cfg, prefix, tmp_path / "scratch", log=logs.append)
     assert rep.counts() == {"extracted": 5, "reused": 0, "failed": 1}
     assert rep.failed == ["case001_HER2"]
     msg = rep.table.set_index("slide_id").loc["case001_HER2", "message"]
     assert "case001_HER2.svs.missing" in msg and "not found" in msg
     assert any("[FAIL]  case001_HER2" in line for line in logs)
-    uris = storage.list_uris(f"{prefix}/features/{ehash}/", s3_endpoint)
+    uris = storage.list_uris(f"{prefix}/features/{ehash}/")
     assert len(uris) == 5
     assert not list((tmp_path / "scratch").iterdir())  # scratch cleaned per slide
     # A rerun (e.g. after the task was killed) reuses every finished file.
@@ -70,23 +68,41 @@ def test_extract_shard_uploads_reuses_and_reports_failures(
         .replace("case001_HE", "case001_HER2")
     )
     index.loc[index.slide_id == "case001_HER2", "etag"] = ""
-    _, rep2 = extract_shard_features(index, cfg, prefix, tmp_path / "scratch", s3_endpoint)
+    _, rep2 = extract_shard_features(index, cfg, prefix, tmp_path / "scratch")
     assert rep2.counts() == {"extracted": 1, "reused": 5, "failed": 0}
     # Reports merge into one feature index; features come back with the contract's attributes.
     rep.table.to_csv(tmp_path / "a.csv", index=False)
     rep2.table.to_csv(tmp_path / "b.csv", index=False)
     merged = merge_reports([tmp_path / "b.csv"])
-    local = fetch_features(merged, tmp_path / "feats", s3_endpoint)
+    local = fetch_features(merged, tmp_path / "feats")
     assert len(list(local.glob("*.h5"))) == 6
     with h5py.File(local / "case000_HE.h5") as f:
         assert f.attrs["extractor_hash"] == ehash and f["features"].shape[0] > 0
 
 
 def test_changed_slide_is_caught(s3_cohort, s3_endpoint, tmp_path, tiny_extract_config):
-    index = ingest_cohort(s3_cohort, s3_endpoint, progress=False).index.iloc[:1].copy()
+    index = ingest_cohort(s3_cohort, progress=False).index.iloc[:1].copy()
     index["etag"] = "0" * 32
     _, rep = extract_shard_features(
-        index, tiny_extract_config(), "s3://cohort-bucket/proj-etag", tmp_path, s3_endpoint
+        index, tiny_extract_config(), "s3://cohort-bucket/proj-etag", tmp_path
     )
     assert rep.failed == [index.slide_id.iloc[0]]
     assert "changed since ingestion" in rep.table["message"].iloc[0]
+
+
+def test_cli_extract_to_store_is_the_pipeline_extraction(s3_cohort, tmp_path, capsys):
+    """`cscl extract --store` and the extract_features component share extract_to_store: same
+    layout `<prefix>/features/<hash>/`, same reuse on rerun."""
+    from cscl.cli import main
+
+    prefix = "s3://cohort-bucket/proj-cli"
+    args = ["extract", "--manifest", s3_cohort, "--store", prefix, "--backbone", "test_resnet",
+            "--random-init", "--target-mpp", "2", "--patch-size", "64", "--workers", "0",
+            "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    ehash = out.split("extractor ", 1)[1].split(":", 1)[0]
+    assert "6 extracted, 0 reused" in out
+    assert len(storage.list_uris(f"{prefix}/features/{ehash}/")) == 6
+    assert main(args) == 0
+    assert "0 extracted, 6 reused" in capsys.readouterr().out

@@ -13,9 +13,9 @@ from cscl_platform.validation import validate_cohort
 
 
 def test_good_cohort_passes_and_writes_report(s3_cohort, s3_endpoint, tmp_path):
-    index = ingest_cohort(s3_cohort, s3_endpoint, progress=False).index
+    index = ingest_cohort(s3_cohort, progress=False).index
     labels = s3_cohort.replace("manifest.csv", "labels.csv")
-    res = validate_cohort(index, labels, tmp_path / "v", endpoint_url=s3_endpoint)
+    res = validate_cohort(index, labels, tmp_path / "v")
     assert res.success, res.summary()
     assert res.metrics["n_slides"] == 6 and res.metrics["n_cases"] == 3
     assert res.metrics["n_slides_unreadable"] == 0
@@ -42,11 +42,9 @@ def test_bad_cohort_fails_naming_each_problem(tiny_cohort_dir, s3_endpoint, tmp_
     lab.loc[0, "er_status"] = "maybe"
     lab.loc[1, "os_time"] = -3
     lab.to_csv(bad / "labels.csv", index=False)
-    upload_folder(bad, "s3://cohort-bucket/bad", s3_endpoint)
-    index = ingest_cohort("s3://cohort-bucket/bad/manifest.csv", s3_endpoint).index
-    res = validate_cohort(
-        index, "s3://cohort-bucket/bad/labels.csv", tmp_path / "v", endpoint_url=s3_endpoint
-    )
+    upload_folder(bad, "s3://cohort-bucket/bad")
+    index = ingest_cohort("s3://cohort-bucket/bad/manifest.csv").index
+    res = validate_cohort(index, "s3://cohort-bucket/bad/labels.csv", tmp_path / "v")
     assert not res.success
     failed = {(f["table"], f["expectation"], f["column"]) for f in res.failures}
     assert ("slides", "expect_column_values_to_be_in_set", "case_has_he") in failed
@@ -62,7 +60,6 @@ def test_bad_cohort_fails_naming_each_problem(tiny_cohort_dir, s3_endpoint, tmp_
     low = validate_cohort(
         index,
         "s3://cohort-bucket/bad/labels.csv",
-        endpoint_url=s3_endpoint,
         qc=res.qc,
         min_pass_rate=0.5,
     )
@@ -70,14 +67,14 @@ def test_bad_cohort_fails_naming_each_problem(tiny_cohort_dir, s3_endpoint, tmp_
 
 
 def test_mpp_out_of_range_fails(s3_cohort, s3_endpoint):
-    index = ingest_cohort(s3_cohort, s3_endpoint, progress=False).index
+    index = ingest_cohort(s3_cohort, progress=False).index
     index["mpp"] = 5.0  # a manifest override that claims 2x magnification
-    res = validate_cohort(index, endpoint_url=s3_endpoint)
+    res = validate_cohort(index)
     assert not res.success
     assert any(f["column"] == "mpp" for f in res.failures)
 
 
 def test_gate_argument_checked(s3_cohort, s3_endpoint):
-    index = ingest_cohort(s3_cohort, s3_endpoint, progress=False).index
+    index = ingest_cohort(s3_cohort, progress=False).index
     with pytest.raises(InputError, match="min_pass_rate"):
         validate_cohort(index, run_slide_qc=False, min_pass_rate=1.5)

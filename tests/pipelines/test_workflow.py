@@ -61,7 +61,10 @@ def test_workflow_compiles_submits_with_secrets_and_accepts_monitor_dispatch():
 
 
 def test_workflow_pins_match_pyproject():
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project.get("optional-dependencies", {})
+    deps = project["dependencies"] + [d for group in extras.values() for d in group]
+    deps = [d for d in deps if "==" in d]
     pins = {d.split("==")[0].strip().lower(): d.split("==")[1].split()[0] for d in deps}
     import re
 

@@ -40,6 +40,7 @@ def ts(packaged, made, slide, s3, log_s3, tmp_path_factory):
         "CSCL_INFERENCE_LOG_URI": f"s3://{LOG_BUCKET}/proj",
         "CSCL_S3_ENDPOINT": s3["endpoint"],  # data
         "CSCL_MAX_UPLOAD_BYTES": str(1_000_000),
+        "CSCL_MAX_PATCHES": str(1_000),  # the tiny slide has < 100 patches, its feature files 40
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
     }
@@ -80,8 +81,50 @@ def test_config_is_loopback_with_token_auth_and_no_model_api(ts):
     mgmt = {"Authorization": f"Bearer {keys['management']}"}
     r = requests.post(f"{ts.management_url}/models?url=cscl.mar", headers=mgmt, timeout=10)
     assert r.status_code == 405  # registering models is off
+    r = requests.delete(f"{ts.management_url}/models/cscl", headers=mgmt, timeout=10)
+    assert r.status_code == 405  # so is unregistering
     m = requests.get(f"{ts.metrics_url}/metrics", timeout=10)
     assert m.status_code == 200 and "# TYPE" in m.text  # Prometheus format
+
+
+def test_management_api_scaling_needs_the_management_key(ts):
+    """TorchServe 0.12's model-API switch covers register/unregister only: scaling workers stays
+    a management call (serving/README.md). It answers only the management key, on loopback."""
+    url = f"{ts.management_url}/models/cscl?min_worker=1&max_worker=1&synchronous=true"
+    keys = ts.keys()
+    for headers in ({}, {"Authorization": f"Bearer {keys['inference']}"}):
+        r = requests.put(url, headers=headers, timeout=30)
+        assert r.status_code == 400 and "Token Authorization failed" in r.json()["message"]
+    r = requests.put(url, headers={"Authorization": f"Bearer {keys['management']}"}, timeout=60)
+    assert r.status_code in (200, 202)  # the holder of the management key may scale
+    assert len(ts.worker_pids("cscl")) == 1
+
+
+def test_hostile_requests_are_bounded(client, made, slide, tmp_path):
+    """Deep JSON is a 400 (not a 500), an absurd mpp a 400, a slide or feature file above the
+    request budget a 413 naming the limit; the worker answers the next request at once."""
+    import h5py
+
+    deep = b"[" * 100_000 + b"]" * 100_000
+    for body in (deep, b'{"slide_uri": ' + b"[" * 3_000 + b"]" * 3_000 + b"}"):
+        e = _error(client, client.predict_features_bytes, body)
+        assert e.status == 400 and "nested deeper" in str(e)
+        r = client.session.post(f"{client.url}/predictions/cscl", data=body, timeout=60,
+                                headers=client._headers("application/json"))  # fmt: skip
+        assert r.status_code == 400, r.text
+    e = _error(client, client.predict_slide_uri, str(slide), 50.0)
+    assert e.status == 400 and "'mpp' must be" in str(e)
+    t0 = time.monotonic()
+    e = _error(client, client.predict_slide_uri, str(slide), 5.0)  # 13 px patches: thousands
+    assert e.status == 413 and "limit of 1000" in str(e)
+    bomb = tmp_path / "bomb.h5"
+    with h5py.File(bomb, "w") as f:  # 200k patches of zeros: KiBs that inflate to 77 MB
+        f.create_dataset("features", shape=(200_000, fx.DIM), dtype="float32",
+                         compression="gzip", chunks=(4096, fx.DIM), fillvalue=0)  # fmt: skip
+    e = _error(client, client.predict_features_file, bomb)
+    assert e.status == 413 and "200000 patches" in str(e)
+    assert time.monotonic() - t0 < 60
+    assert client.predict_features_file(made["features"] / "case002_HE.h5")["n_patches"] == 40
 
 
 def test_token_is_required(ts, made):

@@ -62,7 +62,7 @@ def test_not_a_slide(tmp_path):
 def test_missing_and_unreadable_paths(tmp_path):
     with pytest.raises(SlideError, match="not found.*nope.svs"):
         open_slide(tmp_path / "nope.svs")
-    with pytest.raises(SlideError, match="not a readable file"):
+    with pytest.raises(SlideError, match="is a directory, not a slide file.*point to the slide"):
         open_slide(tmp_path)
 
 

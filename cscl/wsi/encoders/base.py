@@ -2,26 +2,56 @@
 
 from __future__ import annotations
 
+import importlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from cscl.errors import InputError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 StateDict = dict[str, torch.Tensor]
+
+# Pooling of a ViT's output tokens that timm's `global_pool` cannot express: the class token
+# concatenated with the mean of the patch tokens (registers excluded), as Virchow/Virchow2 publish
+# their embedding (dim = 2 × width).
+CLS_MEAN = "cls+mean"
+# Layer kwargs (mlp_layer, act_layer, norm_layer…) are written as "module.name" strings so a spec
+# is JSON (feature files and bundles record it); only these modules may be named.
+_LAYER_MODULES = ("timm.layers", "torch.nn")
+
+
+def resolve_layer(ref: str) -> Any:
+    """ "timm.layers.SwiGLUPacked" → the object; only timm.layers / torch.nn names are allowed."""
+    mod, _, name = ref.rpartition(".")
+    if mod not in _LAYER_MODULES:
+        raise InputError(
+            f"encoder layer {ref!r} is not in {' or '.join(_LAYER_MODULES)}",
+            hint="name a layer as 'timm.layers.X' or 'torch.nn.X'",
+        )
+    try:
+        return getattr(importlib.import_module(mod), name)
+    except AttributeError as exc:
+        raise InputError(f"encoder layer {ref!r} does not exist in this timm/torch") from exc
 
 
 @dataclass(frozen=True)
 class EncoderSpec:
     """Everything needed to build a named patch encoder from a weights file.
 
-    `arch` and `kwargs` go to `timm.create_model(arch, num_classes=0, **kwargs)`; `pool` is
-    timm's `global_pool` ("avg", "token" = class token, …; None = the architecture's default).
-    `mean`/`std`/`input_size` override timm's pretrained config (None = take it from timm).
+    `arch` and `kwargs` go to `timm.create_model(arch, num_classes=0, **kwargs)` (a kwarg ending
+    in `_layer` given as "timm.layers.X"/"torch.nn.X" is resolved to that class). `pool` is
+    timm's `global_pool` ("avg", "token" = class token, …; None = the architecture's default) or
+    `CLS_MEAN`. `mean`/`std`/`input_size` override timm's pretrained config (None = from timm).
     `remap` turns the checkpoint's keys into timm's (after the generic `module.`/`model.`
     prefix stripping); `ignore_prefixes` are checkpoint keys that may be left unused (heads).
+    `source` says where the spec comes from (model card, publisher code) — shown by `cscl
+    encoders`. `hash_spec` puts the spec into the extractor hash; it is False only for the
+    encoders whose features predate recorded specs (their name alone identified them).
     """
 
     arch: str
@@ -32,6 +62,66 @@ class EncoderSpec:
     input_size: int | None = None  # fixed model input side (patches are resized to it)
     remap: Callable[[StateDict], StateDict] | None = None
     ignore_prefixes: tuple[str, ...] = ("fc.", "head.", "classifier.", "head_dist.", "last_linear.")
+    source: str = ""
+    hash_spec: bool = True
+
+    def timm_kwargs(self) -> dict[str, Any]:
+        """kwargs for timm.create_model, layer names resolved, pooling applied."""
+        kw = {
+            k: resolve_layer(v) if k.endswith("_layer") and isinstance(v, str) else v
+            for k, v in self.kwargs.items()
+        }
+        if self.pool == CLS_MEAN:
+            kw["global_pool"] = ""  # all tokens out; TokenPool makes the embedding
+        elif self.pool is not None:
+            kw["global_pool"] = self.pool
+        return kw
+
+    def identity(self) -> dict[str, Any]:
+        """What decides the features besides the weights (JSON): recorded in feature files and
+        bundles, hashed into the extractor identity, and enough to rebuild the encoder."""
+        return {
+            "arch": self.arch,
+            "kwargs": dict(sorted(self.kwargs.items())),
+            "pool": self.pool,
+            "mean": list(self.mean) if self.mean else None,
+            "std": list(self.std) if self.std else None,
+            "input_size": self.input_size,
+        }
+
+    def identity_json(self) -> str:
+        return json.dumps(self.identity(), sort_keys=True)
+
+    def with_identity(self, ident: dict[str, Any] | str) -> EncoderSpec:
+        """This spec (its remap/ignore rules) with the architecture recorded in `ident`."""
+        d = json.loads(ident) if isinstance(ident, str) else dict(ident)
+        return EncoderSpec(
+            arch=str(d["arch"]),
+            kwargs=dict(d.get("kwargs") or {}),
+            pool=d.get("pool"),
+            mean=tuple(d["mean"]) if d.get("mean") else None,
+            std=tuple(d["std"]) if d.get("std") else None,
+            input_size=d.get("input_size"),
+            remap=self.remap,
+            ignore_prefixes=self.ignore_prefixes,
+            source=self.source,
+            hash_spec=self.hash_spec,
+        )
+
+
+class TokenPool(torch.nn.Module):
+    """A timm ViT whose embedding is [class token, mean of patch tokens] (Virchow's recipe)."""
+
+    def __init__(self, vit: torch.nn.Module):
+        super().__init__()
+        self.vit = vit
+        self.num_prefix_tokens = int(getattr(vit, "num_prefix_tokens", 1))
+        self.num_features = 2 * int(vit.num_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.vit.forward_features(x)
+        patches = tokens[:, self.num_prefix_tokens :]
+        return torch.cat([tokens[:, 0], patches.mean(1)], dim=-1)
 
 
 @dataclass
@@ -47,9 +137,8 @@ class Encoder:
     weights_digest: str  # sha256 of the weights file, or "random-seed<N>"
     random_init: bool
     device: torch.device
-    channels_last: bool = (
-        False  # model converted to NHWC (CNNs under bf16 on CPU: oneDNN's fast path)
-    )
+    spec: EncoderSpec | None = field(default=None, repr=False)
+    channels_last: bool = False  # model in NHWC (CNNs under bf16: oneDNN/cuDNN fast layout)
 
     def prepare(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 (B, 3, H, W) on any device → normalised float on the encoder's device.

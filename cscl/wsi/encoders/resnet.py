@@ -8,9 +8,23 @@ from cscl.wsi.encoders.registry import register_encoder
 
 @register_encoder("resnet18")
 def resnet18() -> EncoderSpec:
-    return EncoderSpec(arch="resnet18", pool="avg", mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    return EncoderSpec(
+        arch="resnet18",
+        pool="avg",
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        source="timm",
+        hash_spec=False,
+    )
 
 
 @register_encoder("resnet50")
 def resnet50() -> EncoderSpec:
-    return EncoderSpec(arch="resnet50", pool="avg", mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    return EncoderSpec(
+        arch="resnet50",
+        pool="avg",
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        source="timm",
+        hash_spec=False,
+    )

@@ -12,19 +12,28 @@ from __future__ import annotations
 
 import sys
 
-from cscl.wsi.plugins import import_plugins
+from cscl.plugins import import_plugins
 from cscl.wsi.readers import registry
-from cscl.wsi.readers.base import SlideInfo, SlideReader, UnsupportedSlide, resolve_mpp
+from cscl.wsi.readers.base import (
+    MPP_RANGE,
+    SlideInfo,
+    SlideReader,
+    UnsupportedSlide,
+    implausible_mpp,
+    resolve_mpp,
+)
 from cscl.wsi.readers.registry import list_readers, open_slide, reader_class, register_reader
 
 registry._UNAVAILABLE.update(
-    import_plugins(sys.modules[__name__], skip=frozenset({"base", "registry"}))
+    import_plugins(sys.modules[__name__], skip=frozenset({"base", "integrity", "registry"}))
 )
 
 __all__ = [
+    "MPP_RANGE",
     "SlideInfo",
     "SlideReader",
     "UnsupportedSlide",
+    "implausible_mpp",
     "list_readers",
     "open_slide",
     "reader_class",

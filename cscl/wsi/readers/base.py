@@ -51,23 +51,57 @@ def downsamples_of(dims: list[tuple[int, int]] | tuple[tuple[int, int], ...]) ->
     return tuple((w0 / w + h0 / h) / 2.0 for w, h in dims)
 
 
+# A microscope slide's level 0 lies between ~0.05 µm/px (beyond optical resolution) and ~20 µm/px
+# (a 0.5x overview scan); anything outside is not a calibration. So are the dpi values image
+# software writes when it knows nothing (72 dpi = the TIFF default = 352.8 µm/px, 96, 300 dpi).
+MPP_RANGE = (0.05, 20.0)
+DEFAULT_DPI = (72.0, 96.0, 150.0, 300.0, 600.0, 1200.0)
+_UM_PER_INCH = 25_400.0
+
+
+def implausible_mpp(mpp: float | None) -> str | None:
+    """Why `mpp` (level-0 µm/px) cannot be a microscope calibration, or None when it can."""
+    if mpp is None or not math.isfinite(mpp) or mpp <= 0:
+        return f"{mpp} is not a positive number"
+    for dpi in DEFAULT_DPI:
+        if math.isclose(mpp, _UM_PER_INCH / dpi, rel_tol=1e-3):
+            return (
+                f"{mpp:.4g} µm/px is {dpi:g} dpi, a software default, not a microscope calibration"
+            )
+    lo, hi = MPP_RANGE
+    if not lo <= mpp <= hi:
+        return f"{mpp:.4g} µm/px is outside the range of microscope scans ({lo:g}–{hi:g} µm/px)"
+    return None
+
+
 def resolve_mpp(info: SlideInfo, path: Path | str, mpp: float | None = None) -> tuple[float, str]:
-    """Level-0 µm/px: explicit override > the file's mpp > 10 / objective power (warns)."""
+    """Level-0 µm/px: explicit override > the file's mpp > 10 / objective power (warns).
+
+    A file value outside `MPP_RANGE` (or a default dpi) counts as no value: trusting 72 dpi
+    turns a slide into 75,000 sub-pixel patches. An override outside the range is refused.
+    """
     if mpp is not None and not (isinstance(mpp, float) and math.isnan(mpp)):
-        if not float(mpp) > 0:
-            raise SlideError(f"mpp override for {path} must be > 0, got {mpp}", hint=MPP_HINT)
+        why = implausible_mpp(float(mpp)) if isinstance(mpp, int | float) else f"{mpp!r}"
+        if why:
+            raise SlideError(f"mpp override for {path} is not usable: {why}", hint=MPP_HINT)
         return float(mpp), "override"
-    if info.file_mpp is not None and info.file_mpp > 0 and math.isfinite(info.file_mpp):
-        return float(info.file_mpp), info.mpp_key
+    ignored = ""
+    if info.file_mpp is not None:
+        why = implausible_mpp(float(info.file_mpp))
+        if why is None:
+            return float(info.file_mpp), info.mpp_key
+        ignored = f"; its {info.mpp_key} was ignored: {why}"
     mag = info.objective_power
-    if mag is not None and mag > 0 and math.isfinite(mag):
+    if mag is not None and mag > 0 and math.isfinite(mag) and implausible_mpp(10.0 / mag) is None:
         warnings.warn(
-            f"{path}: no mpp in the file; assuming {10.0 / mag:.4g} µm/px from objective "
-            f"power {mag:g}x ({MPP_HINT} to be exact)",
+            f"{path}: no usable mpp in the file{ignored}; assuming {10.0 / mag:.4g} µm/px from "
+            f"objective power {mag:g}x ({MPP_HINT} to be exact)",
             stacklevel=3,
         )
         return 10.0 / mag, "objective-power"
-    raise SlideError(f"{path} states no resolution (no mpp, no objective power)", hint=MPP_HINT)
+    raise SlideError(
+        f"{path} states no resolution (no usable mpp, no objective power){ignored}", hint=MPP_HINT
+    )
 
 
 class SlideReader(ABC):

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from cscl.errors import InputError, SlideError, StorageError
 from cscl.io import storage
 from cscl.wsi.readers.base import SlideReader, UnsupportedSlide
+from cscl.wsi.readers.integrity import TRUNCATED_HINT, check_complete, describe_unreadable
 
 _READERS: dict[str, tuple[int, type[SlideReader]]] = {}
 _UNAVAILABLE: dict[str, str] = {}  # plug-in module → why it could not be imported
@@ -49,14 +50,27 @@ def reader_class(name: str) -> type[SlideReader]:
 
 
 def _checked_path(uri: str):
+    """The local file of `uri`, refused early when it is missing, a folder, unreadable, empty
+    or truncated (each with its own advice)."""
     try:
         path = storage.fetch(uri) if storage.is_s3(uri) else storage.local_path(uri)
     except StorageError as exc:
         raise SlideError(f"cannot fetch slide {uri}: {exc.message}", hint=exc.hint) from exc
     if not path.exists():
         raise SlideError(f"slide file not found: {path}", hint="check the slide_uri / path")
-    if not os.access(path, os.R_OK) or path.is_dir():
-        raise SlideError(f"cannot read slide {path}: not a readable file")
+    if path.is_dir():
+        raise SlideError(
+            f"{path} is a directory, not a slide file",
+            hint="point to the slide file itself (for MRXS: the .mrxs file next to its folder)",
+        )
+    if not path.is_file():
+        raise SlideError(f"{path} is not a regular file", hint="point to the slide file itself")
+    if not os.access(path, os.R_OK):
+        raise SlideError(
+            f"cannot read slide {path}: permission denied",
+            hint="make the file readable by this user (chmod/chown) or copy it",
+        )
+    check_complete(path)
     return path
 
 
@@ -90,7 +104,12 @@ def open_slide(
             return _open_with(_READERS[name][1], path, uri, mpp)
         except UnsupportedSlide as exc:
             refused.append(f"{name}: {exc.message}")
+    not_tiff = describe_unreadable(path)
     raise SlideError(
-        f"{path} is not a slide any reader can read ({'; '.join(refused)})",
-        hint="supported: Aperio .svs, generic tiled TIFF, NDPI, MRXS, SCN, … (OpenSlide)",
+        f"{path} is not a slide any reader can read{not_tiff} ({'; '.join(refused)})",
+        hint=(
+            "it is no slide despite its name (an error page, another format?): " + TRUNCATED_HINT
+            if not_tiff
+            else "supported: Aperio .svs, generic tiled TIFF, NDPI, MRXS, SCN, … (OpenSlide)"
+        ),
     )

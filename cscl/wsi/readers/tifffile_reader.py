@@ -235,9 +235,12 @@ def _decode(page, data: bytes, index: int) -> np.ndarray:
 
 
 def _tiff_mpp(page) -> float | None:
-    """µm/px from XResolution when the unit is centimetre (as OpenSlide reads generic TIFFs)."""
+    """µm/px from XResolution in centimetres or inches (as OpenSlide reads generic TIFFs); the
+    plausibility rule in `resolve_mpp` then drops software defaults such as 72 dpi."""
     tag = page.tags.get("XResolution")
-    if tag is None or int(page.resolutionunit) != int(tifffile.RESUNIT.CENTIMETER):
+    unit = int(page.resolutionunit)
+    per_unit = {int(tifffile.RESUNIT.CENTIMETER): 1e4, int(tifffile.RESUNIT.INCH): 25_400.0}
+    if tag is None or unit not in per_unit:
         return None
     num, den = tag.value
-    return 1e4 * den / num if num else None
+    return per_unit[unit] * den / num if num else None

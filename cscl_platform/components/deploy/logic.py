@@ -135,10 +135,13 @@ def apply_inference_service(isvc: dict) -> str:
     from kubernetes import client, config
     from kubernetes.client.rest import ApiException
 
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
+    if os.environ.get("KUBECONFIG"):  # the deployer's own credentials (pipelines/training.py)
         config.load_kube_config()
+    else:
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config()
     api = client.CustomObjectsApi()
     md = isvc["metadata"]
     args = (KSERVE_GROUP, KSERVE_VERSION, md["namespace"], KSERVE_PLURAL)

@@ -75,7 +75,9 @@ def test_bad_target_and_unreachable_torchserve(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.torchserve
-def test_register_with_a_real_torchserve(chain, tmp_path):
+def test_register_with_a_real_torchserve(
+    model_art, embeddings_art, features_art, index_art, eval_results_art, cohort, tmp_path
+):
     """package → deploy(target=torchserve) against a real TorchServe (model API enabled)."""
     import json
     import shutil
@@ -88,11 +90,11 @@ def test_register_with_a_real_torchserve(chain, tmp_path):
     from cscl_platform.serving.server import start_torchserve
 
     uri = package.python_func(
-        model=chain["model"], embeddings=chain["embeddings"], features=chain["features"],
-        slide_index=chain["index"], eval_results=chain["eval_results"],
+        model=model_art, embeddings=embeddings_art, features=features_art,
+        slide_index=index_art, eval_results=eval_results_art,
         project_prefix=str(tmp_path / "store"), bundle=art(dsl.Model, tmp_path / "bundle"),
-        model_card=art(dsl.Markdown, tmp_path / "card.md"), labels_uri=chain["labels"],
-        tasks=chain["tasks"], model_version="9.9.9",
+        model_card=art(dsl.Markdown, tmp_path / "card.md"), labels_uri=cohort.labels,
+        tasks=cohort.tasks, model_version="9.9.9",
     )  # fmt: skip
     store = tmp_path / "model-store"
     store.mkdir()

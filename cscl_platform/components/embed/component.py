@@ -1,4 +1,7 @@
-"""embed: H&E slide embeddings (Parquet `Dataset`) from a trained model or the mean-pool baseline."""
+"""embed: H&E slide embeddings (Parquet `Dataset`) from a trained model, the mean-pool baseline
+or a released model. Each calls `cscl.shards.embed_stored`: `cscl.embed.embed_cohort` (what
+`cscl embed` runs) on the store's feature folder; slides that cannot be embedded are listed in the
+log and in the artifact's metadata (`failed`)."""
 
 from kfp.dsl import Dataset, Input, Model, Output
 
@@ -13,27 +16,14 @@ def embed(
     embeddings: Output[Dataset],
     s3_endpoint: str = "",
 ) -> int:
-    """Embed every H&E slide with the trained model (cscl.embed); returns the number of rows."""
-    import tempfile
+    """Embed every H&E slide with the trained model; returns the number of rows."""
+    from cscl.io import storage
+    from cscl.shards import embed_stored
 
-    import pandas as pd
-
-    from cscl.embed import embed_cohort
-    from cscl.embeddings import read_embeddings
-    from cscl.ingest import read_index
-    from cscl.shards import training_inputs
-
-    feats, manifest = training_inputs(
-        read_index(slide_index.path),
-        pd.read_csv(features.path, dtype={"slide_id": str, "case_id": str}),
-        tempfile.mkdtemp(prefix="cscl-features-"),
-        s3_endpoint or None,
-    )
-    embed_cohort(model.path, feats, manifest, embeddings.path, quiet=True)
-    meta, X = read_embeddings(embeddings.path)
-    embeddings.metadata.update(n_slides=len(meta), dim=int(X.shape[1]))
-    print(f"{len(meta)} H&E slide embeddings of dimension {X.shape[1]}")
-    return len(meta)
+    storage.configure_store(s3_endpoint or None)
+    _, info = embed_stored(model.path, slide_index.path, features.path, embeddings.path)
+    embeddings.metadata.update(info)
+    return info["n_slides"]
 
 
 @cscl_component
@@ -45,25 +35,13 @@ def embed_baseline(
     s3_endpoint: str = "",
 ) -> int:
     """Embeddings of a training-free baseline (mean-pooled patch features) for evaluation."""
-    import tempfile
+    from cscl.io import storage
+    from cscl.shards import embed_stored
 
-    import pandas as pd
-
-    from cscl.embed import embed_cohort
-    from cscl.embeddings import read_embeddings
-    from cscl.ingest import read_index
-    from cscl.shards import training_inputs
-
-    feats, manifest = training_inputs(
-        read_index(slide_index.path),
-        pd.read_csv(features.path, dtype={"slide_id": str, "case_id": str}),
-        tempfile.mkdtemp(prefix="cscl-features-"),
-        s3_endpoint or None,
-    )
-    embed_cohort(baseline, feats, manifest, embeddings.path, quiet=True)
-    meta, X = read_embeddings(embeddings.path)
-    embeddings.metadata.update(n_slides=len(meta), dim=int(X.shape[1]), baseline=baseline)
-    return len(meta)
+    storage.configure_store(s3_endpoint or None)
+    _, info = embed_stored(baseline, slide_index.path, features.path, embeddings.path)
+    embeddings.metadata.update(info, baseline=baseline)
+    return info["n_slides"]
 
 
 @cscl_component
@@ -80,30 +58,20 @@ def embed_released(
     import tempfile
     from pathlib import Path
 
-    import pandas as pd
-
-    from cscl.embed import embed_cohort
     from cscl.errors import InputError
-    from cscl.ingest import read_index
     from cscl.io import storage
-    from cscl.shards import training_inputs
+    from cscl.shards import embed_stored
 
-    ep = s3_endpoint or None
-    work = Path(tempfile.mkdtemp(prefix="cscl-current-"))
+    storage.configure_store(s3_endpoint or None)
+    bundle = Path(tempfile.mkdtemp(prefix="cscl-current-")) / "bundle"
     prefix = f"{model_uri.rstrip('/')}/bundle/"
-    files = storage.list_uris(prefix, ep)
+    files = storage.list_uris(prefix)
     if not files:
         raise InputError(f"no released model under {prefix}", hint="check current_model_uri")
     for uri in files:
-        storage.download(uri, work / "bundle" / uri[len(prefix) :], ep)
-    version = json.loads((work / "bundle" / "bundle.json").read_text()).get("version", "")
-    feats, manifest = training_inputs(
-        read_index(slide_index.path),
-        pd.read_csv(features.path, dtype={"slide_id": str, "case_id": str}),
-        work / "features",
-        ep,
-    )
-    embed_cohort(work / "bundle", feats, manifest, embeddings.path, quiet=True)
-    embeddings.metadata.update(model_uri=model_uri, version=version)
+        storage.download(uri, bundle / uri[len(prefix) :])
+    version = json.loads((bundle / "bundle.json").read_text()).get("version", "")
+    _, info = embed_stored(bundle, slide_index.path, features.path, embeddings.path)
+    embeddings.metadata.update(info, model_uri=model_uri, version=version)
     print(f"embedded the cohort with released model {version} ({model_uri})")
     return version

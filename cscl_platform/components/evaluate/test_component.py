@@ -6,8 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from kfp import dsl
 
+from cscl.errors import InputError
 from cscl.eval.quality import quality_score
+from cscl_platform.components.conftest import art
 from cscl_platform.components.evaluate.component import compare_models, evaluate
 
 
@@ -20,39 +23,47 @@ def test_interface():
     assert compare_models.component_spec.outputs["comparison"].type == "system.Markdown@0.0.1"
 
 
-def test_evaluate_outputs(chain):
-    m = chain["eval_metrics"].metadata
-    first = chain["tasks"].split(",")[0]
+@pytest.fixture(scope="module")
+def evaluated(embeddings_parquet, baseline_parquet, cohort, tmp_path_factory) -> dict:
+    """The evaluate component, run once on library-built embeddings."""
+    d = tmp_path_factory.mktemp("evaluated")
+    outs = dict(metrics=art(dsl.Metrics, d / "metrics"),
+                classification=art(dsl.ClassificationMetrics, d / "classification"),
+                report=art(dsl.HTML, d / "report.html"), results=art(dsl.Dataset, d / "res"))  # fmt: skip
+    score = evaluate.python_func(
+        embeddings=art(dsl.Dataset, embeddings_parquet),
+        baseline_embeddings=art(dsl.Dataset, baseline_parquet),
+        labels_uri=cohort.labels, tasks=cohort.tasks, protocols="fewshot,kfold",
+        folds=2, n_boot=50, ks="1", **outs,
+    )  # fmt: skip
+    return {**outs, "score": score, "tasks": cohort.tasks}
+
+
+def test_evaluate_outputs(evaluated):
+    m = evaluated["metrics"].metadata
+    first = evaluated["tasks"].split(",")[0]
     assert f"{first}.cscl.kfold_auc" in m and f"{first}.mean-pool.kfold_auc" in m
-    assert m["quality_score"] == chain["score"] and 0.0 <= chain["score"] <= 1.0
-    metrics = json.loads(Path(chain["eval_results"].path, "metrics.json").read_text())
-    assert chain["score"] == quality_score(metrics, "cscl")  # the same number as the library's
-    cls = chain["classification"].metadata
+    assert m["quality_score"] == evaluated["score"] and 0.0 <= evaluated["score"] <= 1.0
+    metrics = json.loads(Path(evaluated["results"].path, "metrics.json").read_text())
+    assert evaluated["score"] == quality_score(metrics, "cscl")  # the same number as the library's
+    cls = evaluated["classification"].metadata
     assert "confusionMatrix" in cls and cls["task"] == first
-    assert "<html" in Path(chain["eval_report"].path).read_text().lower()
+    assert "<html" in Path(evaluated["report"].path).read_text().lower()
 
 
-def test_compare_component_on_real_evaluation(chain, tmp_path):
-    from kfp import dsl
-
-    from cscl_platform.components.conftest import art
-
+def test_compare_component_on_real_evaluation(eval_results_art, eval_results_dir, tmp_path):
     md, mt = art(dsl.Markdown, tmp_path / "cmp.md"), art(dsl.Metrics, tmp_path / "m")
     out = compare_models.python_func(
-        eval_results=chain["eval_results"], comparison=md, metrics=mt,
+        eval_results=eval_results_art, comparison=md, metrics=mt,
         candidate_name="cscl", current_name="mean-pool", min_improvement=-1.0,
     )  # fmt: skip
     assert out is True and "PROMOTE" in (tmp_path / "cmp.md").read_text()
-    assert mt.metadata["candidate_score"] == chain["score"]
+    metrics = json.loads(Path(eval_results_dir, "metrics.json").read_text())
+    assert mt.metadata["candidate_score"] == quality_score(metrics, "cscl")
     assert mt.metadata["promote"] == 1.0
 
 
-def test_compare_component_rejects_unknown_method(chain, tmp_path):
-    from kfp import dsl
-
-    from cscl.errors import InputError
-    from cscl_platform.components.conftest import art
-
+def test_compare_component_rejects_unknown_method(eval_results_art, tmp_path):
     md, mt = art(dsl.Markdown, tmp_path / "cmp.md"), art(dsl.Metrics, tmp_path / "m")
     with pytest.raises(InputError, match="'candidate' is not in this evaluation"):
-        compare_models.python_func(eval_results=chain["eval_results"], comparison=md, metrics=mt)
+        compare_models.python_func(eval_results=eval_results_art, comparison=md, metrics=mt)

@@ -29,12 +29,12 @@ def extract_features(
     Features already there are reused (a killed task resumes). A slide that fails is logged
     with its reason; the task fails after finishing the others unless `skip_failed_slides`.
     """
-    import tempfile
-
     from cscl.ingest import read_index
-    from cscl.shards import extract_shard_features, select_shard
+    from cscl.io import storage
+    from cscl.shards import extract_to_store
     from cscl.wsi.extract import ExtractConfig
 
+    storage.configure_store(s3_endpoint or None)
     cfg = ExtractConfig(
         backbone=backbone,
         weights=weights or None,
@@ -44,11 +44,14 @@ def extract_features(
         patch_size=patch_size,
         min_tissue=min_tissue,
     )
-    rows = select_shard(read_index(slide_index.path), int(shard), int(num_shards))
-    print(f"shard {int(shard)}/{int(num_shards)}: {len(rows)} slide(s)")
-    scratch = tempfile.mkdtemp(prefix="cscl-extract-")
-    ehash, rep = extract_shard_features(
-        rows, cfg, project_prefix, scratch, s3_endpoint or None, log=lambda m: print(m, flush=True)
+    print(f"shard {int(shard)} of {int(num_shards)}")
+    ehash, rep = extract_to_store(
+        read_index(slide_index.path),
+        cfg,
+        project_prefix,
+        shard=shard,
+        num_shards=num_shards,
+        log=lambda m: print(m, flush=True),
     )
     rep.table.to_csv(shard_report.path, index=False)
     shard_report.metadata.update(extractor_hash=ehash, **rep.counts())

@@ -17,9 +17,11 @@ def ingest(
     One output only: kfp.local cannot fan out over one field of a multi-output task.
     """
     from cscl.ingest import ingest_cohort, write_index
+    from cscl.io import storage
     from cscl.shards import shard_ids
 
-    res = ingest_cohort(manifest_uri, s3_endpoint or None, progress=False)
+    storage.configure_store(s3_endpoint or None)
+    res = ingest_cohort(manifest_uri, progress=False)
     write_index(res.index, slide_index.path)
     slide_index.metadata.update(
         manifest_uri=manifest_uri,

@@ -20,11 +20,13 @@ def test_interface():
     assert set(spec.inputs) == {"manifest_uri", "s3_endpoint", "num_shards"}
 
 
-def test_index_and_shards(chain):
-    index = pd.read_csv(chain["index"].path)
+def test_index_and_shards(cohort, tmp_path):
+    out = art(dsl.Dataset, tmp_path / "slide_index")
+    shards = ingest.python_func(manifest_uri=cohort.manifest, slide_index=out, num_shards=2)
+    index = pd.read_csv(out.path)
     assert len(index) == 8 and {"size", "etag", "slide_uri"} <= set(index.columns)
-    assert chain["shards"] == [0, 1]
-    assert chain["index"].metadata["n_cases"] == 4
+    assert shards == [0, 1]
+    assert out.metadata["n_cases"] == 4 and out.metadata["n_slides"] == 8
 
 
 def test_missing_slide_fails_with_its_name(tmp_path):

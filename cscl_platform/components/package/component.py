@@ -39,6 +39,7 @@ def package(
     from cscl.eval.metrics import flat_metrics
     from cscl.ingest import read_index
     from cscl.io import storage
+    from cscl.packaging import BundleSpec
     from cscl.shards import training_inputs
     from cscl_platform.components.package.card import model_card as card
     from cscl_platform.serving.package import package_model
@@ -54,9 +55,7 @@ def package(
     if weights:  # the bundle holds a copy of the weights file
         local_weights = storage.download(weights, work / Path(weights).name)
     metrics = json.loads(Path(eval_results.path, "metrics.json").read_text())
-    done = package_model(
-        model.path,
-        work / "out",
+    spec = BundleSpec(
         features_dir=feats,
         labels=labels_uri or None,
         embeddings=embeddings.path,
@@ -67,7 +66,9 @@ def package(
         backbone_seed=seed,
         min_tissue=min_tissue,
         metrics=metrics,
-        upload=f"{project_prefix.rstrip('/')}/models/",
+    )
+    done = package_model(
+        model.path, work / "out", spec, upload=f"{project_prefix.rstrip('/')}/models/"
     )
     uri = done.release_uri
     shutil.copytree(done.bundle.path, bundle.path, dirs_exist_ok=True)

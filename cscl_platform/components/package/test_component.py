@@ -21,24 +21,28 @@ def test_interface():
 
 
 @pytest.fixture(scope="module")
-def packaged(chain, tmp_path_factory):
+def packaged(model_dir, embeddings_parquet, feature_store, slide_index_csv, eval_results_dir,
+             cohort, tmp_path_factory):  # fmt: skip
     tmp = tmp_path_factory.mktemp("package")
     bundle, card = art(dsl.Model, tmp / "bundle"), art(dsl.Markdown, tmp / "card.md")
     uri = package.python_func(
-        model=chain["model"], embeddings=chain["embeddings"], features=chain["features"],
-        slide_index=chain["index"], eval_results=chain["eval_results"],
-        project_prefix=chain["prefix"], bundle=bundle, model_card=card,
-        labels_uri=chain["labels"], tasks=chain["tasks"], model_version="0.0.1-test",
+        model=art(dsl.Model, model_dir), embeddings=art(dsl.Dataset, embeddings_parquet),
+        features=art(dsl.Dataset, feature_store.index_csv,
+                     extractor_hash=feature_store.extractor_hash),
+        slide_index=art(dsl.Dataset, slide_index_csv),
+        eval_results=art(dsl.Dataset, eval_results_dir), project_prefix=feature_store.prefix,
+        bundle=bundle, model_card=card, labels_uri=cohort.labels, tasks=cohort.tasks,
+        model_version="0.0.1-test",
     )  # fmt: skip
     return uri, bundle, card
 
 
-def test_release_layout(packaged, chain):
+def test_release_layout(packaged, feature_store, cohort):
     uri, bundle, card = packaged
-    assert uri == f"{chain['prefix']}/models/cscl/0.0.1-test/"
+    assert uri == f"{feature_store.prefix}/models/cscl/0.0.1-test/"
     names = {Path(u).relative_to(uri).as_posix() for u in storage.list_uris(uri)}
     assert {"model.mar", "bundle/bundle.json", "model_card.md", "metrics.json"} <= names
     doc = json.loads((Path(bundle.path) / "bundle.json").read_text())
-    assert doc["version"] == "0.0.1-test" and set(doc["tasks"]) == set(chain["tasks"].split(","))
+    assert doc["version"] == "0.0.1-test" and set(doc["tasks"]) == set(cohort.tasks.split(","))
     text = Path(card.path).read_text()
-    assert "# Model card: cscl 0.0.1-test" in text and chain["ehash"] in text
+    assert "# Model card: cscl 0.0.1-test" in text and feature_store.extractor_hash in text

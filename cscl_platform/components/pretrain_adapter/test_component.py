@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from kfp import dsl
+
+from cscl_platform.components.conftest import art
 from cscl_platform.components.pretrain_adapter.component import pretrain_adapter
 
 
@@ -15,8 +18,11 @@ def test_interface():
     assert spec.inputs["epochs"].default == 120  # the paper's schedule by default
 
 
-def test_adapter_run(chain):
-    run = Path(chain["adapter"].path)
-    cfg = json.loads((run / "config.json").read_text())
-    assert cfg["data"]["extractor_hash"] == chain["ehash"]
-    assert chain["adapter"].metadata["n_cases"] == 4
+def test_adapter_run(index_art, features_art, registration_art, feature_store, tmp_path):
+    adapter = art(dsl.Model, tmp_path / "adapter")
+    pretrain_adapter.python_func(slide_index=index_art, features=features_art,
+                                 registration=registration_art, adapter=adapter, epochs=1,
+                                 batch_size=4, pairs_per_case=32)  # fmt: skip
+    cfg = json.loads((Path(adapter.path) / "config.json").read_text())
+    assert cfg["data"]["extractor_hash"] == feature_store.extractor_hash
+    assert adapter.metadata["n_cases"] == 4

@@ -16,16 +16,15 @@ def register(
 ) -> int:
     """Register every IHC slide to its case's H&E; `registration` is a folder holding
     registration.csv (+ overlays/). Returns the number of usable pairs."""
-    import math
-
+    from cscl.io import storage
     from cscl.registration.batch import RegisterParams, register_manifest
 
+    storage.configure_store(s3_endpoint or None)
     df = register_manifest(
         slide_index.path,
         registration.path,
         transforms_uri or None,
         params=RegisterParams(affine=affine),
-        endpoint_url=s3_endpoint or None,
         progress=False,
     )
     ok = df[df["ok"].astype(bool)] if len(df) else df
@@ -40,4 +39,4 @@ def register(
         print(f"pair not usable: {r.case_id} {r.stain}: {r.message}")
     print(f"{len(ok)}/{len(df)} pairs registered")
     registration.metadata["pairs_ok"] = len(ok)
-    return int(len(ok)) if not math.isnan(len(ok)) else 0
+    return int(len(ok))

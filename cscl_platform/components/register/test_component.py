@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import pandas as pd
+from pathlib import Path
 
+import pandas as pd
+from kfp import dsl
+
+from cscl_platform.components.conftest import art
 from cscl_platform.components.register.component import register
 
 
@@ -13,10 +17,13 @@ def test_interface():
     assert spec.outputs["metrics"].type == "system.Metrics@0.0.1"
 
 
-def test_registration(chain):
-    from pathlib import Path
-
-    df = pd.read_csv(Path(chain["registration"].path) / "registration.csv")
-    assert len(df) == 4 and chain["pairs_ok"] == int(df["ok"].sum()) == 4
-    m = chain["reg_metrics"].metadata
+def test_registration(index_art, cohort, tmp_path):
+    reg, metrics = art(dsl.Dataset, tmp_path / "registration"), art(dsl.Metrics, tmp_path / "m")
+    pairs_ok = register.python_func(
+        slide_index=index_art, registration=reg, metrics=metrics, transforms_uri=cohort.transforms
+    )
+    df = pd.read_csv(Path(reg.path) / "registration.csv")
+    assert len(df) == 4 and pairs_ok == int(df["ok"].sum()) == 4
+    m = metrics.metadata
     assert m["pairs_ok"] == 4 and m["error_um_mean"] < 50  # µm, vs the synthetic truth
+    assert reg.metadata["pairs_ok"] == 4

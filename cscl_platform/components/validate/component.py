@@ -21,21 +21,22 @@ def validate(
     """Validate manifest + labels + slide QC. Returns whether the gate passed.
 
     The task itself succeeds either way so the report reaches the UI; the pipeline stops the run
-    on `False` (see pipelines/training.py).
+    on `False` (pipelines/training.py, `stop_run`).
     """
     import shutil
     import tempfile
     from pathlib import Path
 
     from cscl.ingest import read_index
+    from cscl.io import storage
     from cscl_platform.validation import QCThresholds, validate_cohort
 
+    storage.configure_store(s3_endpoint or None)
     out = Path(tempfile.mkdtemp(prefix="cscl-validate-"))
     res = validate_cohort(
         read_index(slide_index.path),
         labels_uri or None,
         out,
-        endpoint_url=s3_endpoint or None,
         thresholds=QCThresholds(
             mpp_min=mpp_min, mpp_max=mpp_max, min_tissue_fraction=min_tissue_fraction
         ),

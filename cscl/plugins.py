@@ -1,6 +1,6 @@
 """Find the plug-ins of a package: every public module in it is imported once.
 
-Why: a new slide reader or a new encoder is one file that registers itself with a decorator
+Why: a new slide reader, encoder or training objective is one file that registers itself with a decorator
 (timm's model registry works the same way); nothing else has to list it. A module whose
 optional library is missing is remembered with the reason instead of breaking the package.
 """
