@@ -13,6 +13,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import h5py
 import numpy as np
@@ -99,11 +100,13 @@ def _attr(v):
     return v
 
 
-def read_features(path: str | Path) -> SlideFeatures:
-    """Read a feature file; a clear error if it is not one."""
-    path = Path(path)
+def read_features(path: str | Path | BinaryIO, name: str | None = None) -> SlideFeatures:
+    """Read a feature file, or an open binary file object (an upload held in memory: no temp
+    file); `name` stands for a file object in messages and as the default slide id."""
+    source = path if hasattr(path, "read") else Path(path)
+    path = Path(name or "upload.h5") if hasattr(path, "read") else source
     try:
-        with h5py.File(path, "r") as f:
+        with h5py.File(source, "r") as f:
             if "features" not in f or "coords" not in f:
                 raise InputError(
                     f"{path} is not a cscl feature file: no 'features'/'coords' datasets"

@@ -16,6 +16,7 @@ response timeout while the requests queued behind it time out.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import logging
 import math
@@ -275,6 +276,7 @@ class Predictor:
             tissue=TissueParams(**(pre.get("tissue") or {})),
             feature_dtype=str(pre.get("feature_dtype", "float16")),  # old bundles: float16
             encoder_spec=pre.get("encoder_spec"),  # the spec the features were made with
+            precision=str(pre.get("precision", "fp32")),  # bundles before it existed: fp32
             batch_size=int(pre.get("batch_size", 32)),
             num_workers=0,  # inside a server worker: no extra processes
             device=self.device,
@@ -363,26 +365,30 @@ class Predictor:
         max_bytes: int = DEFAULT_MAX_BYTES,
         policy: RequestPolicy | None = None,
     ) -> SlideFeatures:
-        """SlideFeatures of an upload or a features_uri (size-checked; temp copies removed).
-        Uploads were checked against the budget by parse_request; referenced files are here."""
+        """SlideFeatures of an upload (parsed in memory: no temporary file) or a features_uri
+        (size-checked; temp copies removed). Uploads were checked against the budget by
+        parse_request; referenced files are here."""
+        if req.source == "upload":
+            try:
+                sf = read_features(io.BytesIO(req.data or b""), name="upload.h5")
+            except CsclError as exc:  # name what the client sent
+                raise exc.naming("upload.h5", req.describe()) from None
+            self.validate(sf, req.describe())
+            return sf
         with tempfile.TemporaryDirectory(prefix="cscl-req-") as tmp:
-            if req.source == "upload":
-                path = Path(tmp) / "upload.h5"
-                path.write_bytes(req.data or b"")
+            if not storage.is_s3(req.uri) and not storage.local_path(req.uri).exists():
+                raise InputError(f"feature file {req.uri} not found", kind=ErrorKind.NOT_FOUND)
+            info = storage.stat(req.uri)
+            if info.size > max_bytes:
+                raise InputError(
+                    f"{req.uri} is {info.size} bytes, above the limit of {max_bytes} bytes",
+                    kind=ErrorKind.TOO_LARGE,
+                )
+            if storage.is_s3(req.uri):
+                path = storage.download(req.uri, Path(tmp) / "features.h5")
             else:
-                if not storage.is_s3(req.uri) and not storage.local_path(req.uri).exists():
-                    raise InputError(f"feature file {req.uri} not found", kind=ErrorKind.NOT_FOUND)
-                info = storage.stat(req.uri)
-                if info.size > max_bytes:
-                    raise InputError(
-                        f"{req.uri} is {info.size} bytes, above the limit of {max_bytes} bytes",
-                        kind=ErrorKind.TOO_LARGE,
-                    )
-                if storage.is_s3(req.uri):
-                    path = storage.download(req.uri, Path(tmp) / "features.h5")
-                else:
-                    path = storage.local_path(req.uri)
-                check_feature_file_budget(path, policy or RequestPolicy(), req.describe())
+                path = storage.local_path(req.uri)
+            check_feature_file_budget(path, policy or RequestPolicy(), req.describe())
             try:
                 sf = read_features(path)
             except CsclError as exc:  # name what the client sent, not our temporary copy

@@ -86,6 +86,7 @@ def feature_preprocessing(
         "min_tissue": float(min_tissue),
         "tissue": dict(tissue or TissueParams().as_dict()),
         "feature_dtype": feature_dtype,
+        "precision": str(sf.extra.get("precision", "fp32")),  # files before it existed: fp32
         "slide_input": not features_only,
     }
     if spec:
@@ -122,6 +123,7 @@ def feature_preprocessing(
         min_tissue=float(min_tissue),
         tissue=TissueParams(**pre["tissue"]),
         feature_dtype=feature_dtype,
+        precision=pre["precision"],
         encoder_spec=spec,
     )
     got = extractor_hash_of(cfg, digest)

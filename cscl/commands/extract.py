@@ -64,6 +64,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
     p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16"],
+        help="model arithmetic (default auto: bf16 on CUDA and on CPUs with native bf16, else "
+        "fp32); part of the extractor hash when not fp32",
+    )
+    p.add_argument(
         "--reader",
         default="auto",
         help="slide reader backend: auto (OpenSlide, else the first that opens the file) | "
@@ -124,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         torch_threads=args.threads,
         reader=args.reader,
+        precision=args.precision,
         feature_dtype=args.feature_dtype,
         tile_check=args.tile_check,
         max_corrupt_tiles=args.max_corrupt_tiles,

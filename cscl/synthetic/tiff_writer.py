@@ -8,6 +8,10 @@ memory is a few strips, whatever the slide size.
 Aperio detection by OpenSlide needs every page written with `metadata=None` (otherwise tifffile
 puts its own JSON in ImageDescription) and the first description starting with
 "Aperio Image Library"; `MPP = …` there becomes `openslide.mpp-x`.
+
+Aperio files are laid out like a scanner writes them: level 0, then a small STRIPPED thumbnail
+page, then the reduced levels. Readers that trust page order (tifffile's SVS series, tiffslide:
+"page 1 is the thumbnail") misread a file without it, taking level 1 for the thumbnail.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import numpy as np
 RenderFn = Callable[[int, int, int, int], np.ndarray]  # (x0, y0, w, h) -> uint8 (h, w, 3)
 TILE = 256
 BLOCK_W = 1024
+THUMB_MAX_SIDE = 768  # Aperio thumbnails are a few hundred pixels per side
 PYRAMID_TMP_PREFIX = ".pyr-"  # a killed run's leftovers: synthetic.workers.remove_debris
 
 
@@ -65,6 +70,30 @@ def aperio_description(
         base += f" -> {level_w}x{level_h}"
     mag = 10.0 / mpp
     return f"{base} JPEG/RGB Q={quality}|AppMag = {mag:g}|MPP = {mpp:.6g}|ScanScope ID = cscl-synthetic"
+
+
+def thumbnail_of(level: np.ndarray, max_side: int = THUMB_MAX_SIDE) -> np.ndarray:
+    """The smallest level, halved until its larger side is <= max_side."""
+    while max(level.shape[:2]) > max_side:
+        level = downsample2(level)
+    return level
+
+
+def _write_aperio_thumbnail(tif, raw: Path, size: tuple[int, int], slide_wh, mpp, quality, tile):
+    """Page 1 of an Aperio file: the smallest level (read back from its raw file), shrunk."""
+    w, h = size
+    thumb = thumbnail_of(np.fromfile(raw, np.uint8).reshape(h, w, 3))
+    th, tw = thumb.shape[:2]
+    tif.write(
+        thumb,
+        photometric="rgb",
+        compression="jpeg",
+        compressionargs={"level": int(quality)},
+        rowsperstrip=16,  # stripped, not tiled: how readers tell it from a level
+        description=aperio_description(*slide_wh, tw, th, float(mpp), quality, tile),
+        metadata=None,
+        subfiletype=0,
+    )
 
 
 def write_pyramid(
@@ -120,6 +149,10 @@ def write_pyramid(
                     if fmt == "aperio":
                         desc = aperio_description(width, height, w, h, float(mpp), quality, tile)
                     data = level0_tiles() if k == 0 else raw_tiles(k)
+                    if k == 1 and fmt == "aperio":
+                        _write_aperio_thumbnail(
+                            tif, raws[-1], sizes[-1], (width, height), mpp, quality, tile
+                        )
                     tif.write(
                         data,
                         shape=(h, w, 3),

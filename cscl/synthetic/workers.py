@@ -68,10 +68,13 @@ def die_with(main_pid: int) -> None:
 def exclusive_folder(folder: Path) -> Iterator[None]:
     """Hold an advisory lock on `folder` for one run (released by the kernel if we die)."""
     folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    lock = folder / LOCK_NAME
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    held = False
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held = True
         except OSError as exc:
             if exc.errno not in (errno.EAGAIN, errno.EACCES):
                 raise
@@ -81,6 +84,8 @@ def exclusive_folder(folder: Path) -> Iterator[None]:
             ) from None
         yield
     finally:
+        if held:  # a finished run leaves only its cohort behind (a killed one: the kernel unlocks)
+            lock.unlink(missing_ok=True)
         os.close(fd)
 
 

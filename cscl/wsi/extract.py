@@ -21,11 +21,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cscl.errors import CsclError, ErrorKind, SlideError
+from cscl.errors import CsclError, ErrorKind, InputError, SlideError
 from cscl.features import SlideFeatures, feature_path, read_extractor_hash, write_features
 from cscl.io import storage
 from cscl.io.manifest import load_manifest, slide_id_from_uri
 from cscl.progress import progress as progress_log
+from cscl.runtime import pick_device
 from cscl.wsi.dataset import PatchDataset, patch_loader
 from cscl.wsi.encoders import Encoder, encoder_identity, load_encoder
 from cscl.wsi.patching import PatchGrid, patch_grid
@@ -35,6 +36,7 @@ from cscl.wsi.readers.tile_check import TileCheck, check_tiles
 from cscl.wsi.tissue import TissueMask, TissueParams, save_qc_png, segment_tissue
 
 SUMMARY_NAME = "extract_summary.json"
+PRECISIONS = ("auto", "fp32", "bf16")
 # Patches per slide above which a slide fails instead of running for hours: a 20×15 mm section
 # at 0.5 µm/px in 224-px patches is ~25,000; 100,000 leaves room for 0.25 µm/px targets.
 MAX_PATCHES = 100_000
@@ -45,6 +47,32 @@ def available_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def cpu_has_native_bf16() -> bool:
+    """avx512_bf16 / amx_bf16 in /proc/cpuinfo: bf16 convs and matmuls run natively there
+    (resnet18 2.5×, ViT-B 2.8× fp32; docs/PERFORMANCE.md). Elsewhere bf16 is emulated: slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def effective_precision(precision: str, device: torch.device | str) -> str:
+    """ "fp32" or "bf16": what `precision` ("auto" | "fp32" | "bf16") means on `device`.
+
+    auto = bf16 on CUDA and on CPUs with native bf16, fp32 elsewhere. The answer enters the
+    extractor hash (when not fp32), so features of different precision never mix.
+    """
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision {precision!r}", hint=f"use one of {PRECISIONS}")
+    if precision != "auto":
+        return precision
+    dev = torch.device(device)
+    if dev.type == "cuda" or (dev.type == "cpu" and cpu_has_native_bf16()):
+        return "bf16"
+    return "fp32"
 
 
 @dataclass
@@ -67,6 +95,9 @@ class ExtractConfig:
     device: str | None = None  # None: cuda if available else cpu
     torch_threads: int | None = None  # None: one per CPU
     reader: str = "auto"  # slide reader backend (cscl.wsi.readers); same pixels, not hashed
+    # changes the features: hashed as effective_precision() when that is not fp32, so fp32
+    # files written before precision existed keep their hash
+    precision: str = "auto"
     # a bound, not hashed: a slide with more patches fails fast (a wrong mpp, a wrong target)
     max_patches: int | None = MAX_PATCHES
     # QC, not hashed: decode the JPEG tiles under the patches and flag corrupt ones (a few % of
@@ -74,7 +105,7 @@ class ExtractConfig:
     tile_check: bool = True
     max_corrupt_tiles: int | None = None
 
-    def hashed(self, weights_digest: str) -> dict:
+    def hashed(self, weights_digest: str, precision: str = "fp32") -> dict:
         d = {
             "v": 1,
             "backbone": self.backbone,
@@ -87,15 +118,22 @@ class ExtractConfig:
         }
         if weights_digest.startswith("random"):
             d["seed"] = int(self.seed)
+        if precision != "fp32":
+            d["precision"] = precision
         spec = encoder_identity(self.backbone, self.encoder_spec)
         if spec is not None:  # architecture, pooling, normalisation (encoders with a spec)
             d["encoder_spec"] = spec
         return d
 
 
-def extractor_hash(cfg: ExtractConfig, weights_digest: str) -> str:
-    """Short sha256 of what decides the features: backbone, weights, mpp, patch, tissue params."""
-    blob = json.dumps(cfg.hashed(weights_digest), sort_keys=True).encode()
+def extractor_hash(
+    cfg: ExtractConfig, weights_digest: str, device: torch.device | str | None = None
+) -> str:
+    """Short sha256 of what decides the features: backbone, weights, mpp, patch, tissue params,
+    and the precision they are computed in on `device` (None: the device `cfg` would pick)."""
+    dev = pick_device(cfg.device) if device is None else device
+    precision = effective_precision(cfg.precision, dev)
+    blob = json.dumps(cfg.hashed(weights_digest, precision), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -163,9 +201,25 @@ def _workers(cfg: ExtractConfig, n_batches: int) -> int:
 
 
 def configure_threads(cfg: ExtractConfig, encoder: Encoder) -> None:
-    """CPU: the model's intra-op threads share the cores with the decoding workers."""
+    """CPU: the model's intra-op threads share the cores with the decoding workers.
+
+    One thread per CPU is right only because idle OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE,
+    set by `import cscl` before torch loads): with spinning threads the workers' decoding
+    competes with busy-waits and the same run is ~2.8× slower (docs/PERFORMANCE.md).
+    """
     if encoder.device.type == "cpu":
         torch.set_num_threads(max(1, cfg.torch_threads or available_cpus()))
+
+
+def _is_cnn(model: torch.nn.Module) -> bool:
+    return sum(isinstance(m, torch.nn.Conv2d) for m in model.modules()) > 1
+
+
+def prepare_encoder(encoder: Encoder, precision: str) -> None:
+    """bf16 CNNs run in channels_last (oneDNN's / cuDNN's fast layout); converted once."""
+    if precision == "bf16" and not encoder.channels_last and _is_cnn(encoder.model):
+        encoder.model.to(memory_format=torch.channels_last)
+        encoder.channels_last = True
 
 
 def compute_features(
@@ -178,23 +232,36 @@ def compute_features(
     """(N, dim) float32 features of the grid's patches, in grid order; streams batches."""
     n = len(grid)
     feats = np.empty((n, encoder.dim), np.float32)
+    precision = effective_precision(cfg.precision, encoder.device)
+    prepare_encoder(encoder, precision)
     ds = PatchDataset(wsi, grid.coords, grid.level, grid.read_size, grid.patch_size)
     bs = batch_size_for(cfg, encoder.device)
     n_batches = -(-n // bs)
     loader = patch_loader(
         ds, bs, _workers(cfg, n_batches), pin_memory=encoder.device.type == "cuda"
     )
+    pending = None  # (index, features on the device) of the batch still being computed
     try:
         for item in loader:
             if item["error"]:
                 raise SlideError(item["error"])
-            idx = item["index"].numpy()
-            feats[idx] = encoder(item["images"]).cpu().numpy()
-            if on_batch:
-                on_batch(len(idx))
+            # on CUDA the forward is queued asynchronously (pinned batch, non-blocking copy);
+            # copying the previous batch back only now keeps the GPU busy meanwhile
+            out = encoder(item["images"], precision)
+            if pending is not None:
+                _store(feats, *pending, on_batch)
+            pending = (item["index"].numpy(), out)
+        if pending is not None:
+            _store(feats, *pending, on_batch)
     finally:
         del loader
     return feats
+
+
+def _store(feats: np.ndarray, idx: np.ndarray, out: torch.Tensor, on_batch) -> None:
+    feats[idx] = out.cpu().numpy()
+    if on_batch:
+        on_batch(len(idx))
 
 
 def check_patch_count(wsi: SlideReader, grid: PatchGrid, cfg: ExtractConfig, mask) -> None:
@@ -267,6 +334,7 @@ def _slide_features(
         extra={
             "random_init": bool(encoder.random_init),
             "qc": slide_qc(wsi, mask, tiles),
+            "precision": effective_precision(cfg.precision, encoder.device),
             **({"encoder_spec": encoder.spec.identity()} if encoder.spec else {}),
         },
     )
@@ -286,7 +354,7 @@ def features_in_memory(
 ) -> SlideFeatures:
     """Features of an open slide without writing a file (serving). Same pipeline as extraction.
     `on_grid`/`on_batch` may raise to stop early (a served request's budget)."""
-    ehash = extractor_hash(cfg, encoder.weights_digest)
+    ehash = extractor_hash(cfg, encoder.weights_digest, encoder.device)
     sid = slide_id or Path(wsi.path).stem
     sf, _, _ = _slide_features(
         wsi, cfg, encoder, ehash, sid, stain, mask, on_grid=on_grid, on_batch=on_batch
@@ -320,7 +388,7 @@ def extract_slide(
     t0 = time.perf_counter()
     sid = slide_id or slide_id_from_uri(slide_uri)
     out = feature_path(out_dir, sid)
-    ehash = extractor_hash(cfg, encoder.weights_digest)
+    ehash = extractor_hash(cfg, encoder.weights_digest, encoder.device)
     if out.exists() and read_extractor_hash(out) == ehash:
         return SlideResult(sid, slide_uri, "skipped", str(out), seconds=time.perf_counter() - t0)
     try:
@@ -390,7 +458,7 @@ def extract_slides(
         spec=cfg.encoder_spec,
     )
     configure_threads(cfg, encoder)
-    ehash = extractor_hash(cfg, encoder.weights_digest)
+    ehash = extractor_hash(cfg, encoder.weights_digest, encoder.device)
     results: list[SlideResult] = []
     progress = progress_log(quiet=not show_progress)  # a bar, or log lines off a terminal
     with progress:

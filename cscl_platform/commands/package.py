@@ -26,7 +26,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--metrics", help="metrics.json of `cscl evaluate`, stored in the bundle")
     p.add_argument("--batch-size", type=int, default=8, help="TorchServe batch size (8)")
-    p.add_argument("--max-batch-delay", type=int, default=20, help="TorchServe batch delay ms")
+    p.add_argument(
+        "--max-batch-delay",
+        type=int,
+        default=1,  # = cscl_platform.serving.archive.DEFAULT_MAX_BATCH_DELAY_MS (tested)
+        help="TorchServe batch delay ms (1: docs/PERFORMANCE.md)",
+    )
     p.add_argument("--response-timeout", type=int, default=900, help="seconds per request (900)")
     p.add_argument("--seed", type=int, default=0, help="seed of the head fitting")
     p.add_argument("--n-iter", type=int, default=10, help="C candidates of the head search")

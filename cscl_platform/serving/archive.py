@@ -20,6 +20,11 @@ from cscl.errors import InputError
 from cscl.io import storage
 
 HANDLER = Path(__file__).with_name("handler.py")
+# TorchServe waits this long for more requests before running a batch. A lone request waits all
+# of it, so it adds straight to latency at low load; under load the queue already holds the next
+# requests, so batches form anyway. benchmarks/serve.py (docs/PERFORMANCE.md): p50 at c=1 rose
+# with the delay (1 → 5 → 20 ms) while throughput at c=8 stayed flat, hence the smallest.
+DEFAULT_MAX_BATCH_DELAY_MS = 1
 
 MODEL_CONFIG_YAML = """# TorchServe per-model settings (written by cscl package)
 minWorkers: {workers}
@@ -44,7 +49,7 @@ def build_mar(
     *,
     handler: str | Path = HANDLER,
     batch_size: int = 8,
-    max_batch_delay: int = 50,
+    max_batch_delay: int = DEFAULT_MAX_BATCH_DELAY_MS,
     response_timeout: int = 900,
     workers: int = 1,
 ) -> Path:
@@ -81,7 +86,7 @@ def build_mar(
 
 
 def cluster_config(name: str, mar: str, version: str = "1.0", *, batch_size: int = 8,
-                   max_batch_delay: int = 20,
+                   max_batch_delay: int = DEFAULT_MAX_BATCH_DELAY_MS,
                    response_timeout: int = 900, workers: int = 1) -> str:  # fmt: skip
     """config.properties for TorchServe in a pod (KServe `storageUri` layout or the Deployment).
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cscl.bundle import Bundle
 from cscl.packaging import BundleSpec, build_bundle
-from cscl_platform.serving.archive import build_mar, upload_release
+from cscl_platform.serving.archive import DEFAULT_MAX_BATCH_DELAY_MS, build_mar, upload_release
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ def package_model(
     *,
     mar: bool = True,
     batch_size: int = 8,
-    max_batch_delay: int = 20,
+    max_batch_delay: int = DEFAULT_MAX_BATCH_DELAY_MS,
     response_timeout: int = 900,
     upload: str | None = None,
 ) -> Packaged:

@@ -28,8 +28,9 @@ def extract_config():
     from cscl.wsi.extract import ExtractConfig
 
     return ExtractConfig(
-        backbone=BACKBONE, allow_random=True, patch_size=PATCH, target_mpp=MPP, num_workers=0
-    )
+        backbone=BACKBONE, allow_random=True, patch_size=PATCH, target_mpp=MPP, num_workers=0,
+        precision="fp32",  # the fixture's feature files carry no precision: fp32 by contract
+    )  # fmt: skip
 
 
 def ehash() -> str:

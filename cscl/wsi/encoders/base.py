@@ -138,6 +138,7 @@ class Encoder:
     random_init: bool
     device: torch.device
     spec: EncoderSpec | None = field(default=None, repr=False)
+    channels_last: bool = False  # model in NHWC (CNNs under bf16: oneDNN/cuDNN fast layout)
 
     def prepare(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 (B, 3, H, W) on any device → normalised float on the encoder's device.
@@ -155,12 +156,15 @@ class Encoder:
         return (x - mean) / std
 
     @torch.inference_mode()
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        """Features (B, dim) float32 of a uint8 batch; bf16 autocast on CUDA."""
+    def __call__(self, batch: torch.Tensor, precision: str | None = None) -> torch.Tensor:
+        """Features (B, dim) float32 of a uint8 batch, computed in `precision` ("fp32" | "bf16"
+        autocast; None: bf16 on CUDA, fp32 on CPU). bf16 changes the features (~1 % relative),
+        so extraction records it in the extractor hash (cscl.wsi.extract.effective_precision)."""
+        if precision is None:
+            precision = "bf16" if self.device.type == "cuda" else "fp32"
         x = self.prepare(batch)
-        if self.device.type == "cuda":
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                y = self.model(x)
-        else:
+        if precision == "bf16" and x.dim() == 4 and self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             y = self.model(x)
         return y.float()
