@@ -91,7 +91,7 @@ def test_model_on_imported_features_packages_and_serves(trident_dir, tmp_path):
 
     from cscl.inference import Predictor
     from cscl.models import create_model
-    from cscl.packaging import build_bundle
+    from cscl.packaging import BundleSpec, build_bundle
     from cscl.train.checkpoint import save_run
 
     def run_on(fdir: Path, ehash: str, name: str) -> Path:
@@ -107,13 +107,13 @@ def test_model_on_imported_features_packages_and_serves(trident_dir, tmp_path):
 
     raw = run_on(trident_dir, "", "raw")  # what training on TRIDENT's own files records
     with pytest.raises(InputError, match="does not name its feature files"):
-        build_bundle(raw, tmp_path / "b0", features_only=True)
+        build_bundle(raw, tmp_path / "b0", BundleSpec(features_only=True))
 
     s = import_features(trident_dir, tmp_path / "imp")
     run = run_on(tmp_path / "imp", s.extractor_hash, "run")
     with pytest.raises(InputError, match="--features-only"):
-        build_bundle(run, tmp_path / "b1", backbone_weights=None)
-    build_bundle(run, tmp_path / "b2", features_only=True)
+        build_bundle(run, tmp_path / "b1", BundleSpec(backbone_weights=None))
+    build_bundle(run, tmp_path / "b2", BundleSpec(features_only=True))
     pred = Predictor(tmp_path / "b2", device="cpu")
     out = pred.predict_features(read_features(tmp_path / "imp" / "case003_HE.h5"))
     assert out["n_patches"] == 30 and len(out["embedding"]) > 0
