@@ -279,3 +279,128 @@ def parse_request(value: bytes | bytearray | str | dict | None, policy: RequestP
             )
     check_allowed(uri, policy.allowed_prefixes)
     return Request(key, uri=uri, mpp=float(mpp) if mpp is not None else None)
+
+
+# ---- KServe protocols ---------------------------------------------------------------------------
+# TorchServe 0.12 routes POST /v1/models/<m>:predict and /v2/models/<m>/infer to the handler with
+# the body untouched (no service_envelope: its envelopes keep only the first request of a batch).
+# A body is a KServe envelope when it is a JSON object with "instances" (v1) or "inputs" (v2);
+# neither is a field of our own form, so the three forms cannot be confused.
+Protocol = Literal["torchserve", "v1", "v2"]
+MAX_INSTANCES = 16  # requests one envelope may carry (each may be a whole slide)
+V2_JSON_INPUT = "request"  # conventional name of the BYTES input holding a JSON request
+V2_OUTPUT = "result"  # the BYTES output: one JSON answer per request
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """How one HTTP body wrapped its requests, so the answers can be wrapped the same way."""
+
+    protocol: Protocol
+    items: tuple = ()  # request bodies for `parse_request`, in order
+    id: str | None = None  # v2 request id, echoed in the response
+
+
+def _as_json_object(value: object, policy: RequestPolicy) -> object:
+    """A JSON body decoded (within the policy), or `value` unchanged when it is not JSON text."""
+    if isinstance(value, bytes | bytearray):
+        if bytes(value[:8]) == HDF5_MAGIC or len(value) > policy.max_json_bytes:
+            return value
+        try:
+            value = bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            return value
+    if isinstance(value, str):
+        try:
+            return _loads(value, policy)
+        except InputError:
+            return value  # parse_request names the problem
+    return value
+
+
+def _v2_items(body: dict) -> tuple:
+    """v2 `inputs` → request bodies: one BYTES tensor of JSON requests, or named inputs."""
+    inputs = body.get("inputs")
+    if not isinstance(inputs, list) or not inputs or not all(isinstance(t, dict) for t in inputs):
+        raise _malformed(
+            "'inputs' must be a non-empty list of tensors {name, shape, datatype, data}"
+        )
+    tensors: dict[str, dict] = {}
+    for t in inputs:
+        name, data = t.get("name"), t.get("data")
+        if not isinstance(name, str) or not isinstance(data, list) or not data:
+            raise _malformed("each input needs a string 'name' and a non-empty 'data' list")
+        if name in tensors:
+            raise _malformed(f"input {_short(name)} is given twice")
+        tensors[name] = t
+    named = set(tensors) & set(ALLOWED_FIELDS)
+    if not named:
+        if len(tensors) != 1:
+            raise _malformed(
+                f"send one BYTES input (e.g. {V2_JSON_INPUT!r}) of JSON requests, or inputs "
+                f"named {list(ALLOWED_FIELDS)}; got {sorted(_short(n, 40) for n in tensors)}"
+            )
+        (t,) = tensors.values()
+        if t.get("datatype") != "BYTES" or not all(isinstance(d, str) for d in t["data"]):
+            raise _malformed(f"input {_short(t['name'])} must be BYTES holding JSON requests")
+        return tuple(t["data"])
+    if set(tensors) - named:
+        extra = sorted(_short(n, 40) for n in set(tensors) - named)
+        raise _malformed(f"unknown input(s) {extra}; named inputs are {list(ALLOWED_FIELDS)}")
+    item: dict = {}
+    for name, t in tensors.items():
+        want = ("FP32", "FP64") if name == "mpp" else ("BYTES",)
+        if t.get("datatype") not in want or len(t["data"]) != 1:
+            raise _malformed(f"input {name!r} must be one {' or '.join(want)} value")
+        item[name] = t["data"][0]
+    return (item,)
+
+
+def open_envelope(value: object, policy: RequestPolicy) -> Envelope:
+    """One HTTP body → its protocol and the request bodies it carries (MALFORMED if broken).
+
+    Our own form is one request; KServe v1 `{"instances": [req, …]}` and v2
+    `{"inputs": [...], "id"?: …}` carry up to MAX_INSTANCES. Items still go through
+    `parse_request`, so every policy check applies to each one.
+    """
+    body = _as_json_object(value, policy)
+    if not isinstance(body, dict) or not ({"instances", "inputs"} & set(body)):
+        return Envelope("torchserve", (value,))
+    if "instances" in body:
+        if set(body) - {"instances", "parameters"}:
+            raise _malformed('a v1 request is {"instances": [...]} and nothing else')
+        items = body["instances"]
+        if not isinstance(items, list) or not items:
+            raise _malformed("'instances' must be a non-empty list of requests")
+        envelope = Envelope("v1", tuple(items))
+    else:
+        if set(body) - {"inputs", "id", "parameters", "outputs"}:
+            raise _malformed("a v2 request has 'inputs' (and optionally 'id'), nothing else")
+        rid = body.get("id")
+        envelope = Envelope("v2", _v2_items(body), str(rid) if rid is not None else None)
+    if len(envelope.items) > MAX_INSTANCES:
+        raise _too_large(
+            f"{len(envelope.items)} requests in one body, above the limit of {MAX_INSTANCES}",
+            hint="send several HTTP requests; the server batches them",
+        )
+    return envelope
+
+
+def close_envelope(envelope: Envelope, answers: list[dict], *, model_name: str,
+                   model_version: str, request_id: str | None = None) -> dict | list:  # fmt: skip
+    """Answers (Inference API dicts) in the envelope's protocol: v1 `predictions`, v2 `outputs`
+    (one BYTES tensor of JSON answers; v2 has no nested objects), our own form unchanged."""
+    if envelope.protocol == "v1":
+        return {"predictions": answers}
+    if envelope.protocol == "v2":
+        data = [json.dumps(a) for a in answers]
+        return {
+            "id": envelope.id or request_id or "",
+            "model_name": model_name,
+            "model_version": model_version,
+            "outputs": [
+                {"name": V2_OUTPUT, "shape": [len(data)], "datatype": "BYTES", "data": data}
+            ],  # fmt: skip
+        }
+    (answer,) = answers
+    return answer

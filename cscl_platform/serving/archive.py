@@ -131,6 +131,7 @@ def cluster_config(name: str, mar: str, version: str = "1.0", *, batch_size: int
             "disable_token_authorization=true",
             "enable_envvars_config=false",
             "install_py_dep_per_model=false",
+            "ts_open_inference_protocol=true",  # GET /v2/health/ready|live (KServe v2)
             "model_store=/mnt/models/model-store",
             "allowed_urls=file:///mnt/models/model-store/.*",
             f"default_response_timeout={response_timeout}",

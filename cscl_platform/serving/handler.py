@@ -42,7 +42,15 @@ from ts.utils.util import PredictionException
 from cscl.errors import CsclError, ErrorKind
 from cscl.inference import Predictor, Result
 from cscl.inference_log import InferenceLogger, make_record
-from cscl.inference_request import DEFAULT_MAX_BYTES, Request, RequestPolicy, parse_request
+from cscl.inference_request import (
+    DEFAULT_MAX_BYTES,
+    Envelope,
+    Request,
+    RequestPolicy,
+    close_envelope,
+    open_envelope,
+    parse_request,
+)
 from cscl.io import storage
 from cscl.runtime import pick_device
 
@@ -134,15 +142,33 @@ def request_body(row):
     return value
 
 
-def parse_rows(rows: list, policy: RequestPolicy) -> list[Request | CsclError]:
-    """Each row → a Request, or the CsclError that says what is wrong with it."""
-    out: list[Request | CsclError] = []
+def open_rows(rows: list, policy: RequestPolicy) -> list[Envelope | CsclError]:
+    """Each row → its Envelope (protocol + request bodies), or the error of a broken envelope."""
+    out: list[Envelope | CsclError] = []
     for row in rows:
         try:
-            out.append(parse_request(request_body(row), policy))
+            out.append(open_envelope(request_body(row), policy))
         except CsclError as exc:
             out.append(exc)
     return out
+
+
+def requests_of(envelope: Envelope | CsclError, policy: RequestPolicy) -> list[Request | CsclError]:
+    """An envelope's request bodies → Requests, or the CsclError that says what is wrong."""
+    if isinstance(envelope, CsclError):
+        return [envelope]
+    out: list[Request | CsclError] = []
+    for item in envelope.items:
+        try:
+            out.append(parse_request(item, policy))
+        except CsclError as exc:
+            out.append(exc)
+    return out
+
+
+def parse_rows(rows: list, policy: RequestPolicy) -> list[Request | CsclError]:
+    """Every request of every row, in order (a broken envelope counts as one failed request)."""
+    return [r for env in open_rows(rows, policy) for r in requests_of(env, policy)]
 
 
 class CsclHandler(BaseHandler):
@@ -183,9 +209,13 @@ class CsclHandler(BaseHandler):
         self.context = context
         t0 = time.perf_counter()
         try:
-            requests = parse_rows(data, self.settings.policy)
-            results = self.predictor.run(requests, policy=self.settings.policy)
-            out = self.respond(results)
+            policy = self.settings.policy
+            envelopes = open_rows(data, policy)
+            per_row = [requests_of(e, policy) for e in envelopes]
+            results = iter(self.predictor.run([r for reqs in per_row for r in reqs], policy=policy))
+            n = sum(len(reqs) for reqs in per_row)
+            out = [self.respond_row(idx, env, [next(results) for _ in reqs], n)
+                   for idx, (env, reqs) in enumerate(zip(envelopes, per_row, strict=True))]  # fmt: skip
         except Exception as exc:  # a bug: answer 500 with the reason, never the generic 503
             logger.exception("cscl handler failed for the whole batch")
             raise PredictionException(f"internal error: {type(exc).__name__}: {exc}", 500) from exc
@@ -193,27 +223,39 @@ class CsclHandler(BaseHandler):
             context.metrics.add_time("HandlerTime", round((time.perf_counter() - t0) * 1000, 2))
         return out
 
-    def respond(self, results: list[Result]) -> list[dict]:
-        """Per-request status and body; successful answers are logged for drift monitoring."""
-        out = []
-        for idx, res in enumerate(results):
-            rid = self.context.get_request_id(idx) if self.context is not None else None
-            if res.error is not None:
-                code, body = error_body(res.error)
-                if code >= 500:
-                    logger.error("request %s failed: %s", rid, res.error)
-                self.context.set_response_status(code, HTTPStatus(code).phrase, idx)
-                out.append(body)
-                continue
+    def respond_row(self, idx: int, envelope: Envelope | CsclError, results: list[Result],
+                    batch: int) -> dict:  # fmt: skip
+        """One HTTP answer: the envelope's answers, or the first error (its status and body).
+
+        KServe's v1 and v2 protocols have no per-instance status, so a body of several requests
+        fails as a whole when one of them does; the error body names which (`index`).
+        """
+        rid = self.context.get_request_id(idx) if self.context is not None else None
+        errors = [(i, r.error) for i, r in enumerate(results) if r.error is not None]
+        if errors:
+            i, err = errors[0]
+            code, body = error_body(err)
+            if code >= 500:
+                logger.error("request %s failed: %s", rid, err)
+            if isinstance(envelope, Envelope) and envelope.protocol != "torchserve":
+                body["error"] = body["message"]  # KServe's error body is {"error": "..."}
+                if len(envelope.items) > 1:
+                    body["index"] = i
+            self.context.set_response_status(code, HTTPStatus(code).phrase, idx)
+            return body
+        answers = []
+        for res in results:
             answer, req = res.answer, res.request
             answer["request_id"] = rid
             answer["input"] = req.source
-            answer["batch_size"] = len(results)  # how many requests TorchServe batched with it
+            answer["batch_size"] = batch  # how many requests TorchServe batched with it
             if self.inference_logger is not None:
                 rec = make_record(answer, rid, uri=req.uri, source=req.source)
                 self.inference_logger.log(rec)  # never blocks, never raises on store errors
-            out.append(answer)
-        return out
+            answers.append(answer)
+        name = getattr(self.context, "model_name", None) or self.predictor.bundle.name
+        return close_envelope(envelope, answers, model_name=name,
+                              model_version=self.predictor.model_version, request_id=rid)  # fmt: skip
 
 
 _service = CsclHandler()

@@ -115,7 +115,7 @@ def render_inference_service(
         "kind": "InferenceService",
         "metadata": {},
         "spec": {"predictor": {"serviceAccountName": service_account, "model": {
-            "modelFormat": {"name": "pytorch"}, "protocolVersion": "v1",
+            "modelFormat": {"name": "pytorch"}, "protocolVersion": "v2",
             "resources": {"requests": {"cpu": "1", "memory": "4Gi"},
                           "limits": {"cpu": "2", "memory": "8Gi"}}}}},
     }  # fmt: skip
