@@ -9,6 +9,7 @@ release upload are `cscl_platform.serving.package`, which calls `build_bundle`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -38,9 +39,25 @@ log = logging.getLogger(__name__)
 DEFAULT_TASKS = "er_status,pgr_status,her2_status,ki67_status,subtype,os"
 
 
-def default_version() -> str:
-    """`<cscl version>+<git commit>` (`+nogit` outside a checkout)."""
-    return f"{__version__}+{git_commit(short=True) or 'nogit'}"
+def default_version(run_dir: str | Path) -> str:
+    """`<cscl version>+<12 hex of the run's weights>`: the same weights give the same version
+    wherever and whenever they are packaged; retrained weights give a new one. Why not a git
+    commit: the caller's checkout (or none) says nothing about the model being released.
+
+    The hash is over the run's weights files (config.json `files`, in name order), their
+    contents only, so copying or re-packaging a run does not change it.
+    """
+    run = Path(run_dir)
+    files = read_config(run).get("files") or {}
+    if not files:
+        raise InputError(f"run {run} names no weights files", hint="rerun `cscl pretrain`")
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        path = run / files[name]
+        if not path.is_file():
+            raise InputError(f"run {run} lacks {files[name]}", hint="rerun `cscl pretrain`")
+        digest.update(f"{name}:{sha256_file(path)}\n".encode())
+    return f"{__version__}+{digest.hexdigest()[:12]}"
 
 
 def feature_preprocessing(
@@ -282,7 +299,7 @@ def build_bundle(
         min_tissue=spec.min_tissue,
         features_only=spec.features_only,
     )
-    version = version or default_version()
+    version = version or default_version(run_dir)
     out = Path(out_dir)
     heads, reference = None, None
     if embeddings:

@@ -8,6 +8,21 @@ values through it, so a name means the same number everywhere.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # quality.py imports this module: the type only, no import cycle at run time
+    from cscl.eval.quality import QualityScore
+
+# The classification tasks of the reference cohort: the evaluate component has one
+# ClassificationMetrics output for each (a KFP component has a fixed set of outputs).
+REFERENCE_CLASSIFICATION_TASKS = (
+    "er_status",
+    "pgr_status",
+    "her2_status",
+    "ki67_status",
+    "subtype",
+)
 
 
 def _finite(v) -> bool:
@@ -73,4 +88,118 @@ def classification_artifacts(metrics: dict, method: str | None = None) -> dict[s
             roc = kf["roc"]
             item["roc"] = {k: roc[k] for k in ("fpr", "tpr", "threshold")}
         out[task] = item
+    return out
+
+
+@dataclass(frozen=True)
+class TaskHeadline:
+    """The one number a task is judged by (its primary metric), for the method and a baseline."""
+
+    task: str
+    metric: str
+    value: float | None
+    ci_low: float | None
+    ci_high: float | None
+    baseline: str | None
+    baseline_value: float | None
+    p_value: float | None  # one-sided paired test, method > baseline
+    chance: float | None  # the value a model without signal gets (None: no such level)
+
+    @property
+    def at_or_below_chance(self) -> bool:
+        """True when the method's value is no better than guessing (AUC or C-index ≤ 0.5, …)."""
+        return self.value is not None and self.chance is not None and self.value <= self.chance
+
+
+def primary_metric(entry: dict, score_metric: str = "kfold_auc") -> str:
+    """The metric a task of metrics.json is judged by: `cindex` for a survival task, the
+    quality-score metric for a classification task (`kfold_auc` when that metric is `cindex`)."""
+    if entry.get("type") == "survival":
+        return "cindex"
+    return "kfold_auc" if score_metric == "cindex" else score_metric
+
+
+def _chance(metric: str, entry: dict) -> float | None:
+    if metric.endswith("auc") or metric == "cindex":
+        return 0.5
+    if metric.endswith("balanced_accuracy") and entry.get("classes"):
+        return 1.0 / len(entry["classes"])
+    return None
+
+
+def task_headlines(
+    metrics: dict, method: str | None = None, score_metric: str = "kfold_auc"
+) -> list[TaskHeadline]:
+    """Per task of a metrics.json dict: primary metric of `method` (default: the primary) with
+    its CI, the first other method's value (the baseline) and the paired test p-value."""
+    method = method or metrics.get("primary")
+    others = [m for m in metrics.get("methods", []) if m != method]
+    baseline = others[0] if others else None
+    rows = []
+    for task, entry in metrics.get("tasks", {}).items():
+        metric = primary_metric(entry, score_metric)
+        results = entry.get("results", {})
+        mine = method_values(results.get(method, {}))
+        theirs = method_values(results.get(baseline, {})) if baseline else {}
+        tests = entry.get("comparisons", {}).get(baseline, {}) if baseline else {}
+        p = next(
+            (
+                tests[k].get("p_value")
+                for k in (f"{metric}_bootstrap", f"{metric}_folds")
+                if k in tests
+            ),
+            None,
+        )
+        rows.append(
+            TaskHeadline(
+                task,
+                metric,
+                mine.get(metric),
+                mine.get(f"{metric}_ci_low"),
+                mine.get(f"{metric}_ci_high"),
+                baseline,
+                theirs.get(metric),
+                float(p) if _finite(p) else None,
+                _chance(metric, entry),
+            )
+        )
+    return rows
+
+
+def headline_metrics(
+    metrics: dict, score: QualityScore, min_score: float | None = None
+) -> dict[str, float]:
+    """The few numbers a KFP `Metrics` artifact shows (the full set stays in metrics.json and
+    the HTML report): the quality score, the gate's threshold and result (`score ≥ min_score`,
+    the training pipeline's rule), and per task the primary metric of the method and baseline.
+
+    Names: `quality_score`, `quality_score_tasks`, `gate_min_score`, `gate_passed` (1.0/0.0),
+    `<task>.<method>.<metric>`, `<task>.<baseline>.<metric>`.
+    """
+    out = {"quality_score": score.gate_value(), "quality_score_tasks": float(len(score.counted))}
+    if min_score is not None:
+        out["gate_min_score"] = float(min_score)
+        out["gate_passed"] = float(score.gate_value() >= min_score)
+    for row in task_headlines(metrics, score.method, score.metric):
+        if row.value is not None:
+            out[f"{row.task}.{score.method}.{row.metric}"] = row.value
+        if row.baseline_value is not None:
+            out[f"{row.task}.{row.baseline}.{row.metric}"] = row.baseline_value
+    return out
+
+
+def reference_classification_artifacts(metrics: dict, method: str | None = None) -> dict[str, dict]:
+    """`classification_artifacts` for each of REFERENCE_CLASSIFICATION_TASKS; a task without
+    one gets {"note": why} so its (fixed) KFP output says why it is empty."""
+    arts = classification_artifacts(metrics, method)
+    out = {}
+    for task in REFERENCE_CLASSIFICATION_TASKS:
+        if task in arts:
+            out[task] = arts[task]
+        elif task in metrics.get("tasks", {}):
+            out[task] = {
+                "note": f"{task}: no k-fold result for this method (see metrics.json notes)"
+            }
+        else:
+            out[task] = {"note": f"{task} was not evaluated in this run"}
     return out

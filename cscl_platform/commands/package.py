@@ -17,7 +17,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embeddings", help="embeddings Parquet of this run (`cscl embed`)")
     p.add_argument("--tasks", default=DEFAULT_TASKS, help=f"head tasks (default {DEFAULT_TASKS})")
     p.add_argument("--name", default="cscl", help="model name (URL /predictions/<name>)")
-    p.add_argument("--version", help="model version (default <cscl version>+<git commit>)")
+    p.add_argument(
+        "--version", help="model version (default <cscl version>+<hash of the run's weights>)"
+    )
     p.add_argument("--backbone-weights", help="patch backbone weights the features came from")
     p.add_argument("--backbone-seed", type=int, default=0, help="seed of a random-init backbone")
     p.add_argument("--min-tissue", type=float, default=0.25, help="min tissue used at extraction")

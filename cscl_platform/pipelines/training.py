@@ -268,7 +268,9 @@ def graph(p: Params, *, kind: str, cluster: bool) -> None:
             s.task(em, "embed H&E slides")
             bl = embed_baseline(slide_index=index, features=features, s3_endpoint=p.s3_endpoint)
             s.task(bl, "embed baseline (mean-pool)")
-            ev = s.evaluate(embeddings=embeddings, baseline=bl.outputs["embeddings"])
+            ev = s.evaluate(
+                embeddings=embeddings, baseline=bl.outputs["embeddings"], min_score=p.min_score
+            )
             s.task(ev, "evaluate vs baseline")
             with dsl.If(ev.outputs["Output"] >= p.min_score, name="quality-gate"):
                 s.release(**release, results=ev.outputs["results"])

@@ -12,7 +12,11 @@ def evaluate(
     baseline_embeddings: Input[Dataset],
     labels_uri: str,
     metrics: Output[Metrics],
-    classification: Output[ClassificationMetrics],
+    classification_er_status: Output[ClassificationMetrics],
+    classification_pgr_status: Output[ClassificationMetrics],
+    classification_her2_status: Output[ClassificationMetrics],
+    classification_ki67_status: Output[ClassificationMetrics],
+    classification_subtype: Output[ClassificationMetrics],
     report: Output[HTML],
     results: Output[Dataset],
     tasks: str = "subtype,er_status,her2_status,os",
@@ -24,14 +28,16 @@ def evaluate(
     n_boot: int = 1000,
     ks: str = "1,5,10,25",
     seed: int = 0,
+    min_score: float = -1.0,
     s3_endpoint: str = "",
 ) -> float:
     """Evaluate (cscl.eval.evaluate) and return the quality score the packaging gate compares
     with min_score (cscl.eval.quality: mean `score_metric` of the method over the tasks that
-    have a finite value; 0.0 when none has)."""
+    have a finite value; 0.0 when none has). `min_score` ≥ 0: the gate's threshold, shown with
+    its result in `metrics`; < 0: no gate follows (retraining), none shown."""
     import shutil
 
-    from cscl.eval.metrics import classification_artifacts, flat_metrics
+    from cscl.eval.metrics import headline_metrics, reference_classification_artifacts
     from cscl.eval.quality import check_score_metric, score_summary
     from cscl.eval.run import evaluate as run_evaluation
     from cscl.io import storage
@@ -49,20 +55,29 @@ def evaluate(
         ks=[int(k) for k in ks.split(",") if k.strip()],
         seed=seed,
     )
-    for k, v in flat_metrics(m).items():
-        metrics.log_metric(k, v)
     shutil.copyfile(f"{results.path}/report.html", report.path)
-    arts = classification_artifacts(m, method_name)
-    if arts:  # the UI shows one ROC + one confusion matrix per artifact: the first task's
-        task, art = next(iter(arts.items()))
+    score = score_summary(m, method_name, score_metric)
+    gate = min_score if min_score >= 0 else None
+    for k, v in headline_metrics(m, score, gate).items():
+        metrics.log_metric(k, v)
+    outputs = {
+        "er_status": classification_er_status,
+        "pgr_status": classification_pgr_status,
+        "her2_status": classification_her2_status,
+        "ki67_status": classification_ki67_status,
+        "subtype": classification_subtype,
+    }
+    for task, art in reference_classification_artifacts(m, method_name).items():
+        out = outputs[task]
+        out.metadata["task"] = task
+        if "note" in art:
+            out.metadata["note"] = art["note"]
+            continue
         if "roc" in art:
             r = art["roc"]
-            classification.log_roc_curve(r["fpr"], r["tpr"], r["threshold"])
+            out.log_roc_curve(r["fpr"], r["tpr"], r["threshold"])
         c = art["confusion"]
-        classification.log_confusion_matrix(c["categories"], c["matrix"])
-        classification.metadata["task"] = task
-    score = score_summary(m, method_name, score_metric)
-    metrics.log_metric("quality_score", score.gate_value())
+        out.log_confusion_matrix(c["categories"], c["matrix"])
     for note in m.get("notes", []):
         print("note:", note)
     print(f"quality score: {score.describe()}")

@@ -9,6 +9,7 @@ import pytest
 from kfp import dsl
 
 from cscl.errors import InputError
+from cscl.eval.metrics import REFERENCE_CLASSIFICATION_TASKS
 from cscl.eval.quality import quality_score
 from cscl_platform.components.conftest import art
 from cscl_platform.components.evaluate.component import compare_models, evaluate
@@ -17,7 +18,8 @@ from cscl_platform.components.evaluate.component import compare_models, evaluate
 def test_interface():
     out = evaluate.component_spec.outputs
     assert out["metrics"].type == "system.Metrics@0.0.1"
-    assert out["classification"].type == "system.ClassificationMetrics@0.0.1"
+    for task in REFERENCE_CLASSIFICATION_TASKS:  # one ROC + confusion matrix per task in the UI
+        assert out[f"classification_{task}"].type == "system.ClassificationMetrics@0.0.1"
     assert out["report"].type == "system.HTML@0.0.1"
     assert out["Output"].type == "Float"
     assert compare_models.component_spec.outputs["comparison"].type == "system.Markdown@0.0.1"
@@ -28,26 +30,35 @@ def evaluated(embeddings_parquet, baseline_parquet, cohort, tmp_path_factory) ->
     """The evaluate component, run once on library-built embeddings."""
     d = tmp_path_factory.mktemp("evaluated")
     outs = dict(metrics=art(dsl.Metrics, d / "metrics"),
-                classification=art(dsl.ClassificationMetrics, d / "classification"),
                 report=art(dsl.HTML, d / "report.html"), results=art(dsl.Dataset, d / "res"))  # fmt: skip
+    for t in REFERENCE_CLASSIFICATION_TASKS:
+        outs[f"classification_{t}"] = art(dsl.ClassificationMetrics, d / f"classification_{t}")
     score = evaluate.python_func(
         embeddings=art(dsl.Dataset, embeddings_parquet),
         baseline_embeddings=art(dsl.Dataset, baseline_parquet),
         labels_uri=cohort.labels, tasks=cohort.tasks, protocols="fewshot,kfold",
-        folds=2, n_boot=50, ks="1", **outs,
+        folds=2, n_boot=50, ks="1", min_score=0.1, **outs,
     )  # fmt: skip
     return {**outs, "score": score, "tasks": cohort.tasks}
 
 
 def test_evaluate_outputs(evaluated):
     m = evaluated["metrics"].metadata
-    first = evaluated["tasks"].split(",")[0]
+    tasks = evaluated["tasks"].split(",")
+    first = tasks[0]
     assert f"{first}.cscl.kfold_auc" in m and f"{first}.mean-pool.kfold_auc" in m
     assert m["quality_score"] == evaluated["score"] and 0.0 <= evaluated["score"] <= 1.0
+    assert m["gate_min_score"] == 0.1 and m["gate_passed"] == float(evaluated["score"] >= 0.1)
+    assert len(m) <= 4 + 2 * len(tasks)  # headline only; the flat keys stay in metrics.json
     metrics = json.loads(Path(evaluated["results"].path, "metrics.json").read_text())
     assert evaluated["score"] == quality_score(metrics, "cscl")  # the same number as the library's
-    cls = evaluated["classification"].metadata
-    assert "confusionMatrix" in cls and cls["task"] == first
+    for task in REFERENCE_CLASSIFICATION_TASKS:
+        cls = evaluated[f"classification_{task}"].metadata
+        assert cls["task"] == task
+        if task in tasks:
+            assert "confusionMatrix" in cls and "note" not in cls
+        else:
+            assert "not evaluated" in cls["note"] and "confusionMatrix" not in cls
     assert "<html" in Path(evaluated["report"].path).read_text().lower()
 
 

@@ -1,18 +1,60 @@
-"""Model card (Markdown) from a bundle's bundle.json: what a reviewer reads before promotion."""
+"""Model card (Markdown) from a bundle's bundle.json and the evaluation's metrics.json: what a
+reviewer reads before promotion, headline first, with a warning for every task the model does
+no better than chance on."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from cscl.eval.metrics import TaskHeadline, task_headlines
+from cscl.eval.quality import DEFAULT_SCORE_METRIC, score_summary
 
-def model_card(bundle_dir: str | Path, flat_metrics: dict[str, float], model_uri: str) -> str:
-    """A short Markdown card: identity, data, preprocessing, tasks, headline metrics, limits."""
+
+def format_p(p: float | None) -> str:
+    """`p < 0.001` below what three decimals show, `p = 0.042` otherwise, `—` when untested."""
+    if p is None:
+        return "—"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def _value(v: float | None, lo: float | None = None, hi: float | None = None) -> str:
+    if v is None:
+        return "—"
+    ci = f" ({lo:.3f}–{hi:.3f})" if lo is not None and hi is not None else ""
+    return f"{v:.3f}{ci}"
+
+
+def _task_line(task: str, vocab: dict) -> str:
+    classes = vocab.get("classes")
+    kind = vocab.get("type") or "task"
+    return f"- **{task}** ({kind})" + (f": {', '.join(map(str, classes))}" if classes else "")
+
+
+def _warning(row: TaskHeadline) -> str:
+    return (
+        f"**WARNING: {row.task} is at or below chance** ({row.metric} {row.value:.3f} ≤ "
+        f"{row.chance:.2f}): do not use this model's {row.task} predictions."
+    )
+
+
+def model_card(
+    bundle_dir: str | Path,
+    metrics: dict,
+    model_uri: str,
+    score_metric: str = DEFAULT_SCORE_METRIC,
+) -> str:
+    """A short Markdown card: identity, quality score, per-task table with CIs, the baseline and
+    the paired test, chance warnings, data, preprocessing, tasks, limits."""
     doc = json.loads((Path(bundle_dir) / "bundle.json").read_text())
     pre, bb = doc.get("preprocessing", {}), doc.get("backbone", {})
-    lines = [
-        f"# Model card: {doc.get('name')} {doc.get('version')}",
-        "",
+    lines = [f"# Model card: {doc.get('name')} {doc.get('version')}", ""]
+    rows = task_headlines(metrics, metrics.get("primary"), score_metric) if metrics else []
+    warnings = [_warning(r) for r in rows if r.at_or_below_chance]
+    lines += [*(f"> {w}\n" for w in warnings)]
+    if metrics:
+        lines += [f"**Quality score**: {score_summary(metrics, None, score_metric).describe()}", ""]
+    lines += [
         f"- Stored at: `{model_uri}`",
         f"- Created: {doc.get('created')}, git commit `{doc.get('git_commit')}`",
         f"- Slide encoder: {doc.get('model', {}).get('kind')} "
@@ -23,23 +65,26 @@ def model_card(bundle_dir: str | Path, flat_metrics: dict[str, float], model_uri
         f"extractor `{pre.get('extractor_hash')}`",
         f"- Training data fingerprint: `{doc.get('training_fingerprint')}`",
         "",
-        "## Tasks",
+        "## Evaluation (bootstrap 95 % CI; p: one-sided paired test, model > baseline)",
         "",
     ]
-    for task, vocab in (doc.get("tasks") or {}).items():
-        lines.append(f"- **{task}**: {vocab}")
-    if not doc.get("tasks"):
-        lines.append("- none (embedding only)")
-    lines += [
-        "",
-        "## Evaluation (k-fold, bootstrap 95 % CI)",
-        "",
-        "| metric | value |",
-        "|---|---|",
-    ]
-    for k, v in sorted(flat_metrics.items()):
-        if ".kfold_auc" in k or ".cindex" in k or k == "quality_score":
-            lines.append(f"| {k} | {v:.3f} |")
+    if rows:
+        baseline = next((r.baseline for r in rows if r.baseline), None) or "baseline"
+        lines += [
+            f"| task | metric | value (95 % CI) | {baseline} | p-value |",
+            "|---|---|---|---|---|",
+        ]
+        for r in rows:
+            flag = " ⚠ chance" if r.at_or_below_chance else ""
+            lines.append(
+                f"| {r.task} | {r.metric} | {_value(r.value, r.ci_low, r.ci_high)}{flag} | "
+                f"{_value(r.baseline_value)} | {format_p(r.p_value)} |"
+            )
+    else:
+        lines.append("No evaluation was stored with this model.")
+    lines += ["", "## Tasks", ""]
+    tasks = doc.get("tasks") or {}
+    lines += [_task_line(t, v or {}) for t, v in tasks.items()] or ["- none (embedding only)"]
     lines += [
         "",
         "## Intended use and limits",

@@ -27,7 +27,6 @@ def package(
 ) -> str:
     """`package_model` (bundle, heads, reference set, .mar, release upload) + model card;
     returns the release URI `<project_prefix>/models/<model_name>/<version>/`."""
-    import datetime as dt
     import json
     import shutil
     import tempfile
@@ -35,8 +34,6 @@ def package(
 
     import pandas as pd
 
-    from cscl import __version__
-    from cscl.eval.metrics import flat_metrics
     from cscl.ingest import read_index
     from cscl.io import storage
     from cscl.packaging import BundleSpec
@@ -61,7 +58,7 @@ def package(
         embeddings=embeddings.path,
         tasks=tasks,
         name=model_name,
-        version=model_version or f"{__version__}-{dt.datetime.now(dt.UTC):%Y%m%d%H%M%S}",
+        version=model_version or None,  # None: cscl.packaging.default_version (weights hash)
         backbone_weights=local_weights,
         backbone_seed=seed,
         min_tissue=min_tissue,
@@ -72,7 +69,7 @@ def package(
     )
     uri = done.release_uri
     shutil.copytree(done.bundle.path, bundle.path, dirs_exist_ok=True)
-    Path(model_card.path).write_text(card(bundle.path, flat_metrics(metrics), uri))
+    Path(model_card.path).write_text(card(bundle.path, metrics, uri))
     storage.upload(Path(model_card.path), f"{uri}model_card.md")
     bundle.metadata.update(model_uri=uri, version=done.version, name=model_name)
     print(f"model {model_name} {done.version} → {uri}")
