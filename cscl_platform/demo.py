@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,9 +158,13 @@ def run_demo(out_dir: Path, n_cases: int = 6, endpoint_url: str | None = None) -
     )
     _say("3. training pipeline with kfp.local (ingest → validate → extract ×shards → register → "
          "pretrain ×2 → embed → evaluate → gate → package → deploy)")  # fmt: skip
-    run = run_local("training", demo_params(ctx), out_dir / "kfp")
+    log = out_dir / "pipeline.log"
+    _say(f"   the tasks' own output (kfp.local, Great Expectations) goes to {log}")
+    with _output_to(log):
+        run = run_local("training", demo_params(ctx), out_dir / "kfp")
     ctx.run = run
     _print_run(run)
+    _say_gate(run.metrics.get("evaluate/metrics", {}))
     model_dirs = [p for k, p in run.artifacts.items() if k.endswith("/bundle")]
     for key, meta in run.metrics.items():
         if key.endswith("/bundle") and meta.get("model_uri"):
@@ -171,9 +176,10 @@ def run_demo(out_dir: Path, n_cases: int = 6, endpoint_url: str | None = None) -
     step_no = 4
     for mod in DEMO_STEP_MODULES:
         if importlib.util.find_spec(mod.rsplit(".", 1)[0]) and importlib.util.find_spec(mod):
-            step = getattr(importlib.import_module(mod), "demo_step", None)
+            module = importlib.import_module(mod)
+            step = getattr(module, "demo_step", None)
             if step is not None:
-                _say(f"{step_no}. {mod}.demo_step")
+                _say(f"{step_no}. {_title(module)}")
                 step(ctx)
                 step_no += 1
     if endpoint_url and ctx.project_prefix.startswith("s3://"):
@@ -186,6 +192,62 @@ def run_demo(out_dir: Path, n_cases: int = 6, endpoint_url: str | None = None) -
 
 def _say(msg: str) -> None:
     print(msg, flush=True)
+
+
+def _title(module) -> str:
+    """A step's name in plain words: its docstring's first line, up to the parenthesis."""
+    first = (module.__doc__ or module.__name__).strip().splitlines()[0]
+    return first.split(" (")[0].rstrip(".")
+
+
+@contextlib.contextmanager
+def _output_to(log: Path) -> Iterator[None]:
+    """Send this process's and its children's stdout/stderr (fd 1 and 2) to `log` for the block.
+
+    Why fds, not sys.stdout: kfp.local runs each task in a subprocess that inherits them, and
+    the tasks' dumps are most of what a demo would otherwise print. On failure the log's tail is
+    shown, so nothing is hidden when it matters.
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log, "ab") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            _restore(saved)
+            tail = log.read_text(errors="replace").splitlines()[-30:]
+            print("\n".join(["   … last lines of " + str(log) + ":", *tail]), flush=True)
+            raise
+        finally:
+            _restore(saved)
+            for copy in saved:
+                os.close(copy)
+
+
+def _restore(saved: tuple[int, int]) -> None:
+    """Put fd 1 and 2 back (twice is harmless: the failure path restores before printing)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    for fd, copy in zip((1, 2), saved, strict=True):
+        os.dup2(copy, fd)
+
+
+def _say_gate(metrics: dict) -> None:
+    """What the quality gate decided and why, in words (the numbers are in the Metrics artifact)."""
+    score, threshold = metrics.get("quality_score"), metrics.get("gate_min_score")
+    if score is None:
+        return
+    passed = metrics.get("gate_passed")
+    verdict = "released" if passed in (1, 1.0, True) else "not released"
+    _say(f"   quality gate: score {score:.3f} (mean k-fold AUC / C-index over the tasks; 0.5 = "
+         f"chance) vs threshold {threshold if threshold is not None else '?'} → {verdict}")  # fmt: skip
+    if threshold is not None and float(threshold) <= 0:
+        _say("   the demo runs the gate with min_score=0 on purpose: a few tiny synthetic cases "
+             "cannot show a real quality; on a real cohort set min_score (e.g. 0.6).")  # fmt: skip
 
 
 KEY_OUTPUTS = {
@@ -216,9 +278,6 @@ def _print_run(run) -> None:
     for key in ("validate/metrics", "collect-features/metrics", "register/metrics"):
         if key in run.metrics:
             console.print(f"{key}: {run.metrics[key]}")
-    score = run.metrics.get("evaluate/metrics", {}).get("quality_score")
-    if score is not None:
-        console.print(f"evaluate/metrics: quality_score = {score:.3f} (+ per-task metrics)")
 
 
 def mirror_store(prefix: str, dest: Path) -> list[Path]:

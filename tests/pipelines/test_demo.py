@@ -45,3 +45,43 @@ def test_mirror_store(s3_endpoint, bucket, tmp_path):
     files = mirror_store(f"s3://{bucket}/p", tmp_path)  # the store: AWS_ENDPOINT_URL (local_s3)
     assert len(files) == 2
     assert (tmp_path / bucket / "p" / "models" / "m" / "1" / "model.mar").read_bytes() == b"x"
+
+
+def test_task_output_goes_to_the_log_and_its_tail_shows_on_failure(tmp_path, capfd):
+    """kfp.local's tasks are subprocesses: their output must leave the demo's story (fd level)."""
+    import os
+    import subprocess
+    import sys
+
+    import pytest
+
+    from cscl_platform.demo import _output_to
+
+    log = tmp_path / "pipeline.log"
+    with _output_to(log):
+        os.write(1, b"from the demo process\n")
+        subprocess.run([sys.executable, "-c", "import sys; print('task out'); "
+                        "print('task err', file=sys.stderr)"], check=True)  # fmt: skip
+    out, err = capfd.readouterr()
+    assert "task out" not in out + err and "from the demo process" not in out
+    assert {"from the demo process", "task out", "task err"} <= set(log.read_text().split("\n"))
+    with pytest.raises(RuntimeError), _output_to(log):
+        os.write(2, b"the line before the failure\n")
+        raise RuntimeError("boom")
+    out, _ = capfd.readouterr()
+    assert "last lines of" in out and "the line before the failure" in out
+    print("fds are back")
+    assert "fds are back" in capfd.readouterr().out
+
+
+def test_the_gate_decision_is_said_in_words(capsys):
+    from cscl_platform.demo import _say_gate
+
+    _say_gate({"quality_score": 0.61, "gate_min_score": 0.6, "gate_passed": 1.0})
+    out = capsys.readouterr().out
+    assert "score 0.610" in out and "→ released" in out and "on purpose" not in out
+    _say_gate({"quality_score": 0.29, "gate_min_score": 0.0, "gate_passed": 1.0})
+    out = capsys.readouterr().out
+    assert "→ released" in out and "min_score=0 on purpose" in out
+    _say_gate({"quality_score": 0.41, "gate_min_score": 0.6, "gate_passed": 0.0})
+    assert "→ not released" in capsys.readouterr().out
