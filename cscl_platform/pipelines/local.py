@@ -7,6 +7,7 @@ time. Artifacts land under `<pipeline_root>/<run>/<task>/<output>`.
 
 from __future__ import annotations
 
+import builtins
 import json
 import time
 from dataclasses import dataclass, field
@@ -82,7 +83,13 @@ def run_local(
     pipeline = build(name, cluster=False)
     before = {p.name for p in root.iterdir()}
     t0 = time.perf_counter()
-    pipeline(**params)
+    # kfp.local indents task logs by swapping `builtins.print`; with tasks of a ParallelFor the
+    # swaps interleave and the indented print can outlive the run. Put the real one back.
+    real_print = builtins.print
+    try:
+        pipeline(**params)
+    finally:
+        builtins.print = real_print
     seconds = time.perf_counter() - t0
     new = sorted(
         (p for p in root.iterdir() if p.is_dir() and p.name not in before),
