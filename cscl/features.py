@@ -144,6 +144,23 @@ def read_features(path: str | Path | BinaryIO, name: str | None = None) -> Slide
     )
 
 
+def read_reuse_key(path: str | Path) -> tuple[str | None, str | None]:
+    """(extractor hash, slide source) of an existing complete file, or (None, None).
+
+    `source` (`<bytes>:<ETag or mtime tag>` of the slide it came from) is absent in files written
+    before it existed; those are reused on their extractor hash alone."""
+    try:
+        with h5py.File(path, "r") as f:
+            if "features" not in f:
+                return None, None
+            src = f.attrs.get("source")
+            return str(_attr(f.attrs.get("extractor_hash"))), (
+                None if src is None else str(_attr(src))
+            )
+    except (OSError, KeyError):
+        return None, None
+
+
 def read_extractor_hash(path: str | Path) -> str | None:
     """The extractor hash of an existing complete file, or None (missing or unreadable)."""
     try:

@@ -22,7 +22,12 @@ import pandas as pd
 import torch
 
 from cscl.errors import CsclError, ErrorKind, InputError, SlideError
-from cscl.features import SlideFeatures, feature_path, read_extractor_hash, write_features
+from cscl.features import (
+    SlideFeatures,
+    feature_path,
+    read_reuse_key,
+    write_features,
+)
 from cscl.io import storage
 from cscl.io.manifest import load_manifest, slide_id_from_uri
 from cscl.progress import progress as progress_log
@@ -389,8 +394,15 @@ def extract_slide(
     sid = slide_id or slide_id_from_uri(slide_uri)
     out = feature_path(out_dir, sid)
     ehash = extractor_hash(cfg, encoder.weights_digest, encoder.device)
-    if out.exists() and read_extractor_hash(out) == ehash:
-        return SlideResult(sid, slide_uri, "skipped", str(out), seconds=time.perf_counter() - t0)
+    source = slide_source(slide_uri)
+    if out.exists():
+        old_hash, old_source = read_reuse_key(out)
+        # same extractor and (when recorded) the same slide bytes: a slide replaced under the
+        # same name is extracted again, never served from its predecessor's features
+        if old_hash == ehash and (old_source is None or source is None or old_source == source):
+            return SlideResult(
+                sid, slide_uri, "skipped", str(out), seconds=time.perf_counter() - t0
+            )
     try:
         _remove_stale_parts(out)
         with open_slide(slide_uri, backend=cfg.reader, mpp=mpp) as wsi:
@@ -401,6 +413,8 @@ def extract_slide(
                 save_qc_png(
                     wsi, mask, Path(qc_png_dir) / f"{sid}.png", grid.coords, grid.patch_size_level0
                 )
+        if source is not None:
+            sf.extra["source"] = source
         write_features(out, sf, dtype=cfg.feature_dtype)
     except CsclError as exc:
         return SlideResult(
@@ -435,6 +449,16 @@ def extract_slide(
         corrupt_tiles=n_corrupt,
         warning=warning,
     )
+
+
+def slide_source(slide_uri: str) -> str | None:
+    """`<bytes>:<ETag or mtime tag>` of a slide: what tells a replaced slide from the one whose
+    features are on disk (None when it cannot be stat'ed; opening it will say why)."""
+    try:
+        info = storage.stat(slide_uri)
+    except CsclError:
+        return None
+    return f"{info.size}:{info.etag}"
 
 
 def extract_slides(
