@@ -19,9 +19,11 @@ import numpy as np
 import pandas as pd
 
 from cscl.data import load_cohort
-from cscl.embeddings import write_embeddings
+from cscl.embeddings import read_embeddings, write_embeddings
 from cscl.errors import CsclError, InputError
+from cscl.ingest import read_index
 from cscl.progress import progress
+from cscl.shards import stored_features
 from cscl.train.checkpoint import TrainedModel, load_trained
 
 
@@ -97,3 +99,24 @@ def embed_cohort(
         )
     path = write_embeddings(out_path, pd.DataFrame(rows), np.stack(X))
     return EmbedSummary(path, len(rows), failed)
+
+
+def embed_stored(
+    model_dir_or_baseline: str | Path,
+    slide_index_csv: str | Path,
+    feature_index_csv: str | Path,
+    out_path: str | Path,
+) -> tuple[EmbedSummary, dict]:
+    """`cscl.embed.embed_cohort` on the pipeline's stored features (what the embed components
+    run): the summary, and the metadata a component shows (rows, dimension, failed slides —
+    reported, never silently dropped)."""
+    feats, manifest = stored_features(
+        read_index(slide_index_csv), pd.read_csv(feature_index_csv, dtype={"slide_id": str})
+    )
+    summary = embed_cohort(model_dir_or_baseline, feats, manifest, out_path)
+    meta, X = read_embeddings(out_path)
+    info = {"n_slides": len(meta), "dim": int(X.shape[1]), "failed": summary.failed}
+    print(f"{len(meta)} H&E slide embeddings of dimension {X.shape[1]}")
+    for why in summary.failed:
+        print(f"FAILED {why}")
+    return summary, info

@@ -19,10 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cscl.embed import EmbedSummary, embed_cohort
-from cscl.embeddings import read_embeddings
 from cscl.errors import CsclError, InputError, SlideError
-from cscl.ingest import read_index
 from cscl.io import storage
 
 REPORT_COLUMNS = (
@@ -272,27 +269,6 @@ def stored_features(
     usable = set(ok["slide_id"].astype(str))
     manifest = slide_index[slide_index["slide_id"].astype(str).isin(usable)]
     return dirs[0], manifest.reset_index(drop=True)
-
-
-def embed_stored(
-    model_dir_or_baseline: str | Path,
-    slide_index_csv: str | Path,
-    feature_index_csv: str | Path,
-    out_path: str | Path,
-) -> tuple[EmbedSummary, dict]:
-    """`cscl.embed.embed_cohort` on the pipeline's stored features (what the embed components
-    run): the summary, and the metadata a component shows (rows, dimension, failed slides —
-    reported, never silently dropped)."""
-    feats, manifest = stored_features(
-        read_index(slide_index_csv), pd.read_csv(feature_index_csv, dtype={"slide_id": str})
-    )
-    summary = embed_cohort(model_dir_or_baseline, feats, manifest, out_path)
-    meta, X = read_embeddings(out_path)
-    info = {"n_slides": len(meta), "dim": int(X.shape[1]), "failed": summary.failed}
-    print(f"{len(meta)} H&E slide embeddings of dimension {X.shape[1]}")
-    for why in summary.failed:
-        print(f"FAILED {why}")
-    return summary, info
 
 
 def training_inputs(

@@ -1,5 +1,5 @@
 """embed: H&E slide embeddings (Parquet `Dataset`) from a trained model, the mean-pool baseline
-or a released model. Each calls `cscl.shards.embed_stored`: `cscl.embed.embed_cohort` (what
+or a released model. Each calls `cscl.embed.embed_stored`: `cscl.embed.embed_cohort` (what
 `cscl embed` runs) on the store's feature folder; slides that cannot be embedded are listed in the
 log and in the artifact's metadata (`failed`)."""
 
@@ -17,8 +17,8 @@ def embed(
     s3_endpoint: str = "",
 ) -> int:
     """Embed every H&E slide with the trained model; returns the number of rows."""
+    from cscl.embed import embed_stored
     from cscl.io import storage
-    from cscl.shards import embed_stored
 
     storage.configure_store(s3_endpoint or None)
     _, info = embed_stored(model.path, slide_index.path, features.path, embeddings.path)
@@ -35,8 +35,8 @@ def embed_baseline(
     s3_endpoint: str = "",
 ) -> int:
     """Embeddings of a training-free baseline (mean-pooled patch features) for evaluation."""
+    from cscl.embed import embed_stored
     from cscl.io import storage
-    from cscl.shards import embed_stored
 
     storage.configure_store(s3_endpoint or None)
     _, info = embed_stored(baseline, slide_index.path, features.path, embeddings.path)
@@ -58,9 +58,9 @@ def embed_released(
     import tempfile
     from pathlib import Path
 
+    from cscl.embed import embed_stored
     from cscl.errors import InputError
     from cscl.io import storage
-    from cscl.shards import embed_stored
 
     storage.configure_store(s3_endpoint or None)
     bundle = Path(tempfile.mkdtemp(prefix="cscl-current-")) / "bundle"
