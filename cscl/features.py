@@ -159,12 +159,3 @@ def read_reuse_key(path: str | Path) -> tuple[str | None, str | None]:
             )
     except (OSError, KeyError):
         return None, None
-
-
-def read_extractor_hash(path: str | Path) -> str | None:
-    """The extractor hash of an existing complete file, or None (missing or unreadable)."""
-    try:
-        with h5py.File(path, "r") as f:
-            return str(_attr(f.attrs.get("extractor_hash"))) if "features" in f else None
-    except (OSError, KeyError):
-        return None

@@ -16,7 +16,6 @@ import pandas as pd
 from cscl.errors import CsclError, StorageError
 from cscl.io import storage
 from cscl.io.manifest import load_manifest
-from cscl.io.storage import ensure_bucket  # also importable from here, where it used to live
 from cscl.progress import track
 
 INDEX_COLUMNS = ("case_id", "stain", "slide_id", "slide_uri", "mpp", "size", "etag")
@@ -126,7 +125,7 @@ def upload_folder(folder: str | Path, prefix_uri: str) -> list[str]:
         raise CsclError(f"cohort folder {folder} does not exist")
     if storage.is_s3(prefix_uri):
         bucket, _ = storage.parse_s3_uri(prefix_uri)
-        ensure_bucket(bucket)
+        storage.ensure_bucket(bucket)
     uris = []
     base = str(prefix_uri).rstrip("/")
     for p in sorted(folder.rglob("*")):

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cscl.ingest import ensure_bucket, upload_folder
+from cscl.ingest import upload_folder
 from cscl.io import loopback_s3, storage
 from cscl.synthetic import generate_cohort
 from cscl_platform.pipelines.local import run_local
@@ -145,7 +145,7 @@ def run_demo(out_dir: Path, n_cases: int = 6, endpoint_url: str | None = None) -
     if not (cohort_dir / "manifest.csv").exists():
         make_cohort(cohort_dir, n_cases)
     _say(f"1. synthetic cohort: {n_cases} cases × HE/HER2/KI67 in {cohort_dir}")
-    ensure_bucket(BUCKET)
+    storage.ensure_bucket(BUCKET)
     uris = upload_folder(cohort_dir, COHORT_PREFIX)
     _say(f"2. uploaded {len(uris)} objects to {COHORT_PREFIX}/ at {endpoint_url}")
     ctx = DemoContext(

@@ -3,7 +3,7 @@ import pytest
 
 from cscl.embeddings import read_embeddings, write_embeddings
 from cscl.errors import InputError, StorageError
-from cscl.features import SlideFeatures, read_extractor_hash, read_features, write_features
+from cscl.features import SlideFeatures, read_features, read_reuse_key, write_features
 from cscl.io import storage
 
 
@@ -29,7 +29,7 @@ def test_feature_roundtrip_and_contract_attrs(tmp_path):
     assert back.coord_attrs["patch_size_level0"] == 448
     assert np.isnan(back.coord_attrs["level0_magnification"])
     assert back.extra["random_init"]
-    assert read_extractor_hash(p) == "abc"
+    assert read_reuse_key(p)[0] == "abc"
     assert not list(tmp_path.glob("*.part"))
 
 
@@ -38,7 +38,7 @@ def test_not_a_feature_file(tmp_path):
     p.write_bytes(b"not hdf5")
     with pytest.raises(InputError, match="x.h5"):
         read_features(p)
-    assert read_extractor_hash(p) is None
+    assert read_reuse_key(p) == (None, None)
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):

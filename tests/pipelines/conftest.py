@@ -30,7 +30,7 @@ def s3_endpoint():
 @pytest.fixture
 def bucket(s3_endpoint) -> str:
     """A fresh, empty bucket per test so tests cannot see each other's objects."""
-    from cscl.ingest import ensure_bucket
+    from cscl.io.storage import ensure_bucket
 
     name = f"t-{uuid.uuid4().hex[:12]}"
     ensure_bucket(name)

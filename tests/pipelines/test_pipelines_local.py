@@ -19,7 +19,8 @@ PREFIX = "s3://pipe-bucket/proj"
 
 @pytest.fixture(scope="session")
 def pipeline_cohort(tmp_path_factory, s3_endpoint):
-    from cscl.ingest import ensure_bucket, upload_folder
+    from cscl.ingest import upload_folder
+    from cscl.io.storage import ensure_bucket
     from cscl.synthetic.testing import tiny_cohort
 
     folder = tmp_path_factory.mktemp("pipe-cohort")
