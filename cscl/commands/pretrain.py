@@ -21,8 +21,8 @@ SHOWN_DEFAULTS: dict[str, dict[str, object]] = {
     "n_tokens": {"cscl": 2048, "histostainalign": 4096},
     "pairs_per_case": {"adapter": 256},
     "rankme_after": {"cscl": 20},
-    "temperature": {"adapter": 0.07, "cscl": 0.001, "histostainalign": 0.01},
-    "got_weight": {"adapter": 1.0, "cscl": 1.0, "histostainalign": 0.0, "supervised": 0.0},
+    "temperature": {"adapter": 0.07, "cscl": 0.07, "histostainalign": 0.01},
+    "got_weight": {"adapter": 0.0, "cscl": 0.0, "histostainalign": 0.0, "supervised": 0.0},
     "pairing": {
         "adapter": "location",
         "cscl": "location",
@@ -33,14 +33,8 @@ SHOWN_DEFAULTS: dict[str, dict[str, object]] = {
     "scales": {"adapter": "10x"},
 }
 
-# --preset quick: the README's walk-through on `cscl synth --cases 8` in minutes on a laptop CPU.
-# Smoke-test quality only (a few epochs); options given explicitly win over the preset.
-PRESETS: dict[str, dict[str, dict[str, object]]] = {
-    "quick": {
-        "adapter": dict(epochs=3, pairs_per_case=64, warmup_epochs=1),
-        "slide": dict(epochs=5, n_tokens=256, warmup_epochs=1, rankme_after=2, small=True),
-    },
-}
+# --preset quick / paper: cscl.train.presets (explicit options win over a preset)
+PRESETS = ("quick", "paper")
 
 
 def _default(name: str) -> str:
@@ -61,10 +55,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument(
         "--preset",
-        choices=sorted(PRESETS),
+        choices=PRESETS,
         default=None,
         help="quick = a few epochs, fewer tokens, small ABMIL: the README walk-through in "
-        "minutes on a laptop (explicit options still win; default: none, the paper's schedule)",
+        "minutes on a laptop; paper = the paper's T=0.001, GOT and plain adapter (explicit "
+        "options still win; default: none = the benchmark-backed recipe, docs/METHOD-NOTES.md)",
     )
     p.add_argument(
         "--adapter",
@@ -140,7 +135,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--scales", default=None, help=f"stage 1 scales, e.g. 10x,5x ({_default('scales')})"
     )
     p.add_argument(
-        "--residual", action="store_true", help="stage 1: adapter x + α·adapter(x) (default: off)"
+        "--residual",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="stage 1: residual adapter x + α·adapter(x) (default: on; --no-residual = the "
+        "paper's plain adapter)",
     )
     p.add_argument(
         "--no-fusion", action="store_true", help="stage 2: no cross-stain fusion (default: fused)"
@@ -180,17 +179,12 @@ def run(args: argparse.Namespace) -> int:
 
     from cscl.errors import InputError
     from cscl.train import SMALL_ABMIL, pretrain
+    from cscl.train.presets import preset_overrides
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    preset = dict(PRESETS[args.preset][args.stage]) if args.preset else {}
-    small = args.small or bool(preset.pop("small", False))
-
-    def pick(name: str, given):
-        return given if given is not None else preset.get(name)
-
-    common = dict(epochs=pick("epochs", args.epochs), batch_size=args.batch_size, lr=args.lr,
-                  pairing=args.pairing, warmup_epochs=pick("warmup_epochs", args.warmup_epochs),
+    common = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                  pairing=args.pairing, warmup_epochs=args.warmup_epochs,
                   temperature=args.temperature, got_weight=args.got_weight, seed=args.seed,
                   device=args.device, quiet=args.quiet)  # fmt: skip
     if args.stage == "adapter":
@@ -201,18 +195,19 @@ def run(args: argparse.Namespace) -> int:
             )
         objective = "adapter"
         scales = [s.strip() for s in args.scales.split(",") if s.strip()] if args.scales else None
-        overrides = dict(common, pairs_per_case=pick("pairs_per_case", args.pairs_per_case),
-                         residual=args.residual,
+        overrides = dict(common, pairs_per_case=args.pairs_per_case, residual=args.residual,
                          scales=tuple(scales) if scales else None)  # fmt: skip
     else:
         objective = args.objective
-        overrides = dict(common, n_tokens=pick("n_tokens", args.tokens),
-                         rankme_after=pick("rankme_after", args.rankme_after),
+        overrides = dict(common, n_tokens=args.tokens, rankme_after=args.rankme_after,
                          label_task=args.label_task, ihc_stain=args.ihc_stain,
                          he_query_branch=args.he_query_branch,
                          fusion=False if args.no_fusion else None,
                          stain_embed=False if args.no_stain_embed else None,
-                         abmil=dict(SMALL_ABMIL) if small else None)  # fmt: skip
+                         abmil=dict(SMALL_ABMIL) if args.small else None)  # fmt: skip
+    # the preset fills what the command line left out (None)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    overrides = {**preset_overrides(args.preset, objective), **given}
     out = pretrain(objective, features=args.features, manifest=args.manifest, out=args.out,
                    registration=args.registration, adapter=args.adapter, labels=args.labels,
                    config=overrides, skip_missing=args.skip_missing)  # fmt: skip

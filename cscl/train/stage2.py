@@ -2,8 +2,11 @@
 
 CSCL: frozen stage-1 adapter → location-aligned tokens [B,S,P,D] (IHC token p = the IHC patch
 registered to H&E patch p) → stain code → cross-stain fusion → gated ABMIL per stain → symmetric
-InfoNCE (T=0.001) between H&E and each IHC slide embedding, masked for missing stains, +
-`got_weight` × OT loss on token embeddings. Losses are averaged over the IHC stains present.
+InfoNCE (T=0.07; the paper's 0.001 is the "paper" preset) between H&E and each IHC slide
+embedding, masked for missing stains, + `got_weight` × OT loss on token embeddings (default 0:
+GOT with a cosine cost and uniform weights is minimised by making every token identical, see
+docs/METHOD-NOTES.md). `monitor_frac` of the cases are held out of training to log cross-stain
+retrieval on unseen cases each epoch (memorisation shows as a train/held-out gap). Losses are averaged over the IHC stains present.
 Default `he_query_branch="alone"` (`slide_outputs`): the H&E embedding in the loss is computed
 from H&E tokens alone — the inference computation — and IHC embeddings from IHC stains alone, so
 fusion cannot hand the co-located IHC token to the H&E query (the shortcut found by the planted-
@@ -40,8 +43,8 @@ class SlideConfig(FitConfig):
     objective: str = "cscl"
     batch_size: int = 24
     n_tokens: int = 2048
-    temperature: float = 0.001
-    got_weight: float = 1.0
+    temperature: float = 0.07
+    got_weight: float = 0.0
     got_tokens: int = 256
     pairing: str = "location"  # location | identity | random
     max_dist_frac: float = 0.75
@@ -60,6 +63,46 @@ class SlideConfig(FitConfig):
     ihc_stain: str | None = None  # HistoStainAlign: IHC stain to align (default from label)
     mask_frac: float = 0.5  # HistoStainAlign masked view
     val_frac: float = 0.2  # labelled objectives: held-out cases for checkpoint selection
+    monitor_frac: float = 0.1  # contrastive objectives: cases held out to log retrieval
+
+
+def monitor_split(n: int, frac: float, seed: int = 0) -> tuple[list[int], list[int]]:
+    """(train, held-out) case indices; no hold-out when it would have fewer than 4 cases (a
+    retrieval among 3 says nothing) — tiny cohorts then train on everything."""
+    k = int(round(frac * n))
+    if k < 4 or n - k < 2:
+        return list(range(n)), []
+    perm = np.random.default_rng([seed, 7]).permutation(n)
+    return sorted(perm[k:].tolist()), sorted(perm[:k].tolist())
+
+
+@torch.no_grad()
+def cross_stain_retrieval(enc, data: SlideData, idx: list[int], cfg: SlideConfig,
+                          dev: torch.device) -> float | None:  # fmt: skip
+    """Top-1 accuracy of retrieving each case's IHC slide embedding from its H&E embedding (H&E
+    alone = the inference path) among the cases `idx`, averaged over IHC stains present in ≥ 2
+    of them; chance = 1 / cases. None when no stain qualifies."""
+    if len(idx) < 2:
+        return None
+    was = enc.training
+    enc.eval()
+    g = torch.Generator().manual_seed(0)
+    slides = []
+    for b0 in range(0, len(idx), 16):
+        x, valid, present = data.batch(idx[b0 : b0 + 16], cfg.n_tokens, g)
+        out = slide_outputs(enc, x.to(dev), valid.to(dev), cfg, g)
+        slides.append((out["slide"].float().cpu(), present))
+    enc.train(was)
+    z = F.normalize(torch.cat([s for s, _ in slides]), dim=-1)
+    present = torch.cat([p for _, p in slides])
+    accs = []
+    for s in range(1, z.shape[1]):
+        m = present[:, s]
+        if int(m.sum()) < 2:
+            continue
+        sim = z[m, 0] @ z[m, s].T
+        accs.append(float((sim.argmax(1) == torch.arange(int(m.sum()))).float().mean()))
+    return float(np.mean(accs)) if accs else None
 
 
 class SlideData:

@@ -107,6 +107,8 @@ def test_quick_preset_fills_only_what_was_not_given(monkeypatch, tmp_path):
     rc = cli.main(["pretrain", "--features", "f", "--manifest", "m", "--out", str(tmp_path),
                    "--stage", "slide", "--preset", "quick", "--epochs", "7"])  # fmt: skip
     assert rc == 0
-    quick = pretrain_cmd.PRESETS["quick"]["slide"]
+    from cscl.train.presets import PRESETS
+
+    quick = PRESETS["quick"]["slide"]
     assert seen["epochs"] == 7 and seen["n_tokens"] == quick["n_tokens"]
     assert seen["abmil"] and seen["objective"] == "cscl"

@@ -105,19 +105,44 @@ def test_single_feature_file_api_roundtrip(tmp_path):
     assert read_features(tmp_path / "s.h5").features.shape == (3, 4)
 
 
-def test_simulator_own_texture_changes_only_what_ihc_shares(tmp_path):
-    """shared_texture=False: same H&E for the first case, IHC features of another texture."""
+def test_simulator_shared_content_changes_only_what_ihc_shares(tmp_path):
+    """shared_content "full" vs "type"/"marker": same H&E for the first case, other IHC."""
     from pathlib import Path
 
     from cscl.train.simulate import SimConfig, simulate_cohort
 
     kw = dict(n_cases=1, dim=16, grid=6, seed=3, missing_ihc=0.0)
-    a = simulate_cohort(tmp_path / "a", SimConfig(**kw))
-    b = simulate_cohort(tmp_path / "b", SimConfig(**kw, shared_texture=False))
-    he = [read_features(next(Path(d["features"]).glob("*_HE.h5"))).features for d in (a, b)]
+    runs = [simulate_cohort(tmp_path / m, SimConfig(**kw, shared_content=m))
+            for m in ("full", "type", "marker")]  # fmt: skip
+    he = [read_features(next(Path(d["features"]).glob("*_HE.h5"))).features for d in runs]
     np.testing.assert_array_equal(he[0], he[1])
-    er = [read_features(next(Path(d["features"]).glob("*_ER.h5"))).features for d in (a, b)]
-    assert er[0].shape == er[1].shape and not np.allclose(er[0], er[1])
+    np.testing.assert_array_equal(he[0], he[2])
+    er = [read_features(next(Path(d["features"]).glob("*_ER.h5"))).features for d in runs]
+    assert er[0].shape == er[1].shape == er[2].shape
+    assert not np.allclose(er[0], er[1]) and not np.allclose(er[1], er[2])
+
+
+def test_simulator_writes_ground_truth_and_subtype(tmp_path):
+    """truth.csv (patch-label oracle) agrees with the labels; subtype follows the statuses."""
+    import pandas as pd
+
+    from cscl.train.simulate import MARKERS, SimConfig, simulate_cohort, subtype_of
+
+    d = simulate_cohort(tmp_path, SimConfig(n_cases=40, dim=16, grid=8, seed=2))
+    lab = pd.read_csv(d["labels"]).set_index("case_id")
+    truth = pd.read_csv(d["truth"]).set_index("case_id").loc[lab.index]
+    from sklearn.metrics import roc_auc_score
+
+    pos = lab["er_status"] == "positive"
+    assert roc_auc_score(pos, truth["expr_frac_ER"]) > 0.9
+    dirs = np.load(tmp_path / "truth_directions.npz")
+    assert dirs["he"].shape == (len(MARKERS), 16)
+    row = lab.iloc[0]
+    st = [row[c] in ("positive", "high") for c in
+          ("er_status", "pgr_status", "her2_status", "ki67_status")]  # fmt: skip
+    assert row["subtype"] == subtype_of(*st)
+    with pytest.raises(ValueError, match="shared_content"):
+        simulate_cohort(tmp_path / "x", SimConfig(n_cases=1, shared_content="texture"))
 
 
 def test_every_missing_or_truncated_file_is_named_or_skipped(sim, tmp_path):

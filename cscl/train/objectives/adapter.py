@@ -32,13 +32,15 @@ class AdapterConfig(FitConfig):
     pairs_per_case: int = 256  # token pairs per case and stain per step
     temperature: float = 0.07
     nce_weight: float = 10.0
-    got_weight: float = 1.0
+    got_weight: float = 0.0  # the paper's 1.0 is the "paper" preset (METHOD-NOTES: GOT)
     got_tokens: int = 256
     pairing: str = "location"  # location | identity | random
     max_dist_frac: float = 0.75
     scales: tuple[str, ...] = ("10x",)
     reduction: int = 4
-    residual: bool = False
+    # x + α·adapter(x): the plain adapter (final ReLU through a D/4 bottleneck) throws the
+    # marker signal away and stage 2 on it collapses (issue 10); "paper" preset: False
+    residual: bool = True
     alpha: float = 0.2
 
 
