@@ -289,10 +289,9 @@ def _metric_name(metric: str) -> str:
     """`kfold_auc` → `AUC (k-fold)`, `cindex` → `C-index`, `fewshot_k5_auc` → `AUC (few-shot, k=5)`."""
     if metric == "cindex":
         return "C-index"
-    for prefix, where in (("kfold_", "k-fold"),):
-        if metric.startswith(prefix):
-            base = metric[len(prefix) :]
-            return f"{_METRIC_NAMES.get(base, base)} ({where})"
+    if metric.startswith("kfold_"):
+        base = metric[len("kfold_") :]
+        return f"{_METRIC_NAMES.get(base, base)} (k-fold)"
     if metric.startswith("fewshot_k"):
         k, _, base = metric[len("fewshot_k") :].partition("_")
         return f"{_METRIC_NAMES.get(base, base)} (few-shot, k={k})"
