@@ -120,7 +120,7 @@ def km_figure(time, event, groups, title: str, p_text: str, time_label: str):
             ax.plot(ct, s[np.searchsorted(t, ct, side="right") - 1], "|", color=color, ms=7)
     ax.set(ylim=(0, 1.02), ylabel="Survival probability")
     ax.set_title(f"{title}\nlog-rank {p_text}", fontsize=10)
-    ax.legend(loc="lower left", fontsize=8, title="median split of risk", title_fontsize=8)
+    ax.legend(loc="best", fontsize=8, title="median split of risk", title_fontsize=8)
     ax.grid(alpha=0.3)
     rows = list(at_risk)
     for i, g in enumerate(rows):
