@@ -61,6 +61,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="kfold_auc",
         help="metric of the printed quality score (mean over tasks; default kfold_auc)",
     )
+    p.add_argument(
+        "--min-score",
+        type=float,
+        default=None,
+        help="quality gate: the report says whether the method's quality score reaches it",
+    )
+    p.add_argument(
+        "--time-unit",
+        default=None,
+        help="unit of the survival times (e.g. months) for the Kaplan-Meier axis; "
+        "default: the axis names the <task>_time column",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress (bar, or log lines)")
     p.add_argument("--no-progress", dest="quiet", action="store_true", help=argparse.SUPPRESS)
 
@@ -69,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from cscl.errors import InputError
+    from cscl.eval.headline import QualityGate, ReportOptions
     from cscl.eval.metrics import method_values
     from cscl.eval.quality import check_score_metric, score_summary
     from cscl.eval.run import evaluate
@@ -103,6 +116,11 @@ def run(args: argparse.Namespace) -> int:
         cox_components=args.cox_components,
         cox_alpha=args.cox_alpha,
         progress=not args.quiet,
+        report_options=ReportOptions(
+            score_metric=args.score_metric,
+            gate=QualityGate(min_score=args.min_score) if args.min_score is not None else None,
+            time_unit=args.time_unit,
+        ),
     )
     for task, entry in metrics["tasks"].items():
         for method, result in entry["results"].items():

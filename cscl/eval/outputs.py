@@ -13,6 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 from cscl.eval import plots
+from cscl.eval.headline import ReportOptions
+from cscl.eval.pvalues import p_clause
 from cscl.eval.report import write_report as write_html_report
 from cscl.eval.tasks import CLASSIFICATION
 from cscl.io.storage import atomic_path
@@ -22,9 +24,16 @@ LEAD_COLUMNS = ["method", "task", "protocol", "case_id", "fold"]
 
 
 def write_outputs(
-    metrics: dict, predictions: list[pd.DataFrame], out_dir: str | Path, report: bool = True
+    metrics: dict,
+    predictions: list[pd.DataFrame],
+    out_dir: str | Path,
+    report: bool = True,
+    options: ReportOptions | None = None,
 ) -> dict:
-    """Write everything under `out_dir`; return the strict-JSON metrics (= metrics.json)."""
+    """Write everything under `out_dir`; return the strict-JSON metrics (= metrics.json).
+
+    `options` (score metric, quality gate, survival time unit) shape report.html only."""
+    options = options or ReportOptions()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     preds = pooled_predictions(predictions)
@@ -32,8 +41,8 @@ def write_outputs(
         preds.to_parquet(tmp, index=False)
     metrics = jsonable(metrics)
     if report:
-        write_plots(metrics, preds, out)
-        write_html_report(metrics, out)
+        write_plots(metrics, preds, out, options.time_unit)
+        write_html_report(metrics, out, options)
     with atomic_path(out / "metrics.json") as tmp:
         tmp.write_text(json.dumps(metrics, indent=1, allow_nan=False))
     return metrics
@@ -51,13 +60,16 @@ def _slug(*parts: str) -> str:
     return "_".join(re.sub(r"[^A-Za-z0-9.-]+", "-", str(p)).strip("-") for p in parts)
 
 
-def write_plots(metrics: dict, preds: pd.DataFrame, out: Path) -> None:
-    """PNG files beside report.html; their names are recorded under tasks[t]['plots']."""
+def write_plots(
+    metrics: dict, preds: pd.DataFrame, out: Path, time_unit: str | None = None
+) -> None:
+    """PNG files beside report.html; their names are recorded under tasks[t]['plots'] (and the
+    Kaplan–Meier numbers at risk under tasks[t]['plots']['km_at_risk'][method])."""
     for task, entry in metrics["tasks"].items():
         if entry["type"] == CLASSIFICATION:
             entry["plots"] = _classification_plots(task, entry["results"], out)
         else:
-            entry["plots"] = _survival_plots(task, entry["results"], preds, out)
+            entry["plots"] = _survival_plots(task, entry, preds, out, time_unit)
 
 
 def _classification_plots(task: str, res: dict, out: Path) -> dict:
@@ -105,21 +117,31 @@ def _classification_plots(task: str, res: dict, out: Path) -> dict:
     return figs
 
 
-def _survival_plots(task: str, res: dict, preds: pd.DataFrame, out: Path) -> dict:
+def time_axis_label(task: str, time_unit: str | None) -> str:
+    """`time (months)` when the unit is known; else the column the times come from, because the
+    labels table does not say whether it counts days or months."""
+    return f"time ({time_unit})" if time_unit else f"{task}_time (unit of the labels table)"
+
+
+def _survival_plots(
+    task: str, entry: dict, preds: pd.DataFrame, out: Path, time_unit: str | None
+) -> dict:
     figs: dict = {}
-    for n, r in res.items():
+    for n, r in entry["results"].items():
         sv = r.get("survival")
         if not sv:
             continue
         p = preds[(preds["task"] == task) & (preds["method"] == n)]
         name = f"{_slug(task, n)}_km.png"
-        plots.km_png(
+        table = plots.km_png(
             p["time"].to_numpy(float),
             p["event"].to_numpy(int),
             p["risk_group"].to_numpy(str),
             out / name,
             f"{task} — {n}: risk groups (median split of out-of-fold risk)",
-            sv["logrank"]["p_value"],
+            p_clause(sv["logrank"]["p_value"], n_cases=entry["n_cases"]),
+            time_axis_label(task, time_unit),
         )
         figs.setdefault("km", {})[n] = name
+        figs.setdefault("km_at_risk", {})[n] = table
     return figs

@@ -73,31 +73,78 @@ def confusion_png(matrix, classes: list[str], path: Path, title: str) -> Path:
     return _save(fig, path)
 
 
-def km_png(time, event, groups, path: Path, title: str, p_value: float | None) -> Path:
-    """Kaplan–Meier curves of the risk groups, with numbers at risk and the log-rank p."""
+KM_GROUPS = {"low": "#1f77b4", "high": "#d62728"}  # risk group → colour, drawn in this order
+
+
+def km_ticks(t_max: float, n: int = 5) -> list[float]:
+    """Round time points from 0 to `t_max`: the KM x ticks and the columns of the at-risk table."""
+    from matplotlib.ticker import MaxNLocator
+
+    ticks = MaxNLocator(nbins=n, steps=[1, 2, 2.5, 5, 10]).tick_values(0, max(float(t_max), 1e-9))
+    return [float(t) for t in ticks if 0 <= t <= t_max]
+
+
+def numbers_at_risk(time, groups, ticks) -> dict[str, list[int]]:
+    """Cases of each risk group still under observation (time ≥ tick) at each tick."""
+    time, groups = np.asarray(time, float), np.asarray(groups)
+    return {
+        g: [int(((groups == g) & (time >= t)).sum()) for t in ticks]
+        for g in KM_GROUPS
+        if (groups == g).any()
+    }
+
+
+def km_figure(time, event, groups, title: str, p_text: str, time_label: str):
+    """Kaplan–Meier curves of the risk groups (legend with n, censoring ticks, log-rank p in the
+    title) above a number-at-risk table; returns (figure, ticks, numbers at risk)."""
     from sksurv.nonparametric import kaplan_meier_estimator
 
     plt = _plt()
-    time, event, groups = np.asarray(time), np.asarray(event, bool), np.asarray(groups)
-    fig, ax = plt.subplots(layout="constrained", figsize=(5.2, 4.2))
-    colors = {"low": "#1f77b4", "high": "#d62728"}
-    for g in ("low", "high"):
+    time, event, groups = np.asarray(time, float), np.asarray(event, bool), np.asarray(groups)
+    ticks = km_ticks(time.max() if len(time) else 1.0)
+    at_risk = numbers_at_risk(time, groups, ticks)
+    fig, (ax, tab) = plt.subplots(
+        2, 1, sharex=True, layout="constrained", figsize=(5.4, 5.0), height_ratios=[4, 1.1]
+    )
+    for g, color in KM_GROUPS.items():
         sel = groups == g
         if not sel.any():
             continue
         t, s = kaplan_meier_estimator(event[sel], time[sel])
         t, s = np.concatenate([[0.0], t]), np.concatenate([[1.0], s])
-        ax.step(t, s, where="post", color=colors[g], lw=2, label=f"{g} risk (n={int(sel.sum())})")
+        n, ev = int(sel.sum()), int(event[sel].sum())
+        ax.step(t, s, where="post", color=color, lw=2, label=f"{g} risk (n={n}, {ev} events)")
         cens = sel & ~event
         if cens.any():
             ct = time[cens]
-            ax.plot(ct, s[np.searchsorted(t, ct, side="right") - 1], "|", color=colors[g], ms=7)
-    ax.set(ylim=(0, 1.02), xlabel="Time", ylabel="Survival probability")
-    ptxt = "log-rank p = n/a" if p_value is None else f"log-rank p = {p_value:.3g}"
-    ax.set_title(f"{title}\n{ptxt}", fontsize=10)
-    ax.legend(loc="lower left", fontsize=8)
+            ax.plot(ct, s[np.searchsorted(t, ct, side="right") - 1], "|", color=color, ms=7)
+    ax.set(ylim=(0, 1.02), ylabel="Survival probability")
+    ax.set_title(f"{title}\nlog-rank {p_text}", fontsize=10)
+    ax.legend(loc="best", fontsize=8, title="median split of risk", title_fontsize=8)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    rows = list(at_risk)
+    for i, g in enumerate(rows):
+        for x, count in zip(ticks, at_risk[g], strict=True):
+            tab.text(x, i, str(count), ha="center", va="center", fontsize=8, color=KM_GROUPS[g])
+    tab.set_yticks(range(len(rows)), rows, fontsize=8)
+    tab.set_ylim(len(rows) - 0.5, -0.5)
+    tab.set_title("Number at risk", fontsize=8, loc="left")
+    tab.set_xticks(ticks)
+    tab.set_xlim(-0.03 * ticks[-1] if ticks else 0, max(time.max(), ticks[-1]) * 1.03)
+    tab.set_xlabel(time_label)
+    tab.tick_params(axis="y", length=0)
+    for side in ("top", "right", "left"):
+        tab.spines[side].set_visible(False)
+    return fig, ticks, at_risk
+
+
+def km_png(
+    time, event, groups, path: Path, title: str, p_text: str, time_label: str = "time"
+) -> dict:
+    """`km_figure` saved as PNG; returns what the table shows: {"times": ticks, "at_risk": …}."""
+    fig, ticks, at_risk = km_figure(time, event, groups, title, p_text, time_label)
+    _save(fig, path)
+    return {"times": ticks, "at_risk": at_risk}
 
 
 def fewshot_png(series: dict[str, dict], path: Path, title: str, metric: str = "AUC") -> Path:

@@ -24,6 +24,7 @@ from threadpoolctl import threadpool_limits
 from cscl import __version__
 from cscl.errors import InputError, TooFewCases
 from cscl.eval.bootstrap import wilcoxon_greater
+from cscl.eval.headline import ReportOptions
 from cscl.eval.inputs import EmbeddingsSource, EvalInputs, load_inputs
 from cscl.eval.outputs import write_outputs
 from cscl.eval.protocols import (
@@ -58,6 +59,7 @@ def evaluate(
     cox_alpha: float = 1.0,
     progress: bool = False,
     write_report: bool = True,
+    report_options: ReportOptions | None = None,
     n_threads: int | None = 1,
 ) -> dict:
     """Evaluate, write the outputs under `out_dir`, and return the metrics dict (= metrics.json).
@@ -65,6 +67,8 @@ def evaluate(
     `embeddings` maps a method name to its table; the first one is the method under test and
     the others are compared against it (Wilcoxon, one-sided: first > other). `n_threads` caps
     BLAS threads: the many small fits are slower with threaded BLAS (spin-waiting), not faster.
+    `report_options` (`cscl.eval.headline.ReportOptions`: score metric, the quality gate a
+    pipeline applies, the unit of survival times) only shape report.html.
     """
     cfg = EvalConfig(
         protocols=tuple(parse_protocols(protocols)),
@@ -85,7 +89,9 @@ def evaluate(
         steps, skipped = plan(inputs.tasks, cfg.protocols)
         runs = run_plan(inputs, steps, cfg, progress)
         metrics = assemble_metrics(inputs, cfg, runs, skipped)
-        return write_outputs(metrics, runs.predictions, out_dir, report=write_report)
+        return write_outputs(
+            metrics, runs.predictions, out_dir, report=write_report, options=report_options
+        )
 
 
 Step = tuple[Task, Protocol]

@@ -27,6 +27,7 @@ def cli_run(cohort, tmp_path_factory):
         "--bootstrap", "200", "--n-iter", "2", "--inner-folds", "3", "--draws", "2",
         "--ks", "5,25",
         "--baseline", str(cohort / "noise.parquet"), "--baseline-name", "noise",
+        "--min-score", "0.7", "--time-unit", "months",
         "--quiet",
     ]  # fmt: skip
     assert main(argv) == 0
@@ -70,6 +71,7 @@ def test_report_is_self_contained(cli_run):
                  "log-rank", "Wilcoxon", "skipped"):  # fmt: skip
         assert text in html
     assert html.count("data:image/png;base64,") >= 8
+    assert "Quality gate PASSED" in html and "number at risk at time (months)" in html
     for png in ("er-status_roc.png", "subtype_cscl_confusion.png", "os_cscl_km.png"):
         assert (cli_run / png).read_bytes()[:4] == b"\x89PNG"
 

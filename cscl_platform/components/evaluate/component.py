@@ -37,6 +37,7 @@ def evaluate(
     its result in `metrics`; < 0: no gate follows (retraining), none shown."""
     import shutil
 
+    from cscl.eval.headline import QualityGate, ReportOptions
     from cscl.eval.metrics import headline_metrics, reference_classification_artifacts
     from cscl.eval.quality import check_score_metric, score_summary
     from cscl.eval.run import evaluate as run_evaluation
@@ -44,6 +45,7 @@ def evaluate(
 
     storage.configure_store(s3_endpoint or None)
     check_score_metric(score_metric)  # a typo fails now, not after the evaluation
+    gate = min_score if min_score >= 0 else None
     m = run_evaluation(
         {method_name: embeddings.path, baseline_name: baseline_embeddings.path},
         labels_uri,
@@ -54,10 +56,13 @@ def evaluate(
         n_boot=n_boot,
         ks=[int(k) for k in ks.split(",") if k.strip()],
         seed=seed,
+        report_options=ReportOptions(  # the report's headline shows the gate's verdict
+            score_metric=score_metric,
+            gate=QualityGate(min_score=gate) if gate is not None else None,
+        ),
     )
     shutil.copyfile(f"{results.path}/report.html", report.path)
     score = score_summary(m, method_name, score_metric)
-    gate = min_score if min_score >= 0 else None
     for k, v in headline_metrics(m, score, gate).items():
         metrics.log_metric(k, v)
     outputs = {

@@ -59,7 +59,10 @@ def test_evaluate_outputs(evaluated):
             assert "confusionMatrix" in cls and "note" not in cls
         else:
             assert "not evaluated" in cls["note"] and "confusionMatrix" not in cls
-    assert "<html" in Path(evaluated["report"].path).read_text().lower()
+    html = Path(evaluated["report"].path).read_text()
+    verdict = "PASSED" if evaluated["score"] >= 0.1 else "FAILED"
+    assert f"Quality gate {verdict}" in html  # the report's headline shows the gate
+    assert html.index("Quality gate") < html.index("Results per task") < html.index("Dataset")
 
 
 def test_compare_component_on_real_evaluation(eval_results_art, eval_results_dir, tmp_path):

@@ -8,14 +8,26 @@ import json
 from pathlib import Path
 
 from cscl.eval.metrics import TaskHeadline, task_headlines
+from cscl.eval.pvalues import MIN_CASES_FOR_P, p_clause, too_few_cases
 from cscl.eval.quality import DEFAULT_SCORE_METRIC, score_summary
 
 
-def format_p(p: float | None) -> str:
-    """`p < 0.001` below what three decimals show, `p = 0.042` otherwise, `—` when untested."""
+def format_p(p: float | None, n_cases: int | None = None) -> str:
+    """`p = 0.042`, `p < 0.001` (never 0.000), `p not interpretable (6 cases)` on fewer than
+    MIN_CASES_FOR_P cases, `—` when untested: the rules of the HTML report (`cscl.eval.pvalues`)."""
     if p is None:
         return "—"
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+    return p_clause(p, n_cases=n_cases)
+
+
+def _small_cohort(metrics: dict) -> str | None:
+    n = (metrics.get("dataset") or {}).get("n_cases")
+    if not too_few_cases(n):
+        return None
+    return (
+        f"**WARNING: evaluated on only {n} cases** (fewer than {MIN_CASES_FOR_P}): the values "
+        "below are unstable and their p-values are not interpretable."
+    )
 
 
 def _value(v: float | None, lo: float | None = None, hi: float | None = None) -> str:
@@ -50,7 +62,8 @@ def model_card(
     pre, bb = doc.get("preprocessing", {}), doc.get("backbone", {})
     lines = [f"# Model card: {doc.get('name')} {doc.get('version')}", ""]
     rows = task_headlines(metrics, metrics.get("primary"), score_metric) if metrics else []
-    warnings = [_warning(r) for r in rows if r.at_or_below_chance]
+    warnings = [w for w in [_small_cohort(metrics)] if w]
+    warnings += [_warning(r) for r in rows if r.at_or_below_chance]
     lines += [*(f"> {w}\n" for w in warnings)]
     if metrics:
         lines += [f"**Quality score**: {score_summary(metrics, None, score_metric).describe()}", ""]
@@ -78,7 +91,8 @@ def model_card(
             flag = " ⚠ chance" if r.at_or_below_chance else ""
             lines.append(
                 f"| {r.task} | {r.metric} | {_value(r.value, r.ci_low, r.ci_high)}{flag} | "
-                f"{_value(r.baseline_value)} | {format_p(r.p_value)} |"
+                f"{_value(r.baseline_value)} | "
+                f"{format_p(r.p_value, metrics['tasks'][r.task].get('n_cases'))} |"
             )
     else:
         lines.append("No evaluation was stored with this model.")

@@ -41,7 +41,17 @@ METRICS = {
 
 def test_format_p():
     assert format_p(1.8e-6) == "p < 0.001" and format_p(0.0423) == "p = 0.042"
-    assert format_p(None) == "—"
+    assert format_p(None) == "—" and format_p(0.0) == "p < 0.001"
+    assert format_p(1.8e-6, n_cases=6) == "p not interpretable (6 cases)"
+
+
+def test_card_on_a_handful_of_cases_says_so(bundle_dir):
+    small = {**METRICS, "dataset": {"n_cases": 6}}
+    small["tasks"] = {t: {**e, "n_cases": 6} for t, e in METRICS["tasks"].items()}
+    text = model_card(bundle_dir, small, "s3://b/m/")
+    assert "**WARNING: evaluated on only 6 cases**" in text
+    assert text.index("only 6 cases") < text.index("## Evaluation")
+    assert "| 0.700 | p not interpretable (6 cases) |" in text and "p < 0.001" not in text
 
 
 def test_card_table_warnings_and_score(bundle_dir):
