@@ -7,6 +7,7 @@ import base64
 from html import escape
 from pathlib import Path
 
+from cscl.eval.triage_report import triage_section
 from cscl.io.storage import atomic_path
 
 _CSS = """
@@ -233,6 +234,7 @@ def render_html(metrics: dict, out_dir: Path) -> str:
         else:
             parts.append(_survival(task, e, out_dir))
         parts.append(_comparisons(e, methods[0]))
+    parts.append(triage_section(metrics))
     items = [f"<li>{escape(n)}</li>" for n in metrics.get("notes", [])]
     for s in metrics.get("skipped", []):
         where = " · ".join(str(s[k]) for k in ("task", "method", "protocol") if s.get(k))
