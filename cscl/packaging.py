@@ -25,7 +25,8 @@ from cscl.embeddings import read_embeddings
 from cscl.errors import InputError
 from cscl.eval.heads import apply_heads, fit_heads
 from cscl.eval.tasks import parse_tasks
-from cscl.eval.triage_head import DEFAULT_TRIAGE_SENSITIVITY, check_sensitivity, with_triage
+from cscl.eval.triage import check_sensitivity
+from cscl.eval.triage_head import DEFAULT_TRIAGE_SENSITIVITY, with_triage
 from cscl.features import feature_path, read_features
 from cscl.io.manifest import load_labels
 from cscl.monitoring.reference import write_reference

@@ -35,7 +35,7 @@ from cscl.eval.protocols import (
     protocol_names,
 )
 from cscl.eval.tasks import CLASSIFICATION, Task
-from cscl.eval.triage import TARGET_SENSITIVITIES
+from cscl.eval.triage import TARGET_SENSITIVITIES, check_sensitivity
 from cscl.progress import progress as progress_log
 
 
@@ -83,7 +83,7 @@ def evaluate(
         inner_folds=inner_folds,
         cox_components=cox_components,
         cox_alpha=cox_alpha,
-        triage_sensitivities=tuple(triage_sensitivities),
+        triage_sensitivities=tuple(check_sensitivity(s) for s in triage_sensitivities),
     )
     with threadpool_limits(limits=n_threads):
         inputs = load_inputs(embeddings, labels_uri, tasks)

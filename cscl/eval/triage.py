@@ -21,7 +21,7 @@ import re
 
 import numpy as np
 
-from cscl.errors import TooFewCases
+from cscl.errors import InputError, TooFewCases
 from cscl.eval.bootstrap import resample_indices, summarize
 from cscl.eval.calibration import (
     brier,
@@ -35,6 +35,16 @@ MIN_PER_CLASS = 10  # below this a calibration map and a sensitivity are noise, 
 POSITIVE_STATUS = ("positive", "pos", "high", "+", "yes", "true", "1")
 _STATUS_TASK = re.compile(r"^(?P<marker>[A-Za-z0-9]+)_status$")
 CALIBRATION_METHOD = "platt, cross-fitted on the outer folds"
+
+
+def check_sensitivity(target: float) -> float:
+    """A target sensitivity strictly between 0 and 1 (InputError otherwise)."""
+    if not 0.0 < float(target) < 1.0:
+        raise InputError(
+            f"triage sensitivity {target} is not between 0 and 1",
+            hint="pass e.g. 0.95 (--triage-sensitivity 0 / --triage-sensitivities '' for none)",
+        )
+    return float(target)
 
 
 def triage_marker(task: str, classes: list[str]) -> tuple[str, str] | None:

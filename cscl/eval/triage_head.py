@@ -25,22 +25,19 @@ from cscl.eval.calibration import PlattMap, fit_platt
 from cscl.eval.heads import head_scores
 from cscl.eval.kfold import kfold_eval
 from cscl.eval.tasks import CLASSIFICATION, Task, classification_target
-from cscl.eval.triage import MIN_PER_CLASS, operating_rows, sensitivity_threshold, triage_marker
+from cscl.eval.triage import (
+    MIN_PER_CLASS,
+    check_sensitivity,
+    operating_rows,
+    sensitivity_threshold,
+    triage_marker,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TRIAGE_SENSITIVITY = 0.95
 PACKAGE_FOLDS = 5
 STAIN, SKIP = "stain", "skip IHC"
-
-
-def check_sensitivity(target: float) -> float:
-    if not 0.0 < float(target) < 1.0:
-        raise InputError(
-            f"triage sensitivity {target} is not between 0 and 1",
-            hint="pass e.g. --triage-sensitivity 0.95 (0 for no triage)",
-        )
-    return float(target)
 
 
 def fit_triage(

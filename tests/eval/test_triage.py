@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-from conftest import FAST
 
 from cscl.errors import TooFewCases
 from cscl.eval.bootstrap import resample_indices
@@ -21,6 +20,8 @@ from cscl.eval.triage import (
     triage_marker,
 )
 from cscl.eval.triage_report import render_triage_html, triage_section
+
+FAST = dict(n_boot=200, n_iter=3, inner_folds=3, draws=3)
 
 
 def test_which_tasks_are_ihc_status_tasks():
@@ -170,18 +171,34 @@ def test_evaluate_writes_the_triage_of_ihc_status_tasks(evaluated):
     assert "IHC triage" in (out / "report.html").read_text()
 
 
-def test_triage_can_be_left_out_and_too_few_cases_is_a_skip(cohort, make_planted, tmp_path):
+def test_triage_can_be_left_out_and_too_few_cases_is_a_skip(
+    cohort, make_planted, meta_for, tmp_path
+):
     m = evaluate(cohort / "signal.parquet", cohort / "labels.csv", "er_status", tmp_path / "a",
                  "kfold", triage_sensitivities=(), **FAST)  # fmt: skip
     assert "triage" not in m["tasks"]["er_status"]["results"]["cscl"]["kfold"]
     assert not (tmp_path / "a" / "triage.json").exists()
     assert triage_section(m) == "" and "No IHC triage" in render_triage_html(m)
     labels, X, _ = make_planted(n=30)
-    from conftest import meta_for
-
     m = evaluate((meta_for(labels.case_id), X), labels.iloc[:18], "er_status", tmp_path / "b",
                  "kfold", **FAST)  # fmt: skip
     skip = [s for s in m["skipped"] if s["protocol"] == "kfold triage"]
     assert skip and "at least 10 cases per class" in skip[0]["reason"]
     assert "kfold" in m["tasks"]["er_status"]["results"]["cscl"]  # the probe itself still ran
     assert "no triage for er_status" in (tmp_path / "b" / "triage.html").read_text()
+
+
+def test_cli_defaults_are_the_library_defaults():
+    import argparse
+
+    from cscl.commands import evaluate as command
+    from cscl.errors import InputError
+    from cscl.eval.triage import TARGET_SENSITIVITIES
+
+    p = argparse.ArgumentParser()
+    command.add_arguments(p)
+    need = ["--embeddings", "e", "--labels", "l", "--tasks", "t", "--out", "o"]
+    assert tuple(p.parse_args(need).triage_sensitivities) == TARGET_SENSITIVITIES
+    assert p.parse_args([*need, "--triage-sensitivities", ""]).triage_sensitivities == []
+    with pytest.raises(InputError, match="not between 0 and 1"):
+        evaluate("e.parquet", "l.csv", "t", "o", triage_sensitivities=(95,))
