@@ -52,6 +52,11 @@ def _task_vocab(heads: dict) -> dict:
         out[task] = {"type": head.get("type")}
         if head.get("classes") is not None:
             out[task]["classes"] = list(head["classes"])
+        if head.get("triage"):  # the served IHC triage's operating point (cscl.eval.triage_head)
+            tri = head["triage"]
+            out[task]["triage"] = {
+                k: tri[k] for k in ("positive_class", "target_sensitivity", "threshold")
+            }
     return out
 
 

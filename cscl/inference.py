@@ -32,6 +32,7 @@ import numpy as np
 from cscl.bundle import Bundle, load_bundle
 from cscl.errors import CsclError, ErrorKind, InputError, SlideError
 from cscl.eval.heads import apply_heads
+from cscl.eval.triage_head import triage_decisions
 from cscl.features import SlideFeatures, read_features
 from cscl.inference_request import (
     DEFAULT_MAX_BYTES,
@@ -235,19 +236,21 @@ class Predictor:
             for i in order
         ]
         preds = apply_heads(self.heads, emb.astype(np.float64)) if self.heads else {}
-        return jsonable(
-            {
-                "model_name": self.bundle.name,
-                "model_version": self.model_version,
-                "slide_id": sf.slide_id,
-                "n_patches": int(len(attn)),
-                "patch_size_level0": sf.patch_size_level0 or None,
-                "embedding": [float(v) for v in emb],
-                "predictions": preds,
-                "top_patches": top,
-                "qc": qc if qc is not None else _qc_of(sf),
-            }
-        )
+        answer = {
+            "model_name": self.bundle.name,
+            "model_version": self.model_version,
+            "slide_id": sf.slide_id,
+            "n_patches": int(len(attn)),
+            "patch_size_level0": sf.patch_size_level0 or None,
+            "embedding": [float(v) for v in emb],
+            "predictions": preds,
+            "top_patches": top,
+            "qc": qc if qc is not None else _qc_of(sf),
+        }
+        triage = triage_decisions(self.heads, emb) if self.heads else {}
+        if triage:  # bundles without triage (older, or too few cases) answer as before
+            answer["triage"] = triage
+        return jsonable(answer)
 
     def predict_features(self, sf: SlideFeatures) -> dict:
         """One slide's features → the Inference API answer (see docs/CONTRACTS.md)."""

@@ -25,6 +25,8 @@ from cscl.embeddings import read_embeddings
 from cscl.errors import InputError
 from cscl.eval.heads import apply_heads, fit_heads
 from cscl.eval.tasks import parse_tasks
+from cscl.eval.triage import check_sensitivity
+from cscl.eval.triage_head import DEFAULT_TRIAGE_SENSITIVITY, with_triage
 from cscl.features import feature_path, read_features
 from cscl.io.manifest import load_labels
 from cscl.monitoring.reference import write_reference
@@ -213,8 +215,11 @@ def _heads_and_reference(
     tasks: str,
     seed: int,
     n_iter: int,
+    triage_sensitivity: float | None = DEFAULT_TRIAGE_SENSITIVITY,
 ) -> tuple[dict | None, dict[str, Any] | None]:
-    """(heads fitted on the run's embeddings, write_reference kwargs or None)."""
+    """(heads fitted on the run's embeddings, write_reference kwargs or None). IHC-status heads
+    carry their triage operating point at `triage_sensitivity` (cscl.eval.triage_head; None or
+    0: none)."""
     labels = load_labels(labels_uri) if labels_uri else None
     meta, X, aligned = reference_inputs(embeddings, labels, run_model_version)
     heads = None
@@ -223,6 +228,10 @@ def _heads_and_reference(
     if aligned is not None:
         task_list = parse_tasks(tasks, aligned)
         heads = fit_heads(X, aligned, task_list, seed=seed, n_iter=n_iter)
+        if triage_sensitivity:
+            heads, _ = with_triage(
+                heads, X, aligned, task_list, triage_sensitivity, seed=seed, n_iter=n_iter
+            )
         preds = [apply_heads(heads, x.astype(np.float64)) for x in X]
         label_cols = {t.name: aligned[t.name].tolist() for t in task_list if t.name in aligned}
     slide_ids = meta["slide_id"].astype(str).tolist()
@@ -257,7 +266,8 @@ class BundleSpec:
 
     labels (a labels table URI) needs `embeddings` (`cscl embed` of this run): heads are fitted on
     them. With embeddings whose feature files carry `qc`, the reference set for drift
-    monitoring is written too.
+    monitoring is written too. `triage_sensitivity`: the operating point of the served IHC
+    triage of binary `<marker>_status` heads (cscl.eval.triage_head); None or 0: no triage.
     """
 
     features_dir: str | Path | None = None
@@ -273,6 +283,7 @@ class BundleSpec:
     metrics: dict | None = None
     seed: int = 0
     n_iter: int = 10
+    triage_sensitivity: float | None = DEFAULT_TRIAGE_SENSITIVITY
 
 
 def build_bundle(
@@ -282,6 +293,8 @@ def build_bundle(
     features_dir, labels, embeddings = spec.features_dir, spec.labels, spec.embeddings
     tasks, name, version, seed, n_iter = spec.tasks, spec.name, spec.version, spec.seed, spec.n_iter
     metrics = spec.metrics
+    if spec.triage_sensitivity:
+        check_sensitivity(spec.triage_sensitivity)  # a typo fails before any fitting
     cfg = read_config(run_dir)
     data = cfg.get("data") or {}
     features = features_dir or data.get("features_dir")
@@ -304,7 +317,14 @@ def build_bundle(
     heads, reference = None, None
     if embeddings:
         heads, ref_args = _heads_and_reference(
-            embeddings, labels, features, cfg.get("model_version"), tasks, seed, n_iter
+            embeddings,
+            labels,
+            features,
+            cfg.get("model_version"),
+            tasks,
+            seed,
+            n_iter,
+            spec.triage_sensitivity,
         )
         if ref_args is not None:
             out.mkdir(parents=True, exist_ok=True)

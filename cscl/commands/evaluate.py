@@ -16,6 +16,13 @@ def _ints(text: str) -> list[int]:
         ) from exc
 
 
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--embeddings", required=True, help="embeddings Parquet of the method (cscl embed)"
@@ -44,6 +51,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inner-folds", type=int, default=5, help="inner folds of the C search")
     p.add_argument("--cox-components", type=int, default=None, help="PCA components for Cox")
     p.add_argument("--cox-alpha", type=float, default=1.0, help="ridge penalty of the Cox model")
+    p.add_argument(
+        "--triage-sensitivities",
+        type=_floats,
+        default=[0.9, 0.95, 0.99],  # = cscl.eval.triage.TARGET_SENSITIVITIES
+        help="IHC triage of <marker>_status tasks: target sensitivities of its operating table "
+        "(0.9,0.95,0.99; '' for no triage)",
+    )
     p.add_argument(
         "--baseline",
         action="append",
@@ -115,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         inner_folds=args.inner_folds,
         cox_components=args.cox_components,
         cox_alpha=args.cox_alpha,
+        triage_sensitivities=args.triage_sensitivities,
         progress=not args.quiet,
         report_options=ReportOptions(
             score_metric=args.score_metric,
@@ -129,6 +144,10 @@ def run(args: argparse.Namespace) -> int:
                 if name in values:
                     print(f"{f'{task}.{method}.{name}':50s} {values[name]:.3f}")
     print(f"quality score: {score_summary(metrics, args.name, args.score_metric).describe()}")
+    for task, entry in metrics["tasks"].items():  # the IHC triage in plain words
+        triage = (entry["results"].get(args.name, {}).get("kfold") or {}).get("triage")
+        for row in (triage or {}).get("operating_points", []):
+            print(f"{task}: {row['sentence']}")
     for item in metrics["skipped"]:
         where = " ".join(str(item[k]) for k in ("task", "method", "protocol") if item.get(k))
         print(f"skipped {where}: {item['reason']}")

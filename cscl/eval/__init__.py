@@ -1,6 +1,7 @@
 """Evaluation of slide embeddings: few-shot probe (MADELEINE), k-fold probe with bootstrap CIs
 (HistoStainAlign), survival (Cox, C-index, Kaplan–Meier), HTML report, the quality score and the
-candidate-vs-current comparison, and linear task heads for serving. Names are resolved lazily so
+candidate-vs-current comparison, linear task heads for serving, and the IHC triage report
+(calibrated probabilities, stains an H&E pre-screen could skip). Names are resolved lazily so
 `import cscl.eval` stays cheap (no sklearn)."""
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ _HOMES = {
     "apply_heads": "heads",
     "save_heads": "heads",
     "load_heads": "heads",
+    "ihc_triage": "triage",
+    "triage_decisions": "triage_head",
 }
 __all__ = sorted(_HOMES)
 

@@ -33,7 +33,8 @@ def method_values(result: dict) -> dict[str, float]:
     """Finite values of one method on one task (`metrics.tasks[t].results[method]`), by name.
 
     Names: `kfold_<metric>` (+ `_ci_low`, `_ci_high`), `fewshot_k<k>_auc`,
-    `fewshot_k<k>_balanced_accuracy`, `cindex` (+ `_ci_low`, `_ci_high`), `logrank_p`.
+    `fewshot_k<k>_balanced_accuracy`, `cindex` (+ `_ci_low`, `_ci_high`), `logrank_p`, and the
+    IHC triage figures of binary `<marker>_status` tasks (`_triage_values`).
     A value that is missing, None (NaN in metrics.json) or not finite has no entry.
     """
     named: dict[str, object] = {}
@@ -45,6 +46,7 @@ def method_values(result: dict) -> dict[str, float]:
         if row.get("status") == "ok":
             named[f"fewshot_k{row['k']}_auc"] = row["auc_mean"]
             named[f"fewshot_k{row['k']}_balanced_accuracy"] = row["balanced_accuracy_mean"]
+    named.update(_triage_values((result.get("kfold") or {}).get("triage")))
     sv = result.get("survival")
     if sv:
         named["cindex"] = sv["cindex"]["value"]
@@ -52,6 +54,31 @@ def method_values(result: dict) -> dict[str, float]:
         named["cindex_ci_high"] = sv["cindex"]["ci_high"]
         named["logrank_p"] = sv["logrank"]["p_value"]
     return {k: float(v) for k, v in named.items() if _finite(v)}
+
+
+def _triage_values(tr: dict | None) -> dict[str, object]:
+    """Names of the IHC triage figures (cscl.eval.triage): `triage_brier` (+ `_ci_low`,
+    `_ci_high`), `triage_brier_uncalibrated`, and per target sensitivity s (90, 95, 99)
+    `triage_skip_fraction_sens<s>` (+ `_ci_low`, `_ci_high`), `triage_npv_sens<s>`,
+    `triage_missed_positives_sens<s>`, `triage_threshold_sens<s>`."""
+    if not tr:
+        return {}
+    b = tr["calibration"]["brier"]
+    named: dict[str, object] = {
+        "triage_brier": b["value"],
+        "triage_brier_ci_low": b["ci_low"],
+        "triage_brier_ci_high": b["ci_high"],
+        "triage_brier_uncalibrated": tr["calibration"]["brier_uncalibrated"],
+    }
+    for row in tr["operating_points"]:
+        s = f"sens{round(100 * row['target_sensitivity'])}"
+        sk = row["skip_fraction"]
+        named[f"triage_skip_fraction_{s}"] = sk["value"]
+        named[f"triage_skip_fraction_{s}_ci_low"] = sk["ci_low"]
+        named[f"triage_skip_fraction_{s}_ci_high"] = sk["ci_high"]
+        for key in ("npv", "missed_positives", "threshold"):
+            named[f"triage_{key}_{s}"] = row[key]["value"]
+    return named
 
 
 def flat_metrics(metrics: dict) -> dict[str, float]:

@@ -1,4 +1,5 @@
-"""Write an evaluation: predictions.parquet, PNG plots, report.html and metrics.json.
+"""Write an evaluation: predictions.parquet, PNG plots, report.html, triage.json/.html (IHC
+triage, when an IHC-status task was evaluated) and metrics.json.
 
 metrics.json is written last, so its presence means the folder is complete; every file is
 written atomically (`storage.atomic_path`).
@@ -17,6 +18,7 @@ from cscl.eval.headline import ReportOptions
 from cscl.eval.pvalues import p_clause
 from cscl.eval.report import write_report as write_html_report
 from cscl.eval.tasks import CLASSIFICATION
+from cscl.eval.triage_report import write_triage
 from cscl.io.storage import atomic_path
 from cscl.runtime import jsonable
 
@@ -43,6 +45,7 @@ def write_outputs(
     if report:
         write_plots(metrics, preds, out, options.time_unit)
         write_html_report(metrics, out, options)
+    write_triage(metrics, out, html=report)
     with atomic_path(out / "metrics.json") as tmp:
         tmp.write_text(json.dumps(metrics, indent=1, allow_nan=False))
     return metrics

@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from cscl.errors import InputError
+from cscl.errors import InputError, TooFewCases
 from cscl.eval.fewshot import few_shot
-from cscl.eval.kfold import kfold_eval
+from cscl.eval.kfold import KFoldResult, kfold_eval
 from cscl.eval.survival import survival_eval
 from cscl.eval.tasks import CLASSIFICATION, SURVIVAL, ClassTarget, SurvTarget
+from cscl.eval.triage import CALIBRATION_METHOD, TARGET_SENSITIVITIES, ihc_triage, triage_marker
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class EvalConfig:
     inner_folds: int = 5
     cox_components: int | None = None
     cox_alpha: float = 1.0
+    triage_sensitivities: tuple[float, ...] = TARGET_SENSITIVITIES  # () = no IHC triage
 
     def describe(self, task_names: list[str]) -> dict:
         """The `config` block of metrics.json (format cscl-eval/1)."""
@@ -62,6 +64,11 @@ class EvalConfig:
             "survival": {
                 "n_components": self.cox_components or "auto (events/10, 1..10)",
                 "alpha": self.cox_alpha,
+            },
+            "triage": {
+                "target_sensitivities": list(self.triage_sensitivities),
+                "calibration": CALIBRATION_METHOD,
+                "tasks": "binary <marker>_status tasks (positive/high class), with kfold",
             },
         }
 
@@ -185,7 +192,34 @@ def kfold_protocol(data: TaskData, cfg: EvalConfig) -> ProtocolOutput:
     preds = r.predictions.copy()
     if r.roc:
         preds["score"] = preds[f"prob_{r.roc['positive_class']}"]
-    return ProtocolOutput(section, paired, preds)
+    out = ProtocolOutput(section, paired, preds)
+    triage_step(data, r, cfg, out)
+    return out
+
+
+def triage_step(data: TaskData, r: KFoldResult, cfg: EvalConfig, out: ProtocolOutput) -> None:
+    """IHC triage of a binary `<marker>_status` task from the k-fold probe's out-of-fold
+    probabilities (cscl.eval.triage), stored as the k-fold section's `triage`; too few cases
+    of a class is a skip with its reason."""
+    found = triage_marker(data.task, r.classes)
+    if found is None or not cfg.triage_sensitivities:
+        return
+    marker, positive = found
+    p = r.predictions
+    try:
+        out.section["triage"] = ihc_triage(
+            p[f"prob_{positive}"].to_numpy(float),
+            p["y_true"].to_numpy(str),
+            p["fold"].to_numpy(),
+            task=data.task,
+            positive_class=positive,
+            marker=marker,
+            targets=cfg.triage_sensitivities,
+            n_boot=cfg.n_boot,
+            boot_seed=cfg.boot_seed,
+        )
+    except TooFewCases as exc:
+        out.skipped.append({"protocol": "kfold triage", "reason": exc.message})
 
 
 @protocol("survival", SURVIVAL)

@@ -28,6 +28,7 @@ from cscl.eval.pvalues import (
     smallest_exact_p,
     too_few_cases,
 )
+from cscl.eval.triage_report import triage_section
 from cscl.io.storage import atomic_path
 
 _CSS = """
@@ -464,6 +465,7 @@ def render_html(metrics: dict, out_dir: Path, options: ReportOptions | None = No
         _task_table(metrics, options),
         "<h2>Dataset</h2>" + _dataset(metrics),
         _task_details(metrics, out_dir, options),
+        triage_section(metrics),
         _notes(metrics),
         "</body></html>",
     ]

@@ -36,6 +36,7 @@ from cscl.eval.protocols import (
     protocol_names,
 )
 from cscl.eval.tasks import CLASSIFICATION, Task
+from cscl.eval.triage import TARGET_SENSITIVITIES, check_sensitivity
 from cscl.progress import progress as progress_log
 
 
@@ -57,6 +58,7 @@ def evaluate(
     inner_folds: int = 5,
     cox_components: int | None = None,
     cox_alpha: float = 1.0,
+    triage_sensitivities: Sequence[float] = TARGET_SENSITIVITIES,
     progress: bool = False,
     write_report: bool = True,
     report_options: ReportOptions | None = None,
@@ -65,7 +67,9 @@ def evaluate(
     """Evaluate, write the outputs under `out_dir`, and return the metrics dict (= metrics.json).
 
     `embeddings` maps a method name to its table; the first one is the method under test and
-    the others are compared against it (Wilcoxon, one-sided: first > other). `n_threads` caps
+    the others are compared against it (Wilcoxon, one-sided: first > other).
+    `triage_sensitivities`: the operating points of the IHC triage report of binary
+    `<marker>_status` tasks (cscl.eval.triage); () leaves it out. `n_threads` caps
     BLAS threads: the many small fits are slower with threaded BLAS (spin-waiting), not faster.
     `report_options` (`cscl.eval.headline.ReportOptions`: score metric, the quality gate a
     pipeline applies, the unit of survival times) only shape report.html.
@@ -83,6 +87,7 @@ def evaluate(
         inner_folds=inner_folds,
         cox_components=cox_components,
         cox_alpha=cox_alpha,
+        triage_sensitivities=tuple(check_sensitivity(s) for s in triage_sensitivities),
     )
     with threadpool_limits(limits=n_threads):
         inputs = load_inputs(embeddings, labels_uri, tasks)

@@ -37,6 +37,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--response-timeout", type=int, default=900, help="seconds per request (900)")
     p.add_argument("--seed", type=int, default=0, help="seed of the head fitting")
     p.add_argument("--n-iter", type=int, default=10, help="C candidates of the head search")
+    p.add_argument(
+        "--triage-sensitivity",
+        type=float,
+        default=0.95,  # = cscl.eval.triage_head.DEFAULT_TRIAGE_SENSITIVITY
+        help="served IHC triage of <marker>_status heads: the sensitivity for positives its "
+        "threshold keeps on the reference cases (0.95; 0: no triage)",
+    )
     p.add_argument("--upload", help="s3://bucket/prefix/models/: upload <name>/<version>/…")
     p.add_argument("--no-mar", action="store_true", help="write the bundle directory only")
 
@@ -62,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         metrics=json.loads(Path(args.metrics).read_text()) if args.metrics else None,
         seed=args.seed,
         n_iter=args.n_iter,
+        triage_sensitivity=args.triage_sensitivity or None,
     )
     done = package_model(
         args.model,

@@ -22,13 +22,20 @@ from cscl_platform.serving.server import start_torchserve
 def summarize_answer(answer: dict) -> dict:
     """The parts of a prediction a person reads first (the full embedding is long)."""
     emb = answer.get("embedding") or []
-    return {
+    out = {
         "model_version": answer.get("model_version"),
         "embedding": f"{len(emb)} floats, first {[round(float(v), 3) for v in emb[:4]]}",
         "predictions": answer.get("predictions"),
         "top_patches": (answer.get("top_patches") or [])[:3],
         "qc": answer.get("qc"),
     }
+    if answer.get("triage"):  # the IHC pre-screen, when the model was packaged with one
+        out["triage"] = {
+            task: f"{t['decision']} (P {t['probability_positive']:.2f}, threshold "
+            f"{t['threshold']:.2f} for {100 * t['target_sensitivity']:.0f} % sensitivity)"
+            for task, t in answer["triage"].items()
+        }
+    return out
 
 
 def demo_step(ctx: Any) -> dict | None:

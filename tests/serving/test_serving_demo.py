@@ -47,3 +47,8 @@ def test_summary_shortens_the_embedding():
         {"model_version": "v", "embedding": [0.1] * 512, "top_patches": [1, 2, 3, 4]}
     )
     assert s["embedding"].startswith("512 floats") and s["top_patches"] == [1, 2, 3]
+    assert "triage" not in s  # a model without the IHC pre-screen
+    t = {"decision": "skip IHC", "probability_positive": 0.031, "threshold": 0.12,
+         "target_sensitivity": 0.95, "positive_class": "positive", "note": "…"}  # fmt: skip
+    s = summarize_answer({"embedding": [], "triage": {"er_status": t}})
+    assert s["triage"] == {"er_status": "skip IHC (P 0.03, threshold 0.12 for 95 % sensitivity)"}

@@ -1,4 +1,5 @@
-"""evaluate: the method's evaluation against baselines → Metrics, ClassificationMetrics, HTML;
+"""evaluate: the method's evaluation against baselines → Metrics, ClassificationMetrics, HTML
+(the report and the IHC triage);
 compare_models: candidate vs current model → promote?"""
 
 from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Output
@@ -18,6 +19,7 @@ def evaluate(
     classification_ki67_status: Output[ClassificationMetrics],
     classification_subtype: Output[ClassificationMetrics],
     report: Output[HTML],
+    triage: Output[HTML],
     results: Output[Dataset],
     tasks: str = "subtype,er_status,her2_status,os",
     protocols: str = "fewshot,kfold,survival",
@@ -36,11 +38,13 @@ def evaluate(
     have a finite value; 0.0 when none has). `min_score` ≥ 0: the gate's threshold, shown with
     its result in `metrics`; < 0: no gate follows (retraining), none shown."""
     import shutil
+    from pathlib import Path
 
     from cscl.eval.headline import QualityGate, ReportOptions
     from cscl.eval.metrics import headline_metrics, reference_classification_artifacts
     from cscl.eval.quality import check_score_metric, score_summary
     from cscl.eval.run import evaluate as run_evaluation
+    from cscl.eval.triage_report import render_triage_html
     from cscl.io import storage
 
     storage.configure_store(s3_endpoint or None)
@@ -62,6 +66,7 @@ def evaluate(
         ),
     )
     shutil.copyfile(f"{results.path}/report.html", report.path)
+    Path(triage.path).write_text(render_triage_html(m), encoding="utf-8")  # IHC triage
     score = score_summary(m, method_name, score_metric)
     for k, v in headline_metrics(m, score, gate).items():
         metrics.log_metric(k, v)

@@ -21,6 +21,7 @@ def test_interface():
     for task in REFERENCE_CLASSIFICATION_TASKS:  # one ROC + confusion matrix per task in the UI
         assert out[f"classification_{task}"].type == "system.ClassificationMetrics@0.0.1"
     assert out["report"].type == "system.HTML@0.0.1"
+    assert out["triage"].type == "system.HTML@0.0.1"  # the IHC triage report, its own UI tab
     assert out["Output"].type == "Float"
     assert compare_models.component_spec.outputs["comparison"].type == "system.Markdown@0.0.1"
 
@@ -30,7 +31,8 @@ def evaluated(embeddings_parquet, baseline_parquet, cohort, tmp_path_factory) ->
     """The evaluate component, run once on library-built embeddings."""
     d = tmp_path_factory.mktemp("evaluated")
     outs = dict(metrics=art(dsl.Metrics, d / "metrics"),
-                report=art(dsl.HTML, d / "report.html"), results=art(dsl.Dataset, d / "res"))  # fmt: skip
+                report=art(dsl.HTML, d / "report.html"), triage=art(dsl.HTML, d / "triage.html"),
+                results=art(dsl.Dataset, d / "res"))  # fmt: skip
     for t in REFERENCE_CLASSIFICATION_TASKS:
         outs[f"classification_{t}"] = art(dsl.ClassificationMetrics, d / f"classification_{t}")
     score = evaluate.python_func(
@@ -63,6 +65,12 @@ def test_evaluate_outputs(evaluated):
     verdict = "PASSED" if evaluated["score"] >= 0.1 else "FAILED"
     assert f"Quality gate {verdict}" in html  # the report's headline shows the gate
     assert html.index("Quality gate") < html.index("Results per task") < html.index("Dataset")
+    triage = Path(evaluated["triage"].path).read_text()
+    assert "<h1>IHC triage</h1>" in triage
+    if {"er_status", "pgr_status", "her2_status", "ki67_status"} & set(tasks):
+        # the tiny cohort has too few cases for a triage: the page says why
+        assert "needs at least 10 cases per class" in triage
+        assert "At 95 % sensitivity" not in triage
 
 
 def test_compare_component_on_real_evaluation(eval_results_art, eval_results_dir, tmp_path):

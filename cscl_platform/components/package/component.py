@@ -23,6 +23,7 @@ def package(
     weights: str = "",
     seed: int = 0,
     min_tissue: float = 0.25,
+    triage_sensitivity: float = 0.95,
     s3_endpoint: str = "",
 ) -> str:
     """`package_model` (bundle, heads, reference set, .mar, release upload) + model card;
@@ -63,6 +64,7 @@ def package(
         backbone_seed=seed,
         min_tissue=min_tissue,
         metrics=metrics,
+        triage_sensitivity=triage_sensitivity or None,  # 0: no served IHC triage
     )
     done = package_model(
         model.path, work / "out", spec, upload=f"{project_prefix.rstrip('/')}/models/"

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from kfp import dsl
 
+from cscl.eval.triage_head import DEFAULT_TRIAGE_SENSITIVITY
 from cscl.io import storage
 from cscl_platform.components.conftest import art
 from cscl_platform.components.package.component import package
@@ -18,6 +19,8 @@ def test_interface():
     assert spec.outputs["bundle"].type == "system.Model@0.0.1"
     assert spec.outputs["model_card"].type == "system.Markdown@0.0.1"
     assert spec.outputs["Output"].type == "String"
+    # the served IHC triage's operating point: the library's (and `cscl package`'s) default
+    assert spec.inputs["triage_sensitivity"].default == DEFAULT_TRIAGE_SENSITIVITY
 
 
 @pytest.fixture(scope="module")
