@@ -6,11 +6,15 @@
   never imports the platform: the dependency points one way (docs/ARCHITECTURE.md).
 
 A command module defines `HELP` (one line), `add_arguments(parser)` and `run(args) -> int`, and
-keeps heavy imports inside `run` so `cscl --help` stays fast.
+keeps heavy imports inside `run` so `cscl --help` stays fast. Optionally `CONFIG`: which cohort
+config key (cscl/config.py) fills which option, `{dest: key}`; a value may instead be a function
+`args -> key` for an option whose key depends on another option (its default must be None).
 
-Options every command shares live here, not in each module: `--s3-endpoint URL` configures the
-process object store (`cscl.io.storage.configure_store`) once, before the command runs; it is
-accepted before or after the command name (`cscl --s3-endpoint URL extract …`).
+Options every command shares live here, not in each module, and are accepted before or after the
+command name: `--s3-endpoint URL` configures the process object store
+(`cscl.io.storage.configure_store`) once, before the command runs; `--config FILE` (a cohort
+config) fills the command's options from the file's keys — an option given on the command line
+wins, and `--help` shows each option's default (the file's value when it sets one).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import importlib.metadata
 import pkgutil
 import sys
 import types
+from typing import Any
 
 from cscl import __version__
 from cscl.errors import CsclError, InputError
@@ -62,13 +67,16 @@ def _unavailable(name: str, exc: ImportError) -> types.SimpleNamespace:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(cfg=None) -> argparse.ArgumentParser:
+    """The whole `cscl` parser; with `cfg` (a CohortConfig) its keys are the options' defaults."""
     parser = argparse.ArgumentParser(
         prog="cscl",
         description="Cross-Stain Contrastive Learning: paired H&E/IHC slides → H&E slide embeddings.",
+        formatter_class=DefaultsFormatter,
     )
     parser.add_argument("--version", action="version", version=f"cscl {__version__}")
     _add_store_option(parser, default=None)
+    _add_config_option(parser, default=None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, mod in _command_modules():
         p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
@@ -76,8 +84,26 @@ def build_parser() -> argparse.ArgumentParser:
         # After the command name too; SUPPRESS so an absent one keeps the value given before it.
         with contextlib.suppress(argparse.ArgumentError):  # a command still defining its own
             _add_store_option(p, default=argparse.SUPPRESS)
+        for q in _with_nested(p):
+            q.formatter_class = DefaultsFormatter
+            _add_config_option(q, default=argparse.SUPPRESS)
+            for g in q._mutually_exclusive_groups:  # "one of these is required": no default
+                for a in g._group_actions:
+                    a.one_of_required = g.required
         p.set_defaults(_run=mod.run)
+        if cfg is not None:
+            bind_config(p, getattr(mod, "CONFIG", {}), cfg)
     return parser
+
+
+def _with_nested(p: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """`p` and the parsers of its own subcommands (`cscl pipeline compile|submit|…`)."""
+    found = [p]
+    for a in p._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            for q in dict.fromkeys(a.choices.values()):
+                found += _with_nested(q)
+    return found
 
 
 def _add_store_option(p: argparse.ArgumentParser, default) -> None:
@@ -90,16 +116,158 @@ def _add_store_option(p: argparse.ArgumentParser, default) -> None:
     )
 
 
+def _add_config_option(p: argparse.ArgumentParser, default) -> None:
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        default=default,
+        help="cohort config YAML (`cscl config init` writes one): fills options from its keys; "
+        "options given here win (default: none)",
+    )
+
+
+# ---- cohort config → option defaults ---------------------------------------------------------
+
+
+class FromConfig:
+    """An option default that came from the cohort config: `--help` shows it with its key, and
+    after parsing it is replaced by the value (typed like a command-line string) unless the user
+    gave the option — or another option of its mutually exclusive group."""
+
+    def __init__(self, value: Any, key: str, source: str, action: argparse.Action, partners):
+        self.value, self.key, self.source, self.action = value, key, source, action
+        self.partners = partners  # other actions of its mutually exclusive group
+
+    def __str__(self) -> str:
+        return f"{self.value} (from {self.source}: {self.key})"
+
+    def resolve(self, args: argparse.Namespace) -> Any:
+        for other in self.partners:
+            got = getattr(args, other.dest, None)
+            if not isinstance(got, FromConfig) and got != other.default:
+                return self.action.default_before_config  # a partner was given: step aside
+        value = self.value
+        if isinstance(value, str) and callable(self.action.type):
+            try:
+                value = self.action.type(value)
+            except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
+                raise InputError(f"{self.source}: {self.key}: {exc}") from None
+        return value
+
+
+def bind_config(p: argparse.ArgumentParser, bindings: dict, cfg) -> None:
+    """Make the keys `cfg` states the defaults of the options `bindings` maps them to.
+
+    A required option is also filled from a key the file leaves out when that key has a real
+    default (e.g. evaluation.tasks); an empty value ("" = none, as in the pipeline parameters)
+    leaves the option alone. Keys that depend on other options are filled after parsing.
+    """
+    stated, every = cfg.stated(), cfg.values()
+    actions = {a.dest: a for a in p._actions}
+    groups = {a.dest: g for g in p._mutually_exclusive_groups for a in g._group_actions}
+    late = []
+    for dest, key in bindings.items():
+        if callable(key):
+            late.append((dest, key))
+            continue
+        action = actions[dest]
+        value = stated.get(key, every[key] if action.required else "")
+        if value == "" or value is None:
+            continue
+        if action.choices is not None and value not in action.choices:
+            raise InputError(
+                f"{cfg.source}: {key}: {value!r} is not one of {', '.join(map(str, action.choices))}"
+            )
+        group = groups.get(dest)
+        partners = [a for a in group._group_actions if a is not action] if group else []
+        action.default_before_config = action.default
+        action.default = FromConfig(value, key, cfg.source, action, partners)
+        action.required = False
+        if group is not None:
+            group.required = False
+    if late:
+        p.set_defaults(_late_config=late)
+
+
+def fill_from_config(args: argparse.Namespace, cfg) -> argparse.Namespace:
+    """After parsing: config defaults → values; keys that depend on other options filled in."""
+    for dest, value in list(vars(args).items()):
+        if isinstance(value, FromConfig):
+            setattr(args, dest, value.resolve(args))
+    stated = cfg.stated()
+    for dest, key_of in getattr(args, "_late_config", ()):
+        key = key_of(args)
+        if getattr(args, dest) is None and stated.get(key, "") != "":
+            setattr(args, dest, stated[key])
+    return args
+
+
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default: `(default: …)` unless the help already names
+    it, `off` for a flag, and the config file's value and key when one fills the option."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if isinstance(default, FromConfig):
+            shown = f"from {default.source}: {default.key} = {default.value}"
+            return f"{text} ({shown.replace('%', '%%')})"
+        if text == argparse.SUPPRESS or default is argparse.SUPPRESS or action.required:
+            return text
+        if getattr(action, "one_of_required", False):
+            return text
+        if not action.option_strings or "default" in text.lower():
+            return text
+        return f"{text} (default: {_shown_default(action)})".strip()
+
+
+def _shown_default(action: argparse.Action) -> str:
+    if action.nargs == 0:  # a flag: store_true/store_false/store_const/count
+        return "off"
+    if action.default is None or action.default == []:
+        return "none"
+    if isinstance(action.default, list | tuple):
+        return ",".join(map(str, action.default))
+    return str(action.default).replace("%", "%%")
+
+
+def load_cohort_config(argv: list[str]):
+    """The `--config FILE` of a command line (before or after the command), loaded; or None."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(argv)
+    if not known.config:
+        return None
+    from cscl.config import load_config  # here: pydantic stays out of `cscl --help`
+
+    return load_config(known.config)
+
+
+def parse_args(argv: list[str], cfg=None) -> argparse.Namespace:
+    """`argv` parsed as `cscl` does (config defaults applied); `args.cohort_config` = `cfg`."""
+    args = build_parser(cfg).parse_args(argv)
+    if cfg is not None:
+        fill_from_config(args, cfg)
+    args.cohort_config = cfg
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "_run", None):
-        parser.print_help()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        cfg = load_cohort_config(argv)
+        args = parse_args(argv, cfg)
+    except CsclError as err:
+        print(f"cscl: error: {err}", file=sys.stderr)
         return 2
-    if args.store_endpoint:
+    if not getattr(args, "_run", None):
+        build_parser().print_help()
+        return 2
+    endpoint = args.store_endpoint or (cfg.s3_endpoint if cfg is not None else None)
+    if endpoint:
         from cscl.io import storage  # here, not at the top: `cscl --help` stays fast (numpy)
 
-        storage.configure_store(args.store_endpoint)
+        storage.configure_store(endpoint)
     try:
         return int(args._run(args) or 0)
     except CsclError as err:
