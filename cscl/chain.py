@@ -125,13 +125,13 @@ def run_chain(
         say(f"── {step.name}: cscl {step.command} {' '.join(step.argv)}  (+ {cfg.source})")
         if dry_run:
             continue
+        if step.name == "package" and not _gate_open(cfg, say):  # checked on every run
+            return 1
         stamp = stamps / f"{step.name}.json"
         if not redo and _finished(stamp, options, step.outputs):
             say(f"   skipped: done by an earlier run ({', '.join(map(str, step.outputs))})")
             continue
         redo = True  # what follows depends on this step's outputs
-        if step.name == "package" and not _gate_open(cfg, say):
-            return 1
         try:
             rc = int(args._run(args) or 0)
         except CsclError as err:
