@@ -26,10 +26,10 @@ import importlib.metadata
 import pkgutil
 import sys
 import types
-from typing import Any
 
 from cscl import __version__
 from cscl.errors import CsclError, InputError
+from cscl.options import DefaultsFormatter, bind_config, fill_from_config, show_defaults
 
 ENTRY_POINT_GROUP = "cscl.commands"
 
@@ -85,11 +85,8 @@ def build_parser(cfg=None) -> argparse.ArgumentParser:
         with contextlib.suppress(argparse.ArgumentError):  # a command still defining its own
             _add_store_option(p, default=argparse.SUPPRESS)
         for q in _with_nested(p):
-            q.formatter_class = DefaultsFormatter
+            show_defaults(q)
             _add_config_option(q, default=argparse.SUPPRESS)
-            for g in q._mutually_exclusive_groups:  # "one of these is required": no default
-                for a in g._group_actions:
-                    a.one_of_required = g.required
         p.set_defaults(_run=mod.run)
         if cfg is not None:
             bind_config(p, getattr(mod, "CONFIG", {}), cfg)
@@ -124,111 +121,6 @@ def _add_config_option(p: argparse.ArgumentParser, default) -> None:
         help="cohort config YAML (`cscl config init` writes one): fills options from its keys; "
         "options given here win (default: none)",
     )
-
-
-# ---- cohort config → option defaults ---------------------------------------------------------
-
-
-class FromConfig:
-    """An option default that came from the cohort config: `--help` shows it with its key, and
-    after parsing it is replaced by the value (typed like a command-line string) unless the user
-    gave the option — or another option of its mutually exclusive group."""
-
-    def __init__(self, value: Any, key: str, source: str, action: argparse.Action, partners):
-        self.value, self.key, self.source, self.action = value, key, source, action
-        self.partners = partners  # other actions of its mutually exclusive group
-
-    def __str__(self) -> str:
-        return f"{self.value} (from {self.source}: {self.key})"
-
-    def resolve(self, args: argparse.Namespace) -> Any:
-        for other in self.partners:
-            got = getattr(args, other.dest, None)
-            if not isinstance(got, FromConfig) and got != other.default:
-                return self.action.default_before_config  # a partner was given: step aside
-        value = self.value
-        if isinstance(value, str) and callable(self.action.type):
-            try:
-                value = self.action.type(value)
-            except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
-                raise InputError(f"{self.source}: {self.key}: {exc}") from None
-        return value
-
-
-def bind_config(p: argparse.ArgumentParser, bindings: dict, cfg) -> None:
-    """Make the keys `cfg` states the defaults of the options `bindings` maps them to.
-
-    A required option is also filled from a key the file leaves out when that key has a real
-    default (e.g. evaluation.tasks); an empty value ("" = none, as in the pipeline parameters)
-    leaves the option alone. Keys that depend on other options are filled after parsing.
-    """
-    stated, every = cfg.stated(), cfg.values()
-    actions = {a.dest: a for a in p._actions}
-    groups = {a.dest: g for g in p._mutually_exclusive_groups for a in g._group_actions}
-    late = []
-    for dest, key in bindings.items():
-        if callable(key):
-            late.append((dest, key))
-            continue
-        action = actions[dest]
-        value = stated.get(key, every[key] if action.required else "")
-        if value == "" or value is None:
-            continue
-        if action.choices is not None and value not in action.choices:
-            raise InputError(
-                f"{cfg.source}: {key}: {value!r} is not one of {', '.join(map(str, action.choices))}"
-            )
-        group = groups.get(dest)
-        partners = [a for a in group._group_actions if a is not action] if group else []
-        action.default_before_config = action.default
-        action.default = FromConfig(value, key, cfg.source, action, partners)
-        action.required = False
-        if group is not None:
-            group.required = False
-    if late:
-        p.set_defaults(_late_config=late)
-
-
-def fill_from_config(args: argparse.Namespace, cfg) -> argparse.Namespace:
-    """After parsing: config defaults → values; keys that depend on other options filled in."""
-    for dest, value in list(vars(args).items()):
-        if isinstance(value, FromConfig):
-            setattr(args, dest, value.resolve(args))
-    stated = cfg.stated()
-    for dest, key_of in getattr(args, "_late_config", ()):
-        key = key_of(args)
-        if getattr(args, dest) is None and stated.get(key, "") != "":
-            setattr(args, dest, stated[key])
-    return args
-
-
-class DefaultsFormatter(argparse.HelpFormatter):
-    """Every option's help ends with its default: `(default: …)` unless the help already names
-    it, `off` for a flag, and the config file's value and key when one fills the option."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        default = action.default
-        if isinstance(default, FromConfig):
-            shown = f"from {default.source}: {default.key} = {default.value}"
-            return f"{text} ({shown.replace('%', '%%')})"
-        if text == argparse.SUPPRESS or default is argparse.SUPPRESS or action.required:
-            return text
-        if getattr(action, "one_of_required", False):
-            return text
-        if not action.option_strings or "default" in text.lower():
-            return text
-        return f"{text} (default: {_shown_default(action)})".strip()
-
-
-def _shown_default(action: argparse.Action) -> str:
-    if action.nargs == 0:  # a flag: store_true/store_false/store_const/count
-        return "off"
-    if action.default is None or action.default == []:
-        return "none"
-    if isinstance(action.default, list | tuple):
-        return ",".join(map(str, action.default))
-    return str(action.default).replace("%", "%%")
 
 
 def load_cohort_config(argv: list[str]):

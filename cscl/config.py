@@ -106,6 +106,9 @@ class Training(_Section):
         description="Stage-2 objective: cscl (after the stage-1 adapter), madeleine, "
         "histostainalign, supervised.",
     )
+    label_task: str = Field(
+        "", description="Label column the supervised and histostainalign objectives learn."
+    )
     adapter_epochs: int = Field(120, description="Epochs of pretraining stage 1 (adapter).")
     adapter_batch_size: int = Field(8, description="Cases per batch in stage 1.")
     pairs_per_case: int = Field(

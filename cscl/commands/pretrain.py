@@ -45,6 +45,7 @@ CONFIG = {
     "preset": "preset",
     "objective": "objective",
     "labels": "labels_uri",
+    "label_task": "label_task",
     "epochs": _of_stage("epochs"),
     "batch_size": _of_stage("batch_size"),
     "pairs_per_case": "pairs_per_case",

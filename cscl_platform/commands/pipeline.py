@@ -46,7 +46,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _param_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE",
                    help="pipeline parameter (repeatable)")  # fmt: skip
-    p.add_argument("--params-file", help="YAML/JSON mapping of pipeline parameters")
+    p.add_argument(
+        "--params-file",
+        help="YAML/JSON mapping of pipeline parameters (over the --config file's keys of the "
+        "same names; --param wins over both)",
+    )
     p.add_argument("--s3-endpoint", help="shorthand for --param s3_endpoint=URL")
 
 
