@@ -215,9 +215,6 @@ class CohortConfig(_Section):
             if k in b.model_fields_set
         }
 
-    def value(self, key: str) -> Any:
-        return self.values()[key]
-
 
 def _own_keys(model: type[BaseModel]) -> list[str]:
     return [k for k in model.model_fields if k not in SECTIONS]
