@@ -6,6 +6,9 @@ import argparse
 
 HELP = "embed the H&E slides of a manifest with a trained model (or --model mean-pool)"
 
+# Cohort config key (cscl/config.py) → option it fills (`cscl --config FILE embed`).
+CONFIG = {"manifest": "manifest_uri", "device": "device", "quiet": "quiet"}
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="run dir from `cscl pretrain`, or mean-pool")

@@ -6,6 +6,20 @@ import argparse
 
 HELP = "evaluate slide embeddings on declared label tasks (few-shot, k-fold, survival) → report"
 
+# Cohort config key (cscl/config.py) → option it fills (`cscl --config FILE evaluate`).
+CONFIG = {
+    "labels": "labels_uri",
+    "tasks": "tasks",
+    "protocol": "protocols",
+    "folds": "folds",
+    "bootstrap": "n_boot",
+    "ks": "ks",
+    "seed": "seed",
+    "score_metric": "score_metric",
+    "min_score": "min_score",
+    "quiet": "quiet",
+}
+
 
 def _ints(text: str) -> list[int]:
     try:
@@ -27,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--embeddings", required=True, help="embeddings Parquet of the method (cscl embed)"
     )
-    p.add_argument("--name", default="cscl", help="name of the method in the report (default cscl)")
+    p.add_argument("--name", default="cscl", help="name of the method in the report")
     p.add_argument("--labels", required=True, help="labels table (CSV/Parquet, local or s3://)")
     p.add_argument(
         "--tasks",
@@ -36,13 +50,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", required=True, help="output folder (metrics.json, report.html, …)")
     p.add_argument(
-        "--protocol", default="fewshot,kfold,survival", help="subset of fewshot,kfold,survival"
+        "--protocol",
+        "--protocols",
+        default="fewshot,kfold,survival",
+        help="comma-separated subset of fewshot,kfold,survival",
     )
     p.add_argument("--folds", type=int, default=5, help="outer folds (k-fold and survival)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% CIs")
     p.add_argument("--seed", type=int, default=0, help="seed of folds, draws and searches")
     p.add_argument("--bootstrap-seed", type=int, default=42, help="seed of the bootstrap resamples")
-    p.add_argument("--ks", type=_ints, default=[1, 5, 10, 25], help="few-shot k values (1,5,10,25)")
+    p.add_argument("--ks", type=_ints, default=[1, 5, 10, 25], help="few-shot k values")
     p.add_argument("--draws", type=int, default=10, help="few-shot draws per k")
     p.add_argument(
         "--fewshot-scale", action="store_true", help="StandardScaler before the few-shot probe"

@@ -8,6 +8,21 @@ from dataclasses import replace
 
 HELP = "extract patch features from whole-slide images (manifest or one slide) into HDF5 files"
 
+# Cohort config key (cscl/config.py) → option it fills (`cscl --config FILE extract`).
+CONFIG = {
+    "manifest": "manifest_uri",
+    "store": "project_prefix",
+    "backbone": "backbone",
+    "weights": "weights",
+    "random_init": "allow_random",
+    "seed": "seed",
+    "target_mpp": "target_mpp",
+    "patch_size": "patch_size",
+    "min_tissue": "min_tissue",
+    "device": "device",
+    "quiet": "quiet",
+}
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
@@ -43,9 +58,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--random-init", action="store_true", help="allow a random (seeded) backbone: tests only"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of --random-init (default 0)")
-    p.add_argument("--target-mpp", type=float, default=1.0, help="patch resolution µm/px (1.0)")
-    p.add_argument("--patch-size", type=int, default=224, help="patch side in px (224)")
-    p.add_argument("--min-tissue", type=float, default=0.25, help="min tissue share (0.25)")
+    p.add_argument("--target-mpp", type=float, default=1.0, help="patch resolution µm/px")
+    p.add_argument("--patch-size", type=int, default=224, help="patch side in px")
+    p.add_argument("--min-tissue", type=float, default=0.25, help="min tissue share of a patch")
     p.add_argument(
         "--min-saturation",
         type=float,

@@ -14,7 +14,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="PNG to write")
     p.add_argument("--mpp", type=float, default=None, help="level-0 µm/px if the file lacks it")
     p.add_argument("--thumbnail-max", type=int, default=1024, help="longest thumbnail side (px)")
-    p.add_argument("--normalize", choices=("rank", "minmax"), default="rank")
+    p.add_argument(
+        "--normalize",
+        choices=("rank", "minmax"),
+        default="rank",
+        help="attention → colour: by rank (robust to a few peaks) or min-max",
+    )
     p.add_argument("--cmap", default="inferno", help="matplotlib colour map")
     p.add_argument("--alpha", type=float, default=0.55, help="opacity of the heatmap")
     p.add_argument("--top-k", type=int, default=5, help="outline the K most attended patches")

@@ -14,7 +14,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "src", help="folder of .h5 feature files (TRIDENT features_<enc>/, CLAM h5_files/)"
     )
     p.add_argument("--out", required=True, help="output folder: <out>/<slide_id>.h5")
-    p.add_argument("--source", default="auto", choices=("auto", "trident", "clam"))
+    p.add_argument(
+        "--source",
+        default="auto",
+        choices=("auto", "trident", "clam"),
+        help="layout of SRC: auto tells TRIDENT and CLAM folders apart",
+    )
     p.add_argument(
         "--encoder", help="patch encoder the features came from (TRIDENT: read from features_<enc>)"
     )
@@ -22,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--target-mpp", type=float, help="µm/px of the patches (TRIDENT: from its attrs)"
     )
     p.add_argument("--patch-size", type=int, help="patch side in px (TRIDENT: from its attrs)")
-    p.add_argument("--stain", default="HE", help="stain of every slide in the folder (default HE)")
+    p.add_argument("--stain", default="HE", help="stain of every slide in the folder")
     p.add_argument("--weights", help="weights digest/name: enters the identity when given")
     p.add_argument(
         "--to-clam",

@@ -33,6 +33,30 @@ SHOWN_DEFAULTS: dict[str, dict[str, object]] = {
     "scales": {"adapter": "10x"},
 }
 
+
+# Cohort config key (cscl/config.py) → option it fills (`cscl --config FILE pretrain`); epochs and
+# batch size come from the key of the --stage being trained (adapter_epochs, slide_epochs, …).
+def _of_stage(name: str):
+    return lambda args: f"{args.stage}_{name}"
+
+
+CONFIG = {
+    "manifest": "manifest_uri",
+    "preset": "preset",
+    "objective": "objective",
+    "labels": "labels_uri",
+    "label_task": "label_task",
+    "epochs": _of_stage("epochs"),
+    "batch_size": _of_stage("batch_size"),
+    "pairs_per_case": "pairs_per_case",
+    "tokens": "n_tokens",
+    "small": "small_encoder",
+    "skip_missing": "skip_failed_slides",
+    "seed": "seed",
+    "device": "device",
+    "quiet": "quiet",
+}
+
 # --preset quick / paper: cscl.train.presets (explicit options win over a preset)
 PRESETS = ("quick", "paper")
 

@@ -9,6 +9,9 @@ HELP = (
     "writes registration.csv"
 )
 
+# Cohort config key (cscl/config.py) → option it fills (`cscl --config FILE register`).
+CONFIG = {"manifest": "manifest_uri", "transforms": "transforms_uri", "quiet": "quiet"}
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from cscl.registration.quality import (
@@ -44,25 +47,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--allow-flip", action="store_true", help="also try mirrored sections (mounted face down)"
     )
-    p.add_argument("--thumb-mpp", type=float, default=8.0, help="µm/px of the thumbnails (8)")
+    p.add_argument("--thumb-mpp", type=float, default=8.0, help="µm/px of the thumbnails")
     p.add_argument(
         "--min-score",
         type=float,
         default=DEFAULT_MIN_SCORE,
-        help=f"flag pairs whose tissue-mask Dice is below this ({DEFAULT_MIN_SCORE})",
+        help="flag pairs whose tissue-mask Dice is below this",
     )
     p.add_argument(
         "--min-texture",
         type=float,
         default=DEFAULT_MIN_TEXTURE,
-        help="flag pairs whose hematoxylin correlation is below this "
-        f"(wrong slide; {DEFAULT_MIN_TEXTURE})",
+        help="flag pairs whose hematoxylin correlation is below this (wrong slide)",
     )
     p.add_argument(
         "--max-error-um",
         type=float,
         default=DEFAULT_MAX_ERROR_UM,
-        help=f"flag pairs whose known error exceeds this ({DEFAULT_MAX_ERROR_UM:g} µm)",
+        help="flag pairs whose known error exceeds this many µm",
     )
     p.add_argument("--no-overlays", action="store_true", help="skip the overlay PNGs")
     p.add_argument("--no-resume", action="store_true", help="redo pairs already registered")

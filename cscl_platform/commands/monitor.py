@@ -8,6 +8,9 @@ from cscl.errors import InputError
 
 HELP = "drift report (Evidently) of a model version's inference logs; optionally start retraining"
 
+# Cohort config key (cscl/config.py) → option it fills (`cscl --config FILE monitor`).
+CONFIG = {"quiet": "quiet"}
+
 
 def _kv(items: list[str] | None, flag: str) -> dict[str, str]:
     out: dict[str, str] = {}
@@ -53,21 +56,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--state", help="idempotency state root (default: <prefix>/monitoring/state)")
     p.add_argument("--quiet", action="store_true", help="no progress (bar, or log lines)")
-    p.add_argument("--trigger", choices=["none", "kfp", "github"], default="none")
+    p.add_argument(
+        "--trigger",
+        choices=["none", "kfp", "github"],
+        default="none",
+        help="what to start when drift passes the policy: a KFP retraining run or a workflow",
+    )
     p.add_argument("--force-trigger", action="store_true", help="re-arm this window's trigger")
     g = p.add_argument_group("--trigger kfp (token: $KFP_TOKEN)")
     g.add_argument("--kfp-host", help="Kubeflow Pipelines API URL")
     g.add_argument("--kfp-pipeline", default="cscl-retraining", help="retraining pipeline name")
     g.add_argument("--kfp-version", help="pipeline version name (default: newest)")
-    g.add_argument("--kfp-experiment", default="cscl-retraining")
-    g.add_argument("--kfp-namespace")
+    g.add_argument("--kfp-experiment", default="cscl-retraining", help="experiment of the run")
+    g.add_argument("--kfp-namespace", help="Kubeflow profile namespace (multi-user)")
     g.add_argument("--kfp-param", action="append", metavar="KEY=VALUE", help="run parameter")
     g = p.add_argument_group("--trigger github (token: $GITHUB_TOKEN)")
     g.add_argument("--github-repo", help="owner/name")
     g.add_argument("--github-workflow", default="retrain.yml", help="workflow file name or id")
-    g.add_argument("--github-ref", default="main")
-    g.add_argument("--github-api", default="https://api.github.com")
-    g.add_argument("--github-input", action="append", metavar="KEY=VALUE")
+    g.add_argument("--github-ref", default="main", help="branch or tag the workflow runs on")
+    g.add_argument("--github-api", default="https://api.github.com", help="GitHub API URL")
+    g.add_argument(
+        "--github-input", action="append", metavar="KEY=VALUE", help="workflow input (repeatable)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

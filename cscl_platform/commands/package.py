@@ -8,6 +8,19 @@ HELP = "package a trained run as a model bundle and a TorchServe .mar (optionall
 
 DEFAULT_TASKS = "er_status,pgr_status,her2_status,ki67_status,subtype,os"  # cscl.packaging
 
+# Cohort config key (cscl/config.py) → option it fills (`cscl --config FILE package`): the
+# encoder weights, seed and tissue threshold of extraction are stated once, in the config.
+CONFIG = {
+    "labels": "labels_uri",
+    "tasks": "tasks",
+    "name": "model_name",
+    "version": "version",
+    "backbone_weights": "weights",
+    "backbone_seed": "seed",
+    "min_tissue": "min_tissue",
+    "seed": "seed",
+}
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="run dir from `cscl pretrain`")
@@ -15,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--features", help="feature files of the run (default: the run's features_dir)")
     p.add_argument("--labels", help="labels table: fit task heads (needs --embeddings)")
     p.add_argument("--embeddings", help="embeddings Parquet of this run (`cscl embed`)")
-    p.add_argument("--tasks", default=DEFAULT_TASKS, help=f"head tasks (default {DEFAULT_TASKS})")
+    p.add_argument("--tasks", default=DEFAULT_TASKS, help="head tasks")
     p.add_argument("--name", default="cscl", help="model name (URL /predictions/<name>)")
     p.add_argument(
         "--version", help="model version (default <cscl version>+<hash of the run's weights>)"
@@ -27,14 +40,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--features-only", action="store_true", help="serve feature files only (no backbone)"
     )
     p.add_argument("--metrics", help="metrics.json of `cscl evaluate`, stored in the bundle")
-    p.add_argument("--batch-size", type=int, default=8, help="TorchServe batch size (8)")
+    p.add_argument("--batch-size", type=int, default=8, help="TorchServe batch size")
     p.add_argument(
         "--max-batch-delay",
         type=int,
         default=1,  # = cscl_platform.serving.archive.DEFAULT_MAX_BATCH_DELAY_MS (tested)
-        help="TorchServe batch delay ms (1: docs/PERFORMANCE.md)",
+        help="TorchServe batch delay in ms (why 1: docs/PERFORMANCE.md)",
     )
-    p.add_argument("--response-timeout", type=int, default=900, help="seconds per request (900)")
+    p.add_argument("--response-timeout", type=int, default=900, help="seconds per request")
     p.add_argument("--seed", type=int, default=0, help="seed of the head fitting")
     p.add_argument("--n-iter", type=int, default=10, help="C candidates of the head search")
     p.add_argument(

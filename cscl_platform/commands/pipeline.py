@@ -6,13 +6,16 @@ import argparse
 
 HELP = "compile, submit (to a Kubeflow Pipelines server) or run locally the cscl pipelines"
 
+# `--config cohort.yaml` (cscl/config.py) fills the pipeline parameters of the same names
+# (pipelines/params.py), under --params-file and --param; see parse_params.
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     c = sub.add_parser("compile", help="write dist/pipelines/<name>-<version>.yaml")
     c.add_argument("--name", default="all", help="training | retraining | monitoring | all")
-    c.add_argument("--out", default="dist/pipelines", help="output folder (dist/pipelines)")
+    c.add_argument("--out", default="dist/pipelines", help="output folder")
     c.add_argument(
         "--local", action="store_true", help="leave out cluster-only settings (GPU, Secret)"
     )
@@ -35,26 +38,43 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     _param_args(s)
 
     r = sub.add_parser("run-local", help="run a pipeline here with kfp.local (no cluster)")
-    r.add_argument("--name", default="training")
-    r.add_argument("--pipeline-root", default="runs/kfp", help="where artifacts go (runs/kfp)")
+    r.add_argument("--name", default="training", help="pipeline (training | retraining | …)")
+    r.add_argument("--pipeline-root", default="runs/kfp", help="where artifacts go")
     _param_args(r)
 
 
 def _param_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE",
                    help="pipeline parameter (repeatable)")  # fmt: skip
-    p.add_argument("--params-file", help="YAML/JSON mapping of pipeline parameters")
+    p.add_argument(
+        "--params-file",
+        help="YAML/JSON mapping of pipeline parameters (over the --config file's keys of the "
+        "same names; --param wins over both)",
+    )
     p.add_argument("--s3-endpoint", help="shorthand for --param s3_endpoint=URL")
 
 
-def parse_params(pipeline, pairs: list[str], params_file: str | None = None) -> dict:
-    """KEY=VALUE strings (+ a YAML/JSON file) → values typed by the pipeline's declared inputs."""
+def parse_params(
+    pipeline, pairs: list[str], params_file: str | None = None, cohort_config=None
+) -> dict:
+    """KEY=VALUE strings (+ a YAML/JSON file, + a cohort config) → values typed by the pipeline's
+    declared inputs. Precedence: --param, then --params-file, then the cohort config's keys."""
+    import sys
+
     import yaml
 
     from cscl.errors import InputError
+    from cscl_platform.pipelines.params import from_cohort_config
 
     inputs = pipeline.component_spec.inputs or {}
     raw: dict = {}
+    if cohort_config is not None:
+        mapped, local_only = from_cohort_config(cohort_config.stated())
+        raw.update({k: v for k, v in mapped.items() if k in inputs})
+        skipped = local_only + sorted(set(mapped) - set(inputs))
+        if skipped:
+            print(f"{cohort_config.source}: not parameters of pipeline {pipeline.name}, left out: "
+                  f"{', '.join(skipped)}", file=sys.stderr)  # fmt: skip
     if params_file:
         with open(params_file) as f:
             loaded = yaml.safe_load(f) or {}
@@ -112,7 +132,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     pipeline = build(args.name, cluster=args.action == "submit")
-    params = parse_params(pipeline, args.param, args.params_file)
+    params = parse_params(
+        pipeline, args.param, args.params_file, getattr(args, "cohort_config", None)
+    )
     if args.s3_endpoint:
         params["s3_endpoint"] = args.s3_endpoint
 

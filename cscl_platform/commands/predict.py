@@ -6,6 +6,9 @@ import argparse
 
 HELP = "predict one slide / feature file via a served model (--url) or a bundle (--bundle)"
 
+# Cohort config key (cscl/config.py) → option it fills (`cscl --config FILE predict`).
+CONFIG = {"model": "model_name"}
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
@@ -14,11 +17,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--features", help="local feature file (.h5), uploaded")
     src.add_argument("--features-uri", help="feature file URI the server can read (s3://…)")
     p.add_argument("--url", help="server URL, e.g. http://127.0.0.1:8080 (env CSCL_SERVING_URL)")
-    p.add_argument("--model", default="cscl", help="served model name (default cscl)")
+    p.add_argument("--model", default="cscl", help="served model name")
     p.add_argument("--key-file", help="TorchServe key_file.json (env CSCL_KEY_FILE)")
     p.add_argument("--bundle", help="predict in-process with this bundle dir instead of a server")
     p.add_argument("--mpp", type=float, help="slide level-0 µm/px if the file lacks it")
-    p.add_argument("--timeout", type=float, default=900, help="seconds to wait (default 900)")
+    p.add_argument("--timeout", type=float, default=900, help="seconds to wait")
     p.add_argument("--retries", type=int, default=5, help="retries on connection errors/503")
     p.add_argument("--out", help="also write the JSON answer to this file")
     p.add_argument("--compact", action="store_true", help="one-line JSON")

@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-uri", help="inference-log prefix (s3://bucket/prefix or a folder)")
     p.add_argument("--workdir", help="TorchServe working dir (logs/, key_file.json); default: temp")
     p.add_argument("--workers", type=int, default=1, help="workers per model (default 1)")
-    p.add_argument("--max-upload-mb", type=int, default=128, help="largest feature upload (128)")
+    p.add_argument("--max-upload-mb", type=int, default=128, help="largest feature upload in MB")
     p.add_argument("--ready-timeout", type=float, default=300, help="seconds to wait for workers")
 
 

@@ -94,6 +94,15 @@ PARAMS: tuple[Param, ...] = (
 )  # fmt: skip
 
 
+def from_cohort_config(stated: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """A cohort config's stated keys (`CohortConfig.stated()`, cscl/config.py) → the pipeline
+    parameters they name, and the keys that are no pipeline parameter (local runs only).
+
+    Why this works without a table: the config's keys are named as these parameters."""
+    names = {p.name for p in PARAMS}
+    return {k: v for k, v in stated.items() if k in names}, sorted(set(stated) - names)
+
+
 def params_of(kind: str) -> tuple[Param, ...]:
     """The parameters pipeline `kind` ("training" | "retraining") declares, in signature order."""
     if kind not in BOTH:

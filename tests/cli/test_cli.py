@@ -9,7 +9,17 @@ import pytest
 
 from cscl import cli
 
-LIBRARY = {"embed", "evaluate", "extract", "heatmap", "pretrain", "register", "synth"}
+LIBRARY = {
+    "config",
+    "embed",
+    "evaluate",
+    "extract",
+    "heatmap",
+    "pretrain",
+    "register",
+    "run",
+    "synth",
+}
 PLATFORM = {"package", "pipeline", "serve", "predict", "monitor"}
 
 
