@@ -329,7 +329,7 @@ def _render(
     cb = fig.colorbar(im, ax=ax1, fraction=0.045, pad=0.02)
     cb.set_label(_SCALE_LABEL[normalize], fontsize=9)
     if normalize == "relative" and vmax >= 1.0:
-        cb.ax.axhline(1.0, color="white", lw=1.5, ls="--")
+        cb.ax.axhline(1.0, color="cyan", lw=2, ls="--")  # the uniform share
     for ax in (ax0, ax1):
         ax.set_axis_off()
     n = max(len(a), 1)

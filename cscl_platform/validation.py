@@ -79,9 +79,7 @@ class ValidationResult:
             f"(pass rate {self.pass_rate:.3f})"
         ]
         for f in self.failures:
-            lines.append(
-                f"  ✗ [{f['table']}] {f['expectation']} {f['column'] or ''}: {f['detail']}"
-            )
+            lines.append(f"  ✗ [{f['table']}] {describe_expectation(f)}: {f['detail']}")
         return "\n".join(lines)
 
 

@@ -61,7 +61,7 @@ def test_bad_cohort_fails_naming_each_problem(tiny_cohort_dir, s3_endpoint, tmp_
     assert ("labels", "expect_column_values_to_be_between", "os_time") in failed
     assert ("slide_qc", "expect_column_values_to_be_in_set", "opens") in failed
     text = res.summary()
-    assert "maybe" in text and "FAILED" in text
+    assert "maybe" in text and "FAILED" in text and "every case has an H&E slide" in text
     qc = res.qc.set_index("slide_id")
     assert not qc.loc["case002_HER2", "opens"] and qc.loc["case002_HER2", "error"]
     page = (tmp_path / "v" / "report.html").read_text()
