@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage as ndi
 
 from cscl.errors import SlideError
@@ -236,52 +237,84 @@ def segment_tissue(wsi, params: TissueParams | None = None) -> TissueMask:
     )
 
 
+QC_PNG_MIN_SIDE = 1000  # px, long side of a QC picture (or the whole slide when it is smaller)
+QC_OUTLINE = (0, 230, 0)  # the tissue outline's colour: no stain is this green
+
+
+def qc_image(
+    wsi,
+    mask: TissueMask,
+    coords: np.ndarray | None = None,
+    patch_size_level0: float | None = None,
+    min_side: int = QC_PNG_MIN_SIDE,
+    max_side: int = 2000,
+) -> Image.Image:
+    """The slide re-read at a long side of ≥ `min_side` px (the slide's own size when smaller;
+    the mask's size up to `max_side` when larger), the tissue mask's outline in green, the
+    kept patches as blue boxes, a title strip on top.
+
+    The mask itself is computed at ~8 µm/px (a few hundred px for a small slide); drawing it on
+    that image gives a picture too coarse to judge an outline, hence the re-read.
+    """
+    long0 = max(wsi.width, wsi.height)
+    target = min(long0, max(min_side, min(max_side, max(mask.mask.shape))))
+    ds = long0 / float(target)
+    rgb = wsi.read_downsampled(ds)
+    h, w = rgb.shape[:2]
+    m = Image.fromarray(mask.mask.astype(np.uint8) * 255).resize((w, h), Image.BILINEAR)
+    m = np.asarray(m) >= 128
+    out = rgb.copy()  # tissue keeps its colours: only the outline is drawn on it
+    width = max(2, int(round(max(h, w) / 500)))
+    edge = m & ~ndi.binary_erosion(m, iterations=width, border_value=0)
+    out[edge] = QC_OUTLINE
+    img = Image.fromarray(out)
+    draw = ImageDraw.Draw(img)
+    if coords is not None and patch_size_level0:
+        side = float(patch_size_level0) / ds
+        for x, y in np.asarray(coords, dtype=np.float64)[:5000] / ds:
+            draw.rectangle([x, y, x + side, y + side], outline=(30, 60, 255), width=1)
+    n = 0 if coords is None else len(coords)
+    title = (
+        f"{Path(str(wsi.path)).name}: {mask.area_mm2():.2f} mm² tissue "
+        f"({mask.tissue_fraction:.0%} of the slide), {n} patches, {wsi.mpp:.3g} µm/px"
+    )
+    return _with_title(img, title)
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """DejaVu Sans (shipped with matplotlib: has µ and ²), else Pillow's own font."""
+    import matplotlib
+
+    try:
+        ttf = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+        return ImageFont.truetype(str(ttf), size)
+    except OSError:
+        return ImageFont.load_default(size=size)
+
+
+def _with_title(img: Image.Image, title: str) -> Image.Image:
+    size = max(14, img.width // 60)
+    font = _font(size)
+    band = size + 12
+    framed = Image.new("RGB", (img.width, img.height + band), "white")
+    framed.paste(img, (0, band))
+    ImageDraw.Draw(framed).text((6, 5), title, fill="black", font=font)
+    return framed
+
+
 def save_qc_png(
     wsi,
     mask: TissueMask,
     path: str | Path,
     coords: np.ndarray | None = None,
-    patch_size_level0: int | None = None,
-    max_side: int = 1600,
+    patch_size_level0: float | None = None,
+    min_side: int = QC_PNG_MIN_SIDE,
 ) -> Path:
-    """Thumbnail with the tissue mask tinted green, its outline, and the kept patches (boxes)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-
-    h, w = mask.mask.shape
-    scale = min(1.0, max_side / max(h, w))
-    fig, ax = plt.subplots(figsize=(max(2.0, w * scale / 100), max(2.0, h * scale / 100)), dpi=100)
-    ax.imshow(mask.thumb)
-    overlay = np.zeros((h, w, 4), np.float32)
-    overlay[mask.mask] = (0.0, 0.8, 0.0, 0.25)
-    ax.imshow(overlay)
-    ax.contour(mask.mask.astype(float), levels=[0.5], colors="lime", linewidths=0.8)
-    if coords is not None and patch_size_level0:
-        side = patch_size_level0 / mask.downsample
-        for x, y in np.asarray(coords)[:5000]:
-            ax.add_patch(
-                Rectangle(
-                    (x / mask.downsample, y / mask.downsample),
-                    side,
-                    side,
-                    fill=False,
-                    lw=0.3,
-                    ec="blue",
-                )
-            )
-    n = 0 if coords is None else len(coords)
-    ax.set_title(
-        f"{Path(wsi.path).name}: {mask.area_mm2():.2f} mm² tissue, {n} patches",
-        fontsize=8,
-    )
-    ax.axis("off")
+    """Write `qc_image` as a PNG (atomically); returns its path."""
+    img = qc_image(wsi, mask, coords, patch_size_level0, min_side)
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", bbox_inches="tight")
-    plt.close(fig)
+        img.save(tmp, format="PNG", optimize=False)
     return path
 
 
@@ -307,6 +340,8 @@ __all__ = [
     "segment_tissue",
     "segment_rgb",
     "save_qc_png",
+    "qc_image",
+    "QC_PNG_MIN_SIDE",
     "tissue_fraction_boxes",
     "optical_density",
     "glass_level",

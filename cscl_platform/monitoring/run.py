@@ -27,7 +27,7 @@ from cscl.monitoring.policy import Policy, load_policy
 from cscl.monitoring.reference import load_reference
 from cscl.monitoring.verdict import DRIFT, INSUFFICIENT, judge
 from cscl.runtime import jsonable
-from cscl_platform.monitoring.report import write_report_html
+from cscl_platform.monitoring.report import add_headline, write_report_html
 from cscl_platform.monitoring.retraining import TriggerConfig, retrain
 
 DRIFT_SCHEMA = "cscl.drift/v1"
@@ -82,10 +82,11 @@ def _plain_html(title: str, text: str) -> Callable[[Path], None]:
 
 
 def _write_report(out: str, html_writer: Callable[[Path], None], drift: dict) -> None:
-    """drift.html then drift.json (the json last: its presence marks a complete report)."""
+    """drift.html (opening with our verdict) then drift.json (the json last: its presence marks a complete report)."""
     with tempfile.TemporaryDirectory() as d:
         page = Path(d) / "drift.html"
         html_writer(page)
+        add_headline(page, drift)  # our verdict first, whatever the page below says
         body = json.dumps(drift, indent=2, allow_nan=False).encode()
         if storage.is_s3(out):
             storage.upload(page, f"{out}/drift.html")

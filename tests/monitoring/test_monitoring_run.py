@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 
 import pytest
 
@@ -62,12 +63,21 @@ def test_cli_writes_report_and_prints_verdict(tmp_path, bundle, record_model, mo
     assert d["policy"]["min_samples"] == 30
     html = (out / "drift.html").read_text()
     assert "<html" in html.lower() and "slide_embedding" in html
+    # the page opens with OUR verdict and what drove it, before anything of Evidently's
+    body = html[re.search(r"<body[^>]*>", html, re.I).end() :]
+    assert body.startswith('<div id="cscl-verdict"')
+    head = body[: body.index("</div>")]
+    assert "Verdict: DRIFT" in head and re.search(r"driven by: <b>[^<]*\bqc\b", head)
+    assert "qc_od_mean_0" in head and "<title>cscl drift: drift · v1</title>" in html
 
 
 def test_unshifted_cohort_no_drift_default_report_location(tmp_path, bundle, record_model, mon):
     mon.write_cohort(tmp_path, record_model, 60, seed=8)
     res = _run(tmp_path, bundle, mon, policy=None)
     assert res.verdict == "no drift", res.drift["signals"]
+    page = (tmp_path / "monitoring" / "v1_2026-11-01_2026-11-02" / "drift.html").read_text()
+    assert page.index("Verdict: NO DRIFT") < page.index("Evidently report below")
+    assert "driven by" not in page and "no signal in retrain_on drifted" in page
     assert res.report_uri == f"{tmp_path}/monitoring/v1_2026-11-01_2026-11-02"
     assert (tmp_path / "monitoring" / "v1_2026-11-01_2026-11-02" / "drift.json").exists()
 

@@ -6,6 +6,7 @@ import json
 
 import pandas as pd
 import pytest
+from PIL import Image
 
 from cscl.errors import InputError
 from cscl.ingest import ingest_cohort, upload_folder
@@ -24,6 +25,14 @@ def test_good_cohort_passes_and_writes_report(s3_cohort, s3_endpoint, tmp_path):
     assert qc["opens"].all() and (qc["mpp"] == 0.5).all() and (qc["tissue_fraction"] > 0.05).all()
     page = (tmp_path / "v" / "report.html").read_text()
     assert "PASSED" in page and "expect_column_values_to_be_in_set" in page
+    # checks in words, and every slide's picture with its tissue outline
+    assert "every slide has a resolution between 0.1 µm/px and 2 µm/px" in page
+    assert "every case has an H&amp;E slide" in page and "no case is labelled twice" in page
+    assert "every labelled case&#x27;s er_status is one of: positive, negative" in page
+    assert page.count("<img src='data:image/jpeg") == 6
+    for sid in qc.index:
+        with Image.open(tmp_path / "v" / "qc" / f"{sid}.png") as im:
+            assert max(im.size) >= 1000  # the synthetic slides are 1536 px: ≥ 1000, not the mask
     saved = json.loads((tmp_path / "v" / "results.json").read_text())
     assert saved["success"] and len(saved["results"]) == res.metrics["expectations_total"]
 
@@ -52,10 +61,23 @@ def test_bad_cohort_fails_naming_each_problem(tiny_cohort_dir, s3_endpoint, tmp_
     assert ("labels", "expect_column_values_to_be_between", "os_time") in failed
     assert ("slide_qc", "expect_column_values_to_be_in_set", "opens") in failed
     text = res.summary()
-    assert "maybe" in text and "FAILED" in text
+    assert "maybe" in text and "FAILED" in text and "every case has an H&E slide" in text
     qc = res.qc.set_index("slide_id")
     assert not qc.loc["case002_HER2", "opens"] and qc.loc["case002_HER2", "error"]
-    assert "FAILED" in (tmp_path / "v" / "report.html").read_text()
+    page = (tmp_path / "v" / "report.html").read_text()
+    assert "FAILED" in page
+    # failed checks come first, each said in words; the slide that does not open comes first
+    checks = page[page.index("<h2>Checks") : page.index("<h2>Slides")]
+    assert checks.rindex("class=bad") < checks.index("class=ok")
+    first_bad = checks[checks.index("class=bad") :]
+    assert first_bad.index("every case has an H&amp;E slide") < first_bad.index("class=ok")
+    slides = page[page.index("<h2>Slides") :]
+    assert slides.index("case002_HER2") < slides.index("case000_HE")
+    assert "does not open" in slides and "no picture" in slides
+    assert slides.count("<img src='data:image/jpeg") == len(res.qc) - 1
+    assert "[False] in case001_HER2" in checks  # the rows to fix are named
+    assert "every labelled case has an os_time above 0" in checks
+    assert "[-3.0] in case" in checks
     # Lowering the gate lets the same cohort through, with the same failures reported.
     low = validate_cohort(
         index,

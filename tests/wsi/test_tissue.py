@@ -1,5 +1,7 @@
 import numpy as np
 import pytest
+import tifffile
+from PIL import Image
 from slides import BACKGROUND, render
 
 from cscl.errors import SlideError
@@ -74,9 +76,27 @@ def test_mask_geometry_qc_and_png(he_slide, tmp_path):
         qc = slide_qc(wsi, m)
         png = save_qc_png(wsi, m, tmp_path / "qc" / "x.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(png) as im:  # the 96-px mask is drawn on a ≥ 1000-px re-read of the slide
+        assert im.size[0] == 1000 and 1000 < im.size[1] < 1100  # + the title strip
+        rgb = np.asarray(im.convert("RGB")).astype(int)
+    outline = (np.abs(rgb - [0, 230, 0]).sum(-1) < 10).sum()
+    assert outline > 2 * 1000  # two ellipses' outlines, ≥ 2 px wide
     assert qc["tissue_area_mm2"] == pytest.approx(m.area_mm2(), rel=1e-3)
     assert qc["mpp"] == 0.5 and qc["vendor"] == "aperio"
     assert qc["level0_width"] == 1536 and qc["level0_height"] == 1536
     assert len(qc["od_mean"]) == 3 and len(qc["od_std"]) == 3
     # H&E is pink/purple: green is absorbed most
     assert qc["od_mean"][1] > qc["od_mean"][0] and qc["od_mean"][1] > qc["od_mean"][2]
+
+
+def test_qc_png_of_a_slide_smaller_than_1000_px_is_full_size(tmp_path):
+    path = tmp_path / "small.tif"
+    tifffile.imwrite(path, render(600, 400, "HE", seed=3), photometric="rgb")
+    with open_slide(path, mpp=0.5) as wsi:
+        m = segment_tissue(wsi, TissueParams(seg_mpp=4.0))
+        coords = np.array([[100, 100], [300, 200]])
+        png = save_qc_png(wsi, m, tmp_path / "small.png", coords, 64)
+    with Image.open(png) as im:
+        assert im.size[0] == 600 and im.size[1] > 400
+        rgb = np.asarray(im.convert("RGB")).astype(int)
+    assert (np.abs(rgb - [30, 60, 255]).sum(-1) < 10).sum() >= 4 * 64  # two patch boxes

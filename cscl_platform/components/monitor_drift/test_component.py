@@ -4,6 +4,7 @@ log set; its HTML report, Metrics and verdict come out."""
 from __future__ import annotations
 
 import json
+import re
 
 import yaml
 
@@ -40,6 +41,9 @@ def test_monitoring_pipeline_runs_locally(tmp_path):
     )
     html = res.find("monitor-drift", "report").read_text()
     assert "slide_embedding" in html
+    # what the Kubeflow UI shows opens with our verdict, above Evidently's page
+    body = html[re.search(r"<body[^>]*>", html, re.I).end() :].lstrip()
+    assert body.startswith('<div id="cscl-verdict"') and "Verdict: DRIFT" in body[:2000]
     drift = json.loads(res.find("monitor-drift", "drift_json").read_text())
     assert drift["verdict"] == "drift" and drift["retraining"]["action"] == "none"
     (metrics,) = [m for k, m in res.metrics.items() if k.endswith("/metrics")]
