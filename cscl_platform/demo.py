@@ -107,6 +107,7 @@ def demo_params(ctx: DemoContext, kind: str = "training", fast: bool = True, **o
         n_boot=50,
         ks="1",
         min_score=0.0,
+        min_gain_over_baseline=-1.0,  # relaxed on purpose: _say_gate says so and why
     )
     tiny.update(overrides)
     declared = {p.name for p in params_of(kind)}
@@ -245,9 +246,17 @@ def _say_gate(metrics: dict) -> None:
     verdict = "released" if passed in (1, 1.0, True) else "not released"
     _say(f"   quality gate: score {score:.3f} (mean k-fold AUC / C-index over the tasks; 0.5 = "
          f"chance) vs threshold {threshold if threshold is not None else '?'} → {verdict}")  # fmt: skip
-    if threshold is not None and float(threshold) <= 0:
-        _say("   the demo runs the gate with min_score=0 on purpose: a few tiny synthetic cases "
-             "cannot show a real quality; on a real cohort set min_score (e.g. 0.6).")  # fmt: skip
+    base, gain = metrics.get("gate_baseline_score"), metrics.get("gate_min_gain")
+    if base is not None:
+        better = "better than" if score > base else "NOT better than"
+        _say(f"   the model is {better} mean-pool (score {base:.3f}) on this evaluation")
+    relaxed = (threshold is not None and float(threshold) <= 0) or (gain is not None and gain < 0)
+    if relaxed:
+        _say("   the demo relaxes the gate on purpose (min_score=0, min_gain_over_baseline=-1) so "
+             "that serving can be shown: a handful of tiny synthetic cases and 2 epochs cannot train a "
+             "slide encoder that beats mean-pool. The pipeline's defaults (min_score 0.6 and better "
+             "than mean-pool) would not release such a model; benchmarks/planted_signal.py "
+             "shows the method at a scale where it can learn.")  # fmt: skip
 
 
 KEY_OUTPUTS = {

@@ -194,19 +194,29 @@ def task_headlines(
 
 
 def headline_metrics(
-    metrics: dict, score: QualityScore, min_score: float | None = None
+    metrics: dict, score: QualityScore, gate=None, verdict=None
 ) -> dict[str, float]:
     """The few numbers a KFP `Metrics` artifact shows (the full set stays in metrics.json and
-    the HTML report): the quality score, the gate's threshold and result (`score ≥ min_score`,
-    the training pipeline's rule), and per task the primary metric of the method and baseline.
+    the HTML report): the quality score, the gate's settings and result (`gate`: a
+    `cscl.eval.headline.QualityGate`, `verdict`: its `gate_verdict`), and per task the primary
+    metric of the method and baseline.
 
-    Names: `quality_score`, `quality_score_tasks`, `gate_min_score`, `gate_passed` (1.0/0.0),
-    `<task>.<method>.<metric>`, `<task>.<baseline>.<metric>`.
+    Names: `quality_score`, `quality_score_tasks`, `gate_min_score`, `gate_min_gain` and
+    `gate_baseline_score` (baseline rule), `gate_passed` (1.0/0.0), `<task>.<method>.<metric>`,
+    `<task>.<baseline>.<metric>`.
     """
     out = {"quality_score": score.gate_value(), "quality_score_tasks": float(len(score.counted))}
-    if min_score is not None:
-        out["gate_min_score"] = float(min_score)
-        out["gate_passed"] = float(score.gate_value() >= min_score)
+    if gate is not None:
+        if gate.min_score is not None:
+            out["gate_min_score"] = float(gate.min_score)
+        if gate.baseline is not None:
+            from cscl.eval.quality import score_summary  # quality.py imports this module
+
+            out["gate_min_gain"] = float(gate.min_improvement)
+            out["gate_baseline_score"] = score_summary(metrics, gate.baseline,
+                                                       score.metric).gate_value()  # fmt: skip
+        if verdict is not None:
+            out["gate_passed"] = float(verdict.passed)
     for row in task_headlines(metrics, score.method, score.metric):
         if row.value is not None:
             out[f"{row.task}.{score.method}.{row.metric}"] = row.value

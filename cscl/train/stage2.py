@@ -248,9 +248,26 @@ def he_embeddings(enc, data: SlideData, n_tokens: int, dev: torch.device) -> np.
     """H&E-only embeddings of all cases (inference path) for RankMe."""
     was = enc.training
     enc.eval()
-    Z = [enc.encode_he(data.he_only(i, n_tokens)[None].to(dev))[0] for i in range(len(data))]
+    Z = [
+        enc.encode_he(x.to(dev), m.to(dev))[0]
+        for x, m in he_batches(data, range(len(data)), n_tokens)
+    ]
     enc.train(was)
     return torch.cat(Z).float().cpu().numpy()
+
+
+def he_batches(data: SlideData, idx, n_tokens: int, size: int = 64):
+    """(x [b,P,D], mask [b,P]) batches of H&E-only inputs, padded and masked: the H&E pass has
+    no cross-token mixing before the masked ABMIL pooling, so padding changes nothing (tested)."""
+    idx = list(idx)
+    for b0 in range(0, len(idx), size):
+        toks = [data.he_only(i, n_tokens) for i in idx[b0 : b0 + size]]
+        P = max(len(t) for t in toks)
+        x = torch.zeros(len(toks), P, toks[0].shape[1])
+        m = torch.zeros(len(toks), P, dtype=torch.bool)
+        for j, t in enumerate(toks):
+            x[j, : len(t)], m[j, : len(t)] = t, True
+        yield x, m
 
 
 @torch.no_grad()
@@ -259,7 +276,9 @@ def validation_metrics(enc, head, data: SlideData, idx: list[int], y: torch.Tens
     """Held-out cross-entropy and accuracy of the status head on H&E alone (inference path)."""
     was = enc.training, head.training
     enc.eval(), head.eval()
-    z = torch.cat([enc.encode_he(data.he_only(i, n_tokens)[None].to(dev))[0] for i in idx])
+    z = torch.cat(
+        [enc.encode_he(x.to(dev), m.to(dev))[0] for x, m in he_batches(data, idx, n_tokens)]
+    )
     logits = head(z).float()
     yv = y[idx].to(dev)
     enc.train(was[0]), head.train(was[1])

@@ -268,11 +268,11 @@ def graph(p: Params, *, kind: str, cluster: bool) -> None:
             s.task(em, "embed H&E slides")
             bl = embed_baseline(slide_index=index, features=features, s3_endpoint=p.s3_endpoint)
             s.task(bl, "embed baseline (mean-pool)")
-            ev = s.evaluate(
-                embeddings=embeddings, baseline=bl.outputs["embeddings"], min_score=p.min_score
-            )
+            ev = s.evaluate(embeddings=embeddings, baseline=bl.outputs["embeddings"],
+                            min_score=p.min_score, min_gain_over_baseline=p.min_gain_over_baseline)  # fmt: skip
             s.task(ev, "evaluate vs baseline")
-            with dsl.If(ev.outputs["Output"] >= p.min_score, name="quality-gate"):
+            # score ≥ min_score and better than mean-pool (the verdict is in the evaluate task)
+            with dsl.If(ev.outputs["gate_passed"] == True, name="quality-gate"):  # noqa: E712
                 s.release(**release, results=ev.outputs["results"])
         else:
             s.task(em, "embed with candidate")

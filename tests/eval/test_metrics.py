@@ -66,15 +66,27 @@ def test_task_headlines_values_baseline_p_and_chance(hand_metrics):
 
 
 def test_headline_metrics_are_few_and_show_the_gate(hand_metrics):
+    from cscl.eval.headline import QualityGate, gate_verdict
+
+    def head(**gate):
+        g = QualityGate(**gate)
+        return headline_metrics(hand_metrics, score, g, gate_verdict(hand_metrics, g, "kfold_auc"))
+
     score = score_summary(hand_metrics, "cscl")
-    h = headline_metrics(hand_metrics, score, min_score=0.75)
+    h = head(min_score=0.75)
     assert h["quality_score"] == pytest.approx(0.7) and h["quality_score_tasks"] == 2
     assert h["gate_min_score"] == 0.75 and h["gate_passed"] == 0.0
     assert h["er_status.cscl.kfold_auc"] == 0.9 and h["er_status.mean-pool.kfold_auc"] == 0.7
     assert h["os.cscl.cindex"] == 0.45 and h["os.mean-pool.cindex"] == 0.55
     assert len(h) == 4 + 2 * 3 < len(flat_metrics(hand_metrics))
-    assert headline_metrics(hand_metrics, score, min_score=0.7)["gate_passed"] == 1.0  # ≥ passes
+    assert head(min_score=0.7)["gate_passed"] == 1.0  # ≥ passes
     assert "gate_passed" not in headline_metrics(hand_metrics, score)  # no gate, none shown
+    # the training gate also asks the model to beat mean-pool: cscl 0.7 vs mean-pool's score
+    mp = score_summary(hand_metrics, "mean-pool").value
+    h = head(min_score=0.1, baseline="mean-pool")
+    assert h["gate_baseline_score"] == pytest.approx(mp) and h["gate_min_gain"] == 0.0
+    assert h["gate_passed"] == float(mp < 0.7)
+    assert head(min_score=0.1, baseline="mean-pool", min_improvement=-1.0)["gate_passed"] == 1.0
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,8 @@
 (the report and the IHC triage);
 compare_models: candidate vs current model → promote?"""
 
+from typing import NamedTuple
+
 from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Output
 
 from cscl_platform.components.common import cscl_component
@@ -31,16 +33,21 @@ def evaluate(
     ks: str = "1,5,10,25",
     seed: int = 0,
     min_score: float = -1.0,
+    min_gain_over_baseline: float = 0.0,
     s3_endpoint: str = "",
-) -> float:
-    """Evaluate (cscl.eval.evaluate) and return the quality score the packaging gate compares
-    with min_score (cscl.eval.quality: mean `score_metric` of the method over the tasks that
-    have a finite value; 0.0 when none has). `min_score` ≥ 0: the gate's threshold, shown with
-    its result in `metrics`; < 0: no gate follows (retraining), none shown."""
+) -> NamedTuple("Outputs", [("score", float), ("gate_passed", bool)]):
+    """Evaluate (cscl.eval.evaluate); return the quality score (cscl.eval.quality: mean
+    `score_metric` of the method over the tasks that have a finite value; 0.0 when none has) and
+    the packaging gate's verdict. `min_score` ≥ 0 makes a gated run (training): it passes when
+    the score reaches `min_score` AND beats the baseline's score (mean-pool) by more than
+    `min_gain_over_baseline` — a model no better than averaging patch features is not released.
+    The verdict and its reasons are in `metrics` and the report's headline. `min_score` < 0: no
+    gate follows (retraining compares models itself); `gate_passed` is then True."""
     import shutil
+    from collections import namedtuple
     from pathlib import Path
 
-    from cscl.eval.headline import QualityGate, ReportOptions
+    from cscl.eval.headline import QualityGate, ReportOptions, gate_verdict
     from cscl.eval.metrics import headline_metrics, reference_classification_artifacts
     from cscl.eval.quality import check_score_metric, score_summary
     from cscl.eval.run import evaluate as run_evaluation
@@ -49,7 +56,10 @@ def evaluate(
 
     storage.configure_store(s3_endpoint or None)
     check_score_metric(score_metric)  # a typo fails now, not after the evaluation
-    gate = min_score if min_score >= 0 else None
+    gate = None
+    if min_score >= 0:
+        gate = QualityGate(min_score=min_score, baseline=baseline_name,
+                           min_improvement=min_gain_over_baseline)  # fmt: skip
     m = run_evaluation(
         {method_name: embeddings.path, baseline_name: baseline_embeddings.path},
         labels_uri,
@@ -62,13 +72,14 @@ def evaluate(
         seed=seed,
         report_options=ReportOptions(  # the report's headline shows the gate's verdict
             score_metric=score_metric,
-            gate=QualityGate(min_score=gate) if gate is not None else None,
+            gate=gate,
         ),
     )
     shutil.copyfile(f"{results.path}/report.html", report.path)
     Path(triage.path).write_text(render_triage_html(m), encoding="utf-8")  # IHC triage
     score = score_summary(m, method_name, score_metric)
-    for k, v in headline_metrics(m, score, gate).items():
+    verdict = gate_verdict(m, gate, score_metric) if gate else None
+    for k, v in headline_metrics(m, score, gate, verdict).items():
         metrics.log_metric(k, v)
     outputs = {
         "er_status": classification_er_status,
@@ -91,7 +102,13 @@ def evaluate(
     for note in m.get("notes", []):
         print("note:", note)
     print(f"quality score: {score.describe()}")
-    return score.gate_value()
+    if verdict:
+        print(
+            f"quality gate {'PASSED' if verdict.passed else 'FAILED'}: "
+            + "; ".join(verdict.reasons)
+        )
+    outputs_t = namedtuple("Outputs", ["score", "gate_passed"])
+    return outputs_t(score.gate_value(), verdict.passed if verdict else True)
 
 
 @cscl_component

@@ -22,7 +22,7 @@ def test_interface():
         assert out[f"classification_{task}"].type == "system.ClassificationMetrics@0.0.1"
     assert out["report"].type == "system.HTML@0.0.1"
     assert out["triage"].type == "system.HTML@0.0.1"  # the IHC triage report, its own UI tab
-    assert out["Output"].type == "Float"
+    assert out["score"].type == "Float" and out["gate_passed"].type == "Boolean"
     assert compare_models.component_spec.outputs["comparison"].type == "system.Markdown@0.0.1"
 
 
@@ -35,13 +35,13 @@ def evaluated(embeddings_parquet, baseline_parquet, cohort, tmp_path_factory) ->
                 results=art(dsl.Dataset, d / "res"))  # fmt: skip
     for t in REFERENCE_CLASSIFICATION_TASKS:
         outs[f"classification_{t}"] = art(dsl.ClassificationMetrics, d / f"classification_{t}")
-    score = evaluate.python_func(
+    result = evaluate.python_func(
         embeddings=art(dsl.Dataset, embeddings_parquet),
         baseline_embeddings=art(dsl.Dataset, baseline_parquet),
         labels_uri=cohort.labels, tasks=cohort.tasks, protocols="fewshot,kfold",
         folds=2, n_boot=50, ks="1", min_score=0.1, **outs,
     )  # fmt: skip
-    return {**outs, "score": score, "tasks": cohort.tasks}
+    return {**outs, "score": result.score, "gate_passed": result.gate_passed, "tasks": cohort.tasks}
 
 
 def test_evaluate_outputs(evaluated):
@@ -50,9 +50,13 @@ def test_evaluate_outputs(evaluated):
     first = tasks[0]
     assert f"{first}.cscl.kfold_auc" in m and f"{first}.mean-pool.kfold_auc" in m
     assert m["quality_score"] == evaluated["score"] and 0.0 <= evaluated["score"] <= 1.0
-    assert m["gate_min_score"] == 0.1 and m["gate_passed"] == float(evaluated["score"] >= 0.1)
-    assert len(m) <= 4 + 2 * len(tasks)  # headline only; the flat keys stay in metrics.json
     metrics = json.loads(Path(evaluated["results"].path, "metrics.json").read_text())
+    # the training gate: score ≥ min_score AND better than mean-pool's score
+    baseline = quality_score(metrics, "mean-pool")
+    assert m["gate_min_score"] == 0.1 and m["gate_baseline_score"] == baseline
+    passed = evaluated["score"] >= 0.1 and evaluated["score"] > baseline
+    assert m["gate_passed"] == float(passed) and evaluated["gate_passed"] is passed
+    assert len(m) <= 6 + 2 * len(tasks)  # headline only; the flat keys stay in metrics.json
     assert evaluated["score"] == quality_score(metrics, "cscl")  # the same number as the library's
     for task in REFERENCE_CLASSIFICATION_TASKS:
         cls = evaluated[f"classification_{task}"].metadata
@@ -62,7 +66,7 @@ def test_evaluate_outputs(evaluated):
         else:
             assert "not evaluated" in cls["note"] and "confusionMatrix" not in cls
     html = Path(evaluated["report"].path).read_text()
-    verdict = "PASSED" if evaluated["score"] >= 0.1 else "FAILED"
+    verdict = "PASSED" if evaluated["gate_passed"] else "FAILED"
     assert f"Quality gate {verdict}" in html  # the report's headline shows the gate
     assert html.index("Quality gate") < html.index("Results per task") < html.index("Dataset")
     triage = Path(evaluated["triage"].path).read_text()
