@@ -208,14 +208,25 @@ def estimate_transform(
         raise ValueError("no tissue in " + ("the H&E" if not moving.any() else "the IHC") + " mask")
     best = _estimate(moving, fixed, affine=affine, **kw)
     if allow_flip:
-        w = moving.shape[1]
-        flip = np.array([[-1.0, 0.0, w - 1.0], [0.0, 1.0, 0.0]])
-        alt = _estimate(moving[:, ::-1].copy(), fixed, affine=affine, **kw)
-        m = compose_affine(alt.matrix, flip)
+        alt = estimate_mirrored(moving, fixed, affine=affine, **kw)
         if alt.dice > best.dice:
-            rm = None if alt.rigid_matrix is None else compose_affine(alt.rigid_matrix, flip)
-            best = Estimate(m, warped_dice(moving, fixed, m), alt.angle_deg, True, rm)
+            best = alt
     return best
+
+
+def estimate_mirrored(
+    moving: np.ndarray, fixed: np.ndarray, *, affine: bool = False, **kw
+) -> Estimate:
+    """The best fit of the MIRRORED moving mask (left-right; any other mirror is that one plus a
+    rotation), as a map of the unmirrored moving pixels: `flipped=True`."""
+    moving = np.asarray(moving, dtype=bool)
+    fixed = np.asarray(fixed, dtype=bool)
+    w = moving.shape[1]
+    flip = np.array([[-1.0, 0.0, w - 1.0], [0.0, 1.0, 0.0]])
+    alt = _estimate(moving[:, ::-1].copy(), fixed, affine=affine, **kw)
+    m = compose_affine(alt.matrix, flip)
+    rm = None if alt.rigid_matrix is None else compose_affine(alt.rigid_matrix, flip)
+    return Estimate(m, warped_dice(moving, fixed, m), alt.angle_deg, True, rm)
 
 
 def _estimate(

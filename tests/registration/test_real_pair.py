@@ -84,7 +84,7 @@ def test_real_pair_rtre_improves_below_target_and_is_not_flagged(real_run, capsy
     assert r.n_landmarks >= 60
     assert r.rtre_median < r.rtre_before_median and r.rtre_max < r.rtre_before_max
     assert r.rtre_median <= TARGET_RTRE
-    assert bool(r.ok), r.message  # a well-aligned real pair is not flagged
+    assert bool(r.ok), r.message  # a well-aligned real pair is not flagged (mirror check too)
     assert r.field_uri and Path(r.field_uri).exists()  # the non-rigid refinement was kept
     meta = json.loads((out / "registration.json").read_text())
     assert meta["pairs"]["rat-kidney_PANCK"]["nonrigid_kept"] is True
@@ -146,6 +146,30 @@ def test_a_wrong_pair_is_flagged(other, tmp_path):
     print(f"{other}: overlap {reg.score:.3f}, texture {reg.texture:.2f}: {reg.message}")
     assert not reg.ok and "texture" in reg.message
     assert reg.field is None  # a wrong slide is not warped into a "match"
+
+
+@pytest.mark.parametrize("mirror", ["left-right", "up-down"])
+def test_a_mirrored_section_is_flagged(mirror):
+    """The real IHC section mounted face down: its outline fits the H&E almost as well (overlap
+    0.91, texture 0.58 ≥ the 0.4 bar) but the map is wrong (rTRE ~0.19); the mirror check flags
+    it, and with --allow-flip the mirrored fit is found and is right."""
+    he = thumb_from_rgb(_rgb(HE_NAME), MPP, thumb_mpp=8.0)
+    ihc_rgb = _rgb(IHC_NAME)
+    flipped = ihc_rgb[:, ::-1] if mirror == "left-right" else ihc_rgb[::-1]
+    ihc = thumb_from_rgb(np.ascontiguousarray(flipped), MPP, thumb_mpp=8.0)
+    he_pts = read_landmarks(PAIR / f"{HE_NAME}.csv")
+    ihc_pts = read_landmarks(PAIR / f"{IHC_NAME}.csv")
+    h, w = ihc_rgb.shape[:2]
+    if mirror == "left-right":
+        ihc_pts[:, 0] = w - 1 - ihc_pts[:, 0]
+    else:
+        ihc_pts[:, 1] = h - 1 - ihc_pts[:, 1]
+    reg = register_thumbs(he, ihc, nonrigid=False)
+    print(f"{mirror}: {reg.message}; rTRE {rtre(reg.matrix, he_pts, ihc_pts, ihc.size0)}")
+    assert not reg.ok and "looks mirrored" in reg.message and "--allow-flip" in reg.message
+    assert rtre(reg.matrix, he_pts, ihc_pts, ihc.size0)[0] > 0.05  # the flagged map IS wrong
+    fixed = register_thumbs(he, ihc, allow_flip=True, nonrigid=False)
+    assert fixed.ok and rtre(fixed.matrix, he_pts, ihc_pts, ihc.size0)[0] < 0.03
 
 
 def test_tissue_mask_covers_the_sparse_and_pale_tissue():

@@ -8,8 +8,9 @@ and shapes as timm's `efficientnet_lite0` state dict, so the remap pairs them in
 checked). The weights are a port of Google's TensorFlow EfficientNet-Lite0 (lukemelas' models pad
 convolutions TF-"same"), so the architecture is timm's `tf_efficientnet_lite0` (same keys, TF
 padding) with its TF preprocessing, mean = std = 0.5 (timm's pretrained cfg of that model).
-Measured on the Kather tiles (benchmarks/real_features.py, leave-one-out tumour-vs-rest AUC):
-tf padding + 0.5/0.5 → 0.905; efficientnet_lite0 + ImageNet mean/std → 0.730, below random init.
+Measured on the Kather tiles (first version of benchmarks/real_features.py, leave-one-out
+logistic tumour-vs-rest AUC): tf padding + 0.5/0.5 → 0.905; efficientnet_lite0 + ImageNet
+mean/std → 0.730, below random init. What the features carry: docs/REAL-DATA.md.
 """
 
 from __future__ import annotations
