@@ -20,6 +20,7 @@ from cscl.eval.headline import (
     quality_scores,
     task_rows,
 )
+from cscl.eval.html_parts import html_table
 from cscl.eval.metrics import task_headlines
 from cscl.eval.pvalues import (
     MIN_CASES_FOR_P,
@@ -64,12 +65,6 @@ def _ci(m: dict) -> str:
     return f"{_f(m['value'])} <span class=note>[{_f(m['ci_low'])}–{_f(m['ci_high'])}]</span>"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{h}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
 def _img(out_dir: Path, name: str | None, alt: str) -> str:
     if not name or not (out_dir / name).exists():
         return ""
@@ -97,7 +92,7 @@ def _dataset(metrics: dict) -> str:
             ]
         )
     parts.append(
-        _table(
+        html_table(
             [
                 "embeddings",
                 "source",
@@ -117,7 +112,7 @@ def _dataset(metrics: dict) -> str:
         else:
             what = f"{e['n_events']} events, {e['n_cases'] - e['n_events']} censored"
         rows.append([escape(task), e["type"], str(e["n_cases"]), what, str(e["n_missing_labels"])])
-    parts.append(_table(["task", "type", "cases", "classes / events", "missing labels"], rows))
+    parts.append(html_table(["task", "type", "cases", "classes / events", "missing labels"], rows))
     return "".join(parts)
 
 
@@ -136,7 +131,7 @@ def _classification(task: str, e: dict, out_dir: Path) -> str:
             "C by randomized search; 95 % CI = percentile bootstrap of the pooled predictions."
         )
         parts.append(f"<h3>k-fold</h3><p class=note>{cfg_line}</p>")
-        parts.append(_table(["embeddings", *_METRIC_NAMES.values(), "C chosen"], kf_rows))
+        parts.append(html_table(["embeddings", *_METRIC_NAMES.values(), "C chosen"], kf_rows))
         figs = [_img(out_dir, e.get("plots", {}).get("roc"), f"{task} ROC")]
         for n, name in e.get("plots", {}).get("confusion", {}).items():
             figs.append(_img(out_dir, name, f"{task} confusion {n}"))
@@ -163,7 +158,7 @@ def _classification(task: str, e: dict, out_dir: Path) -> str:
             "tested on all remaining cases; mean ± std over the draws.</p>"
         )
         parts.append(
-            _table(["embeddings", "k", "AUC", "Balanced acc.", "train / test"], fs_rows)
+            html_table(["embeddings", "k", "AUC", "Balanced acc.", "train / test"], fs_rows)
             + _img(out_dir, e.get("plots", {}).get("fewshot"), f"{task} few-shot")
         )
     return "".join(parts)
@@ -176,7 +171,7 @@ def _at_risk(task: str, e: dict, time_unit: str | None) -> str:
     for n, table in e.get("plots", {}).get("km_at_risk", {}).items():
         head = [f"{escape(n)}: number at risk at time{unit}"] + [f"{t:g}" for t in table["times"]]
         rows = [[f"{escape(g)} risk", *map(str, c)] for g, c in table["at_risk"].items()]
-        parts.append(_table(head, rows).replace("<table>", "<table class=atrisk>", 1))
+        parts.append(html_table(head, rows).replace("<table>", "<table class=atrisk>", 1))
     return "".join(parts)
 
 
@@ -212,7 +207,7 @@ def _survival(task: str, e: dict, out_dir: Path, time_unit: str | None = None) -
     return (
         "<h3>Survival</h3><p class=note>Cox model (StandardScaler → PCA → ridge Cox) on case "
         "folds; Harrell's C-index of the out-of-fold risk; risk groups split at its median.</p>"
-        + _table(head, rows)
+        + html_table(head, rows)
         + f"<div class=figs>{''.join(figs)}</div>"
         + _at_risk(task, e, time_unit)
     )
@@ -282,7 +277,7 @@ def _comparisons(metrics: dict, task: str) -> str:
     return (
         "<h3>Comparison (one-sided Wilcoxon signed-rank)</h3>"
         + _comparison_caveat(metrics)
-        + _table(head, rows)
+        + html_table(head, rows)
     )
 
 
@@ -339,7 +334,7 @@ def _scores(metrics: dict, options: ReportOptions) -> str:
     return (
         f"<p>Quality score = mean {escape(name)} over the tasks that have one "
         f"(<code>{escape(options.score_metric)}</code>; the number the pipelines' gate uses).</p>"
-        + _table(["method", "quality score", "tasks counted", "tasks without a value"], rows)
+        + html_table(["method", "quality score", "tasks counted", "tasks without a value"], rows)
     )
 
 
@@ -414,7 +409,7 @@ def _task_table(metrics: dict, options: ReportOptions) -> str:
     return (
         "<h2>Results per task</h2><p class=note>Primary metric of each task with its 95 % "
         "bootstrap CI; the best method per task is highlighted. Details follow below.</p>"
-        + _table(head, rows)
+        + html_table(head, rows)
     )
 
 

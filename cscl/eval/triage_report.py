@@ -11,6 +11,7 @@ import json
 from html import escape
 from pathlib import Path
 
+from cscl.eval.html_parts import html_table
 from cscl.io.storage import atomic_path
 
 TRIAGE_FORMAT = "cscl-triage/1"
@@ -72,12 +73,6 @@ def _ci(m: dict, pct: bool = True, nd: int = 0) -> str:
     if m.get("ci_low") is None:
         return f(m.get("value"))
     return f"{f(m['value'])} <span class=note>[{f(m['ci_low'])}–{f(m['ci_high'])}]</span>"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{h}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def reliability_svg(curves: dict[str, dict], title: str, size: int = 300) -> str:
@@ -170,7 +165,7 @@ def _task_html(task: str, by_method: dict[str, dict], primary: str | None) -> st
                 ]
             )
     parts.append(
-        _table(
+        html_table(
             [
                 "embeddings",
                 "target sensitivity",
@@ -202,7 +197,7 @@ def _task_html(task: str, by_method: dict[str, dict], primary: str | None) -> st
         "dashed": True,
     }
     parts.append(
-        _table(
+        html_table(
             [
                 "embeddings",
                 "Brier (calibrated) [95 % CI]",
