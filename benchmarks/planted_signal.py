@@ -324,7 +324,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     args.cases = args.cases or (240 if args.quick else 800)
     args.epochs1 = args.epochs1 or (10 if args.quick else 30)
-    args.epochs2 = args.epochs2 or (15 if args.quick else 60)
+    args.epochs2 = args.epochs2 or (15 if args.quick else 40)
     print("PLANTED-SIGNAL BENCHMARK — data: feature-level simulator (cscl.train.simulate)")
     t0 = time.perf_counter()
     d = build_data(args)
