@@ -272,7 +272,7 @@ def graph(p: Params, *, kind: str, cluster: bool) -> None:
                             min_score=p.min_score, min_gain_over_baseline=p.min_gain_over_baseline)  # fmt: skip
             s.task(ev, "evaluate vs baseline")
             # score ≥ min_score and better than mean-pool (the verdict is in the evaluate task)
-            with dsl.If(ev.outputs["gate_passed"] == True, name="quality-gate"):  # noqa: E712
+            with dsl.If(ev.outputs["Output"] == True, name="quality-gate"):  # noqa: E712
                 s.release(**release, results=ev.outputs["results"])
         else:
             s.task(em, "embed with candidate")

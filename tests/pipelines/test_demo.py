@@ -80,7 +80,15 @@ def test_the_gate_decision_is_said_in_words(capsys):
     _say_gate({"quality_score": 0.61, "gate_min_score": 0.6, "gate_passed": 1.0})
     out = capsys.readouterr().out
     assert "score 0.610" in out and "→ released" in out and "on purpose" not in out
-    _say_gate({"quality_score": 0.29, "gate_min_score": 0.0, "gate_passed": 1.0})
+    _say_gate(
+        {
+            "quality_score": 0.29,
+            "gate_min_score": 0.0,
+            "gate_passed": 1.0,
+            "gate_baseline_score": 0.35,
+            "gate_min_gain": -1.0,
+        }
+    )
     out = capsys.readouterr().out
     assert (
         "→ released" in out and "relaxes the gate on purpose" in out and "mean-pool (score" in out

@@ -2,8 +2,6 @@
 (the report and the IHC triage);
 compare_models: candidate vs current model → promote?"""
 
-from typing import NamedTuple
-
 from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Output
 
 from cscl_platform.components.common import cscl_component
@@ -35,16 +33,16 @@ def evaluate(
     min_score: float = -1.0,
     min_gain_over_baseline: float = 0.0,
     s3_endpoint: str = "",
-) -> NamedTuple("Outputs", [("score", float), ("gate_passed", bool)]):
-    """Evaluate (cscl.eval.evaluate); return the quality score (cscl.eval.quality: mean
-    `score_metric` of the method over the tasks that have a finite value; 0.0 when none has) and
-    the packaging gate's verdict. `min_score` ≥ 0 makes a gated run (training): it passes when
+) -> bool:
+    """Evaluate (cscl.eval.evaluate); return the packaging gate's verdict. The quality score
+    (cscl.eval.quality: mean `score_metric` of the method over the tasks that have a finite
+    value; 0.0 when none has) is `quality_score` in `metrics`. (One bool `Output`, not a
+    NamedTuple: kfp.local cannot resolve a named output in a `dsl.If` condition.) `min_score` ≥ 0 makes a gated run (training): it passes when
     the score reaches `min_score` AND beats the baseline's score (mean-pool) by more than
     `min_gain_over_baseline` — a model no better than averaging patch features is not released.
     The verdict and its reasons are in `metrics` and the report's headline. `min_score` < 0: no
-    gate follows (retraining compares models itself); `gate_passed` is then True."""
+    gate follows (retraining compares models itself) and the return is True."""
     import shutil
-    from collections import namedtuple
     from pathlib import Path
 
     from cscl.eval.headline import QualityGate, ReportOptions, gate_verdict
@@ -107,8 +105,7 @@ def evaluate(
             f"quality gate {'PASSED' if verdict.passed else 'FAILED'}: "
             + "; ".join(verdict.reasons)
         )
-    outputs_t = namedtuple("Outputs", ["score", "gate_passed"])
-    return outputs_t(score.gate_value(), verdict.passed if verdict else True)
+    return verdict.passed if verdict else True
 
 
 @cscl_component

@@ -22,7 +22,7 @@ def test_interface():
         assert out[f"classification_{task}"].type == "system.ClassificationMetrics@0.0.1"
     assert out["report"].type == "system.HTML@0.0.1"
     assert out["triage"].type == "system.HTML@0.0.1"  # the IHC triage report, its own UI tab
-    assert out["score"].type == "Float" and out["gate_passed"].type == "Boolean"
+    assert out["Output"].type == "Boolean"  # the gate's verdict; the score is in `metrics`
     assert compare_models.component_spec.outputs["comparison"].type == "system.Markdown@0.0.1"
 
 
@@ -41,7 +41,8 @@ def evaluated(embeddings_parquet, baseline_parquet, cohort, tmp_path_factory) ->
         labels_uri=cohort.labels, tasks=cohort.tasks, protocols="fewshot,kfold",
         folds=2, n_boot=50, ks="1", min_score=0.1, **outs,
     )  # fmt: skip
-    return {**outs, "score": result.score, "gate_passed": result.gate_passed, "tasks": cohort.tasks}
+    score = outs["metrics"].metadata["quality_score"]
+    return {**outs, "score": score, "gate_passed": result, "tasks": cohort.tasks}
 
 
 def test_evaluate_outputs(evaluated):
