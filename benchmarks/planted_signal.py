@@ -255,7 +255,7 @@ def summarize(files: list[str]) -> int:
               f" (supervised {v['supervised_er_auc']:.3f} vs mean-pool {v['mean_pool_er_auc_k25']:.3f})")  # fmt: skip
     names = list(runs[0]["results"])
     for task in TASKS:
-        print(f"\nFew-shot AUC, {task}: mean over seeds (per-seed means in brackets)")
+        print(f"\nFew-shot AUC, {task}: mean over seeds of the mean over draws")
         print(f"{'':38s}" + "".join(f"{'k=' + str(k):>12s}" for k in KS))
         for name in names:
             cells = []
