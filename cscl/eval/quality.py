@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from cscl.errors import InputError
 from cscl.eval.bootstrap import CLASS_METRICS
 from cscl.eval.metrics import method_values
+from cscl.eval.pvalues import format_p
 
 DEFAULT_SCORE_METRIC = "kfold_auc"
 _SCORE_METRIC = re.compile(
@@ -147,7 +148,7 @@ class Comparison:
         tests = [(t, k, p) for t, ps in self.tests.items() for k, p in ps.items()]
         if tests:
             lines += ["", "Paired tests (one-sided Wilcoxon, candidate > current):", ""]
-            lines += [f"- {t} `{k}`: p = {_p(p)}" for t, k, p in tests]
+            lines += [f"- {t} `{k}`: {_p(p)}" for t, k, p in tests]
         return "\n".join(lines) + "\n"
 
 
@@ -156,7 +157,9 @@ def _f(v: float | None) -> str:
 
 
 def _p(v: float | None) -> str:
-    return "—" if v is None else f"{v:.4g}"
+    """`p = 0.042` or `p < 0.001` (cscl.eval.pvalues rules: never 0.000 or 1.8e-06)."""
+    text = format_p(v)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"
 
 
 def _decide(new: QualityScore, cur: QualityScore, min_improvement: float) -> tuple[bool, str]:

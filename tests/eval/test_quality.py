@@ -102,6 +102,9 @@ def test_promotion_rule():
     md = c.markdown()
     assert "PROMOTE" in md and "p = 0.03" in md and "| a | kfold_auc | 0.800 | 0.650 |" in md
     assert "| a | kfold_balanced_accuracy | 0.500 | 0.500 |" in md
+    tiny = {"a": {"current": {"kfold_auc_bootstrap": {"p_value": 1.8e-06, "n_pairs": 200}}}}
+    md = compare_models(metrics_of(BOTH, tiny)).markdown()
+    assert "p < 0.001" in md and "e-06" not in md  # cscl.eval.pvalues rules
     assert c.numbers() == {"candidate_score": c.candidate.value, "current_score": 0.65,
                            "promote": 1.0}  # fmt: skip
     assert not compare_models(m, min_improvement=0.1).promote  # +0.05 is not enough
