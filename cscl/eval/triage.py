@@ -135,6 +135,20 @@ def operating_table(
     return rows
 
 
+def positives(y, positive_class: str, task: str, what: str, cases: str, hint: str) -> np.ndarray:
+    """Boolean mask of the positive cases; TooFewCases (a note, not an abort) when either class
+    has fewer than MIN_PER_CLASS cases — the one rule of evaluation and packaging."""
+    pos = np.asarray(y).astype(str) == str(positive_class)
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if min(n_pos, n_neg) < MIN_PER_CLASS:
+        raise TooFewCases(
+            f"task {task!r}: {what} at least {MIN_PER_CLASS} {cases} per class, "
+            f"found {n_pos} {positive_class} and {n_neg} other",
+            hint=hint,
+        )
+    return pos
+
+
 def ihc_triage(
     p_raw: np.ndarray,
     y: np.ndarray,
@@ -153,14 +167,8 @@ def ihc_triage(
 
     Raises TooFewCases when a class has fewer than MIN_PER_CLASS cases (a note, not an abort).
     """
-    pos = np.asarray(y).astype(str) == str(positive_class)
+    pos = positives(y, positive_class, task, "IHC triage needs", "cases", "add labelled cases")
     n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-    if min(n_pos, n_neg) < MIN_PER_CLASS:
-        raise TooFewCases(
-            f"task {task!r}: IHC triage needs at least {MIN_PER_CLASS} cases per class, "
-            f"found {n_pos} {positive_class} and {n_neg} other",
-            hint="add labelled cases",
-        )
     p_raw = np.asarray(p_raw, float)
     p = cross_fitted(p_raw, pos, np.asarray(folds))
     idx = resample_indices(len(p), n_boot, boot_seed)

@@ -26,9 +26,9 @@ from cscl.eval.heads import head_scores
 from cscl.eval.kfold import kfold_eval
 from cscl.eval.tasks import CLASSIFICATION, Task, classification_target
 from cscl.eval.triage import (
-    MIN_PER_CLASS,
     check_sensitivity,
     operating_rows,
+    positives,
     sensitivity_threshold,
     triage_marker,
 )
@@ -61,14 +61,9 @@ def fit_triage(
         raise InputError(f"task {task!r} {classes} is not a binary <marker>_status task")
     marker, positive = found
     y = np.asarray(y).astype(str)
-    pos = y == positive
+    pos = positives(y, positive, task, "triage needs", "reference cases",
+                    "package with more labelled cases, or --triage-sensitivity 0")  # fmt: skip
     n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-    if min(n_pos, n_neg) < MIN_PER_CLASS:
-        raise TooFewCases(
-            f"task {task!r}: triage needs at least {MIN_PER_CLASS} reference cases per class, "
-            f"found {n_pos} {positive} and {n_neg} other",
-            hint="package with more labelled cases, or --triage-sensitivity 0",
-        )
     r = kfold_eval(
         X, y, folds=folds, seed=seed, n_iter=n_iter, inner_folds=inner_folds, n_boot=0, task=task
     )
