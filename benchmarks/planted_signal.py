@@ -142,9 +142,9 @@ def embed_eval(models: dict, d: dict) -> tuple[list[str], dict, dict]:
     for name, m in models.items():
         embs[name] = np.stack([m.embed(c.he.features.astype(np.float32))[0] for c in ev.cases])
         if m.head is not None:  # supervised models: their own ER probability from H&E
-            classes = m.classes
-            p = np.stack([m.predict_status(c.he.features.astype(np.float32)) for c in ev.cases])
-            direct[name] = p[:, classes.index("positive")]
+            with torch.no_grad():  # the head on the embeddings above (= m.predict_status)
+                p = m.head.predict_proba(torch.from_numpy(embs[name]).float()).numpy()
+            direct[name] = p[:, m.classes.index("positive")]
     truth = pd.read_csv(d["root"] / "truth.csv", dtype={"case_id": str}).set_index("case_id")
     embs[ORACLE] = truth.loc[ids, [f"expr_frac_{m}" for m in MARKERS]].to_numpy()
     v = np.load(d["root"] / "truth_directions.npz")["he"]

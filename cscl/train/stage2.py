@@ -5,8 +5,9 @@ registered to H&E patch p) → stain code → cross-stain fusion → gated ABMIL
 InfoNCE (T=0.07; the paper's 0.001 is the "paper" preset) between H&E and each IHC slide
 embedding, masked for missing stains, + `got_weight` × OT loss on token embeddings (default 0:
 GOT with a cosine cost and uniform weights is minimised by making every token identical, see
-docs/METHOD-NOTES.md). `monitor_frac` of the cases are held out of training to log cross-stain
-retrieval on unseen cases each epoch (memorisation shows as a train/held-out gap). Losses are averaged over the IHC stains present.
+docs/METHOD-NOTES.md). Losses are averaged over the IHC stains present. `monitor_frac` of the
+cases are held out of training to log cross-stain retrieval on unseen cases each epoch
+(memorisation shows as a train/held-out gap).
 Default `he_query_branch="alone"` (`slide_outputs`): the H&E embedding in the loss is computed
 from H&E tokens alone — the inference computation — and IHC embeddings from IHC stains alone, so
 fusion cannot hand the co-located IHC token to the H&E query (the shortcut found by the planted-

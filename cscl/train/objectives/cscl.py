@@ -45,8 +45,8 @@ class CsclObjective(SlideObjective):
             )
         self.build_encoder(len(cohort.stains), device)
         self.train_idx, self.monitor_idx = monitor_split(len(self.data), cfg.monitor_frac, cfg.seed)
-        # same number of training cases as held-out ones: the two accuracies share one chance
-        self.train_probe = self.train_idx[: max(len(self.monitor_idx), 16)]
+        # as many training cases as held-out ones (16 without a hold-out): one chance level
+        self.train_probe = self.train_idx[: len(self.monitor_idx) or 16]
 
     def n_items(self) -> int:
         return len(self.train_idx)
