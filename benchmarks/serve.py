@@ -11,7 +11,9 @@ One run prints:
   (b) served p50 / in-process p50 at c=1 for each batch delay
   (c) end-to-end latency of one whole synthetic slide (slide_uri), served and in-process
   (d) a bounded load on the shipped package (8 clients, mixed good/bad requests): failures
-Targets: served p50 ≤ 20 ms at c=1, zero failures.
+  (e) the baseline: what `cscl package` shipped at --baseline-rev (before issue 14), packaged and
+      served with the code of that revision (git archive), in the same rounds
+Targets: served p50 ≤ 20 ms at c=1, c=8 throughput ≥ 1.5× the baseline, zero failures.
 
 The model is a random-init slide encoder (small ABMIL by default, as `cscl pretrain --small`)
 on 512-d patch features of a random-init resnet18; feature files hold --patches patches.
@@ -25,6 +27,8 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import json
+import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -117,6 +121,34 @@ def build(root: Path, n_patches: int, n_cases: int = 16, small: bool = False) ->
         }
     ).to_csv(root / "labels.csv", index=False)
     return {"run": run, "features": fdir, "ids": ids, "root": root}
+
+
+BASELINE_REV = "e5cdfff"  # main just before issue 14's serving changes (fusion, uploads, delay)
+
+
+def baseline_source(rev: str, dest: Path) -> Path:
+    """The project's code at `rev` (git archive of this checkout), to package and serve the
+    baseline with the code of that time."""
+    dest.mkdir(parents=True)
+    tar = subprocess.run(["git", "-C", str(ROOT), "archive", rev], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=tar.stdout, check=True)
+    return dest
+
+
+def package_baseline(built: dict, src: Path) -> Path:
+    """`cscl package` of the baseline's code, with ITS defaults, in a subprocess whose imports
+    resolve to `src` first."""
+    root = built["root"]
+    out = root / "models-baseline"
+    argv = [sys.executable, "-m", "cscl", "package", "--model", str(built["run"]),
+            "--out", str(out), "--labels", str(root / "labels.csv"),
+            "--embeddings", str(root / "emb.parquet"), "--tasks", "er_status,subtype,os",
+            "--version", "bench", "--n-iter", "2"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    done = subprocess.run(argv, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"baseline cscl package failed:\n{done.stdout}\n{done.stderr}")
+    return out
 
 
 def package(built: dict, delay: int | None) -> Path:
@@ -241,13 +273,17 @@ def main() -> int:
     ap.add_argument(
         "--abmil", choices=("small", "default"), default="small", help="slide encoder size"
     )
+    ap.add_argument(
+        "--baseline-rev",
+        default=BASELINE_REV,
+        help=f"also serve what `cscl package` shipped at this git revision, with the code of that "
+        f"time ({BASELINE_REV}: before issue 14); '' to skip",
+    )
     ap.add_argument("--quick", action="store_true", help="20 requests, 2 rounds, 10 s load")
     ap.add_argument("--json", help="also write the figures to this JSON file")
     args = ap.parse_args()
     if args.quick:
         args.requests, args.rounds, args.load_seconds = 20, 2, 10.0
-
-    import os
 
     from cscl.synthetic import generate_cohort
     from cscl_platform.serving import handler as handler_mod
@@ -265,6 +301,10 @@ def main() -> int:
         t = time.perf_counter()
         built = build(root, args.patches, small=args.abmil == "small")
         stores = {dl: package(built, None if dl == default else dl) for dl in delays}
+        base_src = (
+            baseline_source(args.baseline_rev, root / "baseline") if args.baseline_rev else None
+        )
+        base_store = package_baseline(built, base_src) if base_src else None
         m = generate_cohort(root / "slide", n_cases=1, seed=3, stains=("HE",),
                             width=args.slide_size, height=args.slide_size * 3 // 4,
                             workers=1, progress=False)  # fmt: skip
@@ -291,6 +331,12 @@ def main() -> int:
                 instances[f"served, delay {dl} ms"] = start_torchserve(
                     stores[dl], {"cscl": "cscl.mar"},
                     env={"CSCL_ALLOWED_PREFIXES": str(slide.parent)}, ready_timeout=300,
+                )  # fmt: skip
+            if base_store is not None:
+                instances[f"served, {args.baseline_rev} (before issue 14)"] = start_torchserve(
+                    base_store, {"cscl": "cscl.mar"},
+                    env={"CSCL_ALLOWED_PREFIXES": str(slide.parent), "PYTHONPATH": str(base_src)},
+                    ready_timeout=300,
                 )  # fmt: skip
             res["server_start_s"] = round(time.perf_counter() - t, 1)
             calls = {"in-process handler": in_process}
@@ -360,6 +406,19 @@ def main() -> int:
         "p50_c1_at_most_20ms": served_default["c1"]["p50"] <= 20,
         "zero_failures": res["load"]["failed"] == 0 and all(res[k]["failures"] == 0 for k in calls),
     }
+    base = next((k for k in calls if k.endswith("(before issue 14)")), None)
+    if base is not None:
+        gain = served_default["c8"]["throughput_rps"] / res[base]["c8"]["throughput_rps"]
+        faster = res[base]["c1"]["p50"] / served_default["c1"]["p50"]
+        res["vs_baseline"] = {
+            "c8_throughput_ratio": round(gain, 2),
+            "c1_p50_speedup": round(faster, 2),
+        }
+        res["targets"]["c8_throughput_at_least_1.5x_baseline"] = gain >= 1.5
+        print(
+            f"shipped vs {base}: c=8 throughput {gain:.2f}× (target ≥ 1.5), "
+            f"c=1 p50 {faster:.2f}× faster"
+        )
     print(json.dumps({k: res[k] for k in ("targets", "load", "config")}, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2))
@@ -367,8 +426,6 @@ def main() -> int:
 
 
 def print_table(res: dict, labels: list[str], default: int) -> None:
-    import os
-
     print()
     print(
         f"CPUs {len(os.sched_getaffinity(0))} | load average per round "
@@ -382,7 +439,7 @@ def print_table(res: dict, labels: list[str], default: int) -> None:
         r = res[label]
         ratio = r.get("c1_p50_over_in_process")
         print(
-            f"| {label}{' (shipped)' if label.endswith(f' {default} ms') else ''} | "
+            f"| {label}{' (shipped)' if label == f'served, delay {default} ms' else ''} | "
             f"{r['c1']['p50']} | {r['c1']['p95']} | {'' if ratio is None else f'{ratio}×'} | "
             f"{r['c8']['p50']} | {r['c8']['throughput_rps']} |"
         )

@@ -81,11 +81,19 @@ class GatedABMIL(nn.Module):
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        B, N, _ = x.shape
         h = self.pre(x)  # [B,N,H*a]
+        slide, attn = self.pool(h, mask, x)
+        return slide, self.token_proj(h), attn
+
+    def pool(
+        self, h: torch.Tensor, mask: torch.Tensor | None = None, x: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(slide [B,E], attn [B,N]) from the pre-MLP's output `h` [B,N,H*a]; `x` is the input
+        the mean skip reads (required when `mean_skip`)."""
+        B, N, _ = h.shape
         hh = h.view(B, N, self.n_heads, self.head_dim)
         if mask is None:
-            mask = torch.ones(B, N, dtype=torch.bool, device=x.device)
+            mask = torch.ones(B, N, dtype=torch.bool, device=h.device)
         # rows with no valid token: attend uniformly to avoid NaN (caller masks them out)
         safe = mask | (~mask.any(dim=1, keepdim=True))
         pooled, attns = [], []
@@ -100,7 +108,7 @@ class GatedABMIL(nn.Module):
         if self.skip is not None:
             m = mask.to(x.dtype)[..., None]
             slide = slide + self.skip((x * m).sum(1) / m.sum(1).clamp_min(1.0))
-        return slide, self.token_proj(h), attn
+        return slide, attn
 
 
 @register_model("gated_abmil")

@@ -54,10 +54,27 @@ class CrossStainFusion(nn.Module):
 
     def _value_of_self(self, q: torch.Tensor) -> torch.Tensor:
         """Attention output when the only key is the query's own token: out_proj(v_proj(q))."""
-        a, D = self.attn, q.shape[-1]
+        w_v, b_v = self.value_projection()
+        return self.attn.out_proj(F.linear(q, w_v, b_v))
+
+    def value_projection(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(weight, bias) of the attention's value projection."""
+        a, D = self.attn, self.norm.normalized_shape[0]
         w_v = a.in_proj_weight[2 * D :] if a._qkv_same_embed_dim else a.v_proj_weight
         b_v = a.in_proj_bias[2 * D :] if a.in_proj_bias is not None else None
-        return a.out_proj(F.linear(q, w_v, b_v))
+        return w_v, b_v
+
+    def single_stain_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(W, b) with single-stain fusion = x + norm(x) @ W.T + b (out_proj ∘ v_proj, folded)."""
+        w_v, b_v = self.value_projection()
+        w_o, b_o = self.attn.out_proj.weight, self.attn.out_proj.bias
+        w = w_o.double() @ w_v.double()
+        b = torch.zeros(w.shape[0], dtype=torch.float64, device=w.device)
+        if b_v is not None:
+            b = b + w_o.double() @ b_v.double()
+        if b_o is not None:
+            b = b + b_o.double()
+        return w, b
 
     def attend(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         """The general path: multi-head attention across the S stains of each location."""

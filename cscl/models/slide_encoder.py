@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from cscl.models.abmil import GatedABMIL
 from cscl.models.fusion import CrossStainFusion
@@ -82,9 +83,50 @@ class SlideEncoder(nn.Module):
 
     def encode_he(self, x: torch.Tensor, mask: torch.Tensor | None = None, he_id: int = 0):
         """H&E-only path (inference): x [B,P,D] → (slide [B,E], attn [B,P])."""
+        if self._foldable():
+            return self._encode_he_folded(x, mask, he_id)
         valid = None if mask is None else mask[:, None]
         out = self.forward(x[:, None], valid, torch.tensor([he_id]))
         return out["slide"][:, 0], out["attn"][:, 0]
+
+    def _foldable(self) -> bool:
+        """Inference (eval mode, no autograd) with single-stain fusion feeding a linear layer."""
+        return (
+            not self.training
+            and not torch.is_grad_enabled()
+            and self.fusion is not None
+            and self.fusion._single_key_is_exact()
+            and self.abmil.skip is None
+            and isinstance(self.abmil.pre[0], nn.Linear)
+        )
+
+    def _encode_he_folded(self, x: torch.Tensor, mask: torch.Tensor | None, he_id: int):
+        """`encode_he` with single-stain fusion folded into ABMIL's first linear layer.
+
+        With one stain, fusion is h + norm(h) @ W.T + b (`single_stain_affine`), and the next
+        layer is linear, so pre[0](fusion(h)) = [h, norm(h)] @ [W1, W1·W].T + (W1·b + b1): one
+        (P × 2D) @ (2D × hidden) product instead of two D × D maps and a D × hidden one (the
+        serving model spent most of its time in those). Same output up to float rounding
+        (tested); the folded weights are rebuilt whenever a parameter changes.
+        """
+        h = self.tokens_in(x[:, None], torch.tensor([he_id]))[:, 0]
+        w, b = self._folded_first_layer()
+        z = self.abmil.pre[1:](F.linear(torch.cat([h, self.fusion.norm(h)], dim=-1), w, b))
+        return self.abmil.pool(z, mask)
+
+    def _folded_first_layer(self) -> tuple[torch.Tensor, torch.Tensor]:
+        lin = self.abmil.pre[0]
+        params = [lin.weight, lin.bias, *self.fusion.parameters()]
+        key = tuple((p.data_ptr(), p._version, p.dtype) for p in params if p is not None)
+        cached = self.__dict__.get("_fold")
+        if cached is None or cached[0] != key:
+            w, b = self.fusion.single_stain_affine()
+            w1 = lin.weight.double()
+            b1 = lin.bias.double() if lin.bias is not None else 0.0
+            dtype = lin.weight.dtype
+            cached = (key, torch.cat([w1, w1 @ w], dim=1).to(dtype), (w1 @ b + b1).to(dtype))
+            self.__dict__["_fold"] = cached  # not a parameter or buffer: never saved
+        return cached[1], cached[2]
 
 
 @register_model("slide_encoder")
