@@ -135,17 +135,47 @@ def baseline_source(rev: str, dest: Path) -> Path:
     return dest
 
 
+def baseline_inputs(built: dict, src: Path) -> Path:
+    """A copy of the run and its feature files under the extractor hash the baseline's code
+    computes for the same settings (the hash's recipe changed since), as its `cscl extract`
+    would have written them. Returns the run directory."""
+    import shutil
+
+    import h5py
+
+    code = (
+        "from cscl.wsi.extract import ExtractConfig, extractor_hash; print(extractor_hash("
+        f"ExtractConfig(backbone={BACKBONE!r}, allow_random=True, patch_size={PATCH}, "
+        f"target_mpp={MPP}, num_workers=0), 'random-seed0'))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    old_hash = subprocess.run([sys.executable, "-c", code], env=env, cwd=src, check=True,
+                              capture_output=True, text=True).stdout.split()[-1]  # fmt: skip
+    root = built["root"]
+    fdir = shutil.copytree(built["features"], root / "baseline-features")
+    for f in fdir.glob("*.h5"):
+        with h5py.File(f, "r+") as h:
+            h.attrs["extractor_hash"] = old_hash
+    run = shutil.copytree(built["run"], root / "baseline-run")
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["data"].update(features_dir=str(fdir), extractor_hash=old_hash)
+    (run / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
+    return run
+
+
 def package_baseline(built: dict, src: Path) -> Path:
     """`cscl package` of the baseline's code, with ITS defaults, in a subprocess whose imports
     resolve to `src` first."""
     root = built["root"]
     out = root / "models-baseline"
-    argv = [sys.executable, "-m", "cscl", "package", "--model", str(built["run"]),
+    run = baseline_inputs(built, src)
+    argv = [sys.executable, "-m", "cscl", "package", "--model", str(run),
             "--out", str(out), "--labels", str(root / "labels.csv"),
             "--embeddings", str(root / "emb.parquet"), "--tasks", "er_status,subtype,os",
             "--version", "bench", "--n-iter", "2"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(src)}
-    done = subprocess.run(argv, env=env, capture_output=True, text=True)
+    # cwd = src: `python -m` puts the working directory first on sys.path
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=src)
     if done.returncode != 0:
         raise SystemExit(f"baseline cscl package failed:\n{done.stdout}\n{done.stderr}")
     return out
@@ -340,13 +370,21 @@ def main() -> int:
                 )  # fmt: skip
             res["server_start_s"] = round(time.perf_counter() - t, 1)
             calls = {"in-process handler": in_process}
+            # the baseline gets the same features under its own extractor hash
+            base_bodies = (
+                dict(zip(bodies, (f.read_bytes() for f in sorted((root / "baseline-features")
+                                                                 .glob("*.h5"))), strict=True))
+                if base_store is not None
+                else {}
+            )  # fmt: skip
             for label, inst in instances.items():
                 local = threading.local()
+                swap = base_bodies if label.endswith("(before issue 14)") else {}
 
-                def call(body, inst=inst, local=local):
+                def call(body, inst=inst, local=local, swap=swap):
                     if not hasattr(local, "c"):
                         local.c = ServingClient(inst.inference_url, "cscl", key_file=inst.key_file)
-                    return local.c.predict_features_bytes(body)
+                    return local.c.predict_features_bytes(swap.get(body, body))
 
                 calls[label] = call
             for fn in calls.values():
