@@ -4,11 +4,14 @@ For each token count P, a fresh subprocess builds the CSCL slide encoder (stain 
 gated ABMIL) and times, on random tokens:
   train step  the CSCL objective's forward (H&E alone + IHC stains, as `cscl pretrain` runs it)
               + alignment loss (InfoNCE + GOT on `got_tokens` subsampled tokens) + backward
-  H&E embed   the inference path (one stain: fusion as two linear maps, cscl.models.fusion)
+  H&E embed   the inference path (one stain: fusion folded into ABMIL's first linear layer,
+              cscl.models.slide_encoder)
   H&E attn    the same through MultiheadAttention (what inference cost before the shortcut)
 and its peak RSS. Everything but GOT's fixed-size plan is linear in P, so time and memory per
 token should stay flat: the table shows whether they do. Configurations alternate in rounds
-inside each subprocess; medians are printed with the load average (shared cores: read ratios).
+inside each subprocess, token counts alternate across outer rounds (a fresh process each);
+medians are printed with the load average, and CPU time per token beside wall time (shared
+cores: the CPU columns and ratios are what a changing load disturbs least).
 
     .venv/bin/python benchmarks/stage2_scaling.py                 # P = 512 … 16384, batch 4
     .venv/bin/python benchmarks/stage2_scaling.py --tokens 512,2048 --batch 2
@@ -65,12 +68,15 @@ def child(p: int, a) -> dict:
     for fn in fns.values():  # warm-up
         fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
+    cpu: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(a.rounds):
         for k, fn in fns.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()  # process CPU: all threads
             fn()
             times[k].append(time.perf_counter() - t0)
+            cpu[k].append(time.process_time() - c0)
     res = {k: statistics.median(v) for k, v in times.items()}
+    res.update({f"{k}_cpu": statistics.median(v) for k, v in cpu.items()})
     res["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     res["input_mb"] = x.numel() * 4 / 2**20
     return res
@@ -82,7 +88,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4, help="slides (cases) per step")
     ap.add_argument("--stains", type=int, default=3, help="H&E + IHC stains per case")
     ap.add_argument("--dim", type=int, default=512, help="token dimension (adapter output)")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3, help="alternations inside each process")
+    ap.add_argument("--outer-rounds", type=int, default=2, help="fresh processes per token count")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -91,15 +98,21 @@ def main() -> None:
         return
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     load0 = os.getloadavg()
-    rows = []
-    for p in [int(t) for t in a.tokens.split(",")]:
-        argv = [sys.executable, __file__, "--child", str(p), "--batch", str(a.batch),
-                "--stains", str(a.stains), "--dim", str(a.dim), "--rounds", str(a.rounds)]  # fmt: skip
-        if a.threads:
-            argv += ["--threads", str(a.threads)]
-        out = subprocess.run(argv, check=True, capture_output=True, text=True, env=env).stdout
-        rows.append((p, json.loads(out.strip().splitlines()[-1])))
-        print(f"P={p} done, load average {os.getloadavg()[0]:.2f}", flush=True)
+    tokens = [int(t) for t in a.tokens.split(",")]
+    runs: dict[int, list[dict]] = {p: [] for p in tokens}
+    # every token count once per outer round (a fresh process each time), so a change of load
+    # on the shared cores hits all rows alike; the CPU columns are the load-robust ones
+    for r in range(a.outer_rounds):
+        for p in tokens:
+            argv = [sys.executable, __file__, "--child", str(p), "--batch", str(a.batch),
+                    "--stains", str(a.stains), "--dim", str(a.dim), "--rounds", str(a.rounds)]  # fmt: skip
+            if a.threads:
+                argv += ["--threads", str(a.threads)]
+            out = subprocess.run(argv, check=True, capture_output=True, text=True, env=env).stdout
+            runs[p].append(json.loads(out.strip().splitlines()[-1]))
+        print(f"outer round {r + 1}/{a.outer_rounds}, load average {os.getloadavg()[0]:.2f}",
+              flush=True)  # fmt: skip
+    rows = [(p, {k: statistics.median(x[k] for x in runs[p]) for k in runs[p][0]}) for p in tokens]
     print()
     print(
         f"batch {a.batch} cases × {a.stains} stains × P tokens × {a.dim} dims | CPUs "
@@ -107,16 +120,18 @@ def main() -> None:
         f"at end {tuple(round(v, 2) for v in os.getloadavg())}"
     )
     print(
-        "| tokens P | train step s | µs/token | H&E embed ms | via attention ms | speed-up | "
-        "peak RSS MB | input MB |"
+        "| tokens P | train step s | CPU-µs/token | H&E embed ms | CPU-µs/token | via attention ms "
+        "| CPU ratio | peak RSS MB | input MB |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for p, r in rows:
         tok = a.batch * a.stains * p
+        he_tok = a.batch * p
         print(
-            f"| {p} | {r['train_step']:.2f} | {1e6 * r['train_step'] / tok:.1f} | "
-            f"{1000 * r['he_embed']:.1f} | {1000 * r['he_embed_attention']:.1f} | "
-            f"{r['he_embed_attention'] / r['he_embed']:.2f}× | {r['rss_mb']:.0f} | "
+            f"| {p} | {r['train_step']:.2f} | {1e6 * r['train_step_cpu'] / tok:.1f} | "
+            f"{1000 * r['he_embed']:.1f} | {1e6 * r['he_embed_cpu'] / he_tok:.2f} | "
+            f"{1000 * r['he_embed_attention']:.1f} | "
+            f"{r['he_embed_attention_cpu'] / r['he_embed_cpu']:.2f}× | {r['rss_mb']:.0f} | "
             f"{r['input_mb']:.0f} |"
         )
 
