@@ -1,0 +1,121 @@
+"""cuCIM backend (optional: `pip install cucim-cu12`): TIFF/SVS pyramids through `cucim.CuImage`.
+
+Why: cuCIM decodes tiles in its own C++ thread pool (a whole batch of patch locations in one
+call, `read_regions`) and can decode into GPU memory; the DataLoader workers of the other
+backends decode one patch at a time. Used only when asked for (`--reader cucim`; registered
+with `auto=False`): OpenSlide and tifffile already open every file cuCIM opens, the reader is not
+part of the extractor hash so a backend `auto` may pick must give OpenSlide's pixels on every
+file, and cuCIM's speed on a GPU node is not measured yet (benchmarks/gpu_node.py measures it).
+
+Reads here are `device="cpu"` (host arrays, like every `SlideReader`); they work on a machine
+without a GPU. Metadata (mpp, vendor, magnification) comes from the TIFF header as the tifffile
+backend reads it, so the three backends agree on a slide's resolution.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import tifffile
+
+from cscl.errors import SlideError
+from cscl.wsi.readers.base import (
+    CORRUPT_HINT,
+    SlideInfo,
+    SlideReader,
+    UnsupportedSlide,
+    downsamples_of,
+)
+from cscl.wsi.readers.registry import register_reader
+from cscl.wsi.readers.tifffile_reader import pyramid_pages, tiff_info
+
+try:
+    from cucim import CuImage
+except ImportError as exc:  # the registry records this reason for `--reader cucim`
+    raise ImportError(f"cuCIM is not installed ({exc}): pip install cucim-cu12") from exc
+
+_USE_OTHERS = "read it with --reader openslide or tifffile (or auto)"
+
+
+@register_reader("cucim", priority=50, auto=False)
+class CuCIMReader(SlideReader):
+    """`cucim.CuImage` behind the `SlideReader` interface; `threads` decode a batch together."""
+
+    threads: int = 1  # cuCIM worker threads per `read_regions` call (per DataLoader worker)
+
+    def _open(self) -> Any:
+        try:
+            img = CuImage(str(self.path))
+        except Exception as exc:  # cuCIM raises RuntimeError/ValueError for what it can't read
+            raise UnsupportedSlide(
+                f"{self.path} is not a slide cuCIM can read ({exc})", hint=_USE_OTHERS
+            ) from exc
+        res = img.resolutions
+        if int(res["level_count"]) < 1 or img.dtype.bits != 8 or img.shape[-1] not in (3, 4):
+            raise UnsupportedSlide(
+                f"{self.path} has no 8-bit RGB pyramid cuCIM can read", hint=_USE_OTHERS
+            )
+        return img
+
+    def _close(self, handle: Any) -> None:
+        close = getattr(handle, "close", None)  # CuImage frees its file on garbage collection
+        if close is not None:
+            close()
+
+    def _info(self, img: Any) -> SlideInfo:
+        res = img.resolutions
+        dims = tuple((int(w), int(h)) for w, h in res["level_dimensions"])
+        try:
+            with tifffile.TiffFile(str(self.path)) as tif:
+                head = tiff_info(tif, pyramid_pages(tif))
+        except Exception as exc:  # cuCIM opened it, so it is a TIFF; a broken header is odd
+            raise UnsupportedSlide(
+                f"{self.path}: cannot read its TIFF header ({exc})", hint=_USE_OTHERS
+            ) from exc
+        return SlideInfo(
+            level_dimensions=dims,
+            level_downsamples=downsamples_of(dims),
+            vendor=head.vendor,
+            file_mpp=head.file_mpp,
+            mpp_key=head.mpp_key,
+            objective_power=head.objective_power,
+            properties=head.properties,
+        )
+
+    def _read(self, img: Any, x: int, y: int, level: int, w: int, h: int) -> np.ndarray:
+        try:
+            region = img.read_region((x, y), (w, h), level, device="cpu")
+        except Exception as exc:
+            raise SlideError(
+                f"cannot read {self.path} at level {level} ({x},{y} {w}x{h}): {exc}",
+                hint=CORRUPT_HINT,
+            ) from exc
+        return _rgb(np.asarray(region))
+
+    def read_regions(self, locations: np.ndarray, level: int, size: tuple[int, int]) -> np.ndarray:
+        """All patches in one cuCIM call, decoded by `threads` threads."""
+        locs = np.ascontiguousarray(np.asarray(locations, np.int64).reshape(-1, 2))
+        if len(locs) <= 1 or self.threads <= 1:
+            return super().read_regions(locs, level, size)
+        w, h = int(size[0]), int(size[1])
+        try:
+            batch = self.handle.read_region(
+                locs, (w, h), int(level), device="cpu", num_workers=int(self.threads)
+            )
+            arr = np.concatenate([np.asarray(b).reshape(-1, h, w, b.shape[-1]) for b in batch])
+        except Exception as exc:
+            raise SlideError(
+                f"cannot read {self.path} at level {level} ({len(locs)} patches of {w}x{h}): {exc}",
+                hint=CORRUPT_HINT,
+            ) from exc
+        return _rgb(arr)
+
+
+def _rgb(arr: np.ndarray) -> np.ndarray:
+    """RGB uint8; an alpha channel (RGBA slides) → transparent pixels white, as OpenSlide."""
+    if arr.shape[-1] == 4:
+        rgb = arr[..., :3].copy()
+        rgb[arr[..., 3] == 0] = 255
+        return rgb
+    return np.ascontiguousarray(arr[..., :3])
