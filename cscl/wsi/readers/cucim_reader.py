@@ -14,6 +14,7 @@ backend reads it, so the three backends agree on a slide's resolution.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -83,33 +84,72 @@ class CuCIMReader(SlideReader):
             properties=head.properties,
         )
 
+    def _level_box(self, x: int, y: int, level: int, w: int, h: int):
+        """Level px of the region (as the tifffile reader rounds them) and its part inside the
+        level: (lx, ly, x0, y0, x1, y1)."""
+        ds = self.level_downsamples[level]
+        lx, ly = (x, y) if level == 0 else (int(round(x / ds)), int(round(y / ds)))
+        lw, lh = self.level_dimensions[level]
+        return lx, ly, max(lx, 0), max(ly, 0), min(lx + w, lw), min(ly + h, lh)
+
+    def _location(self, level: int, x0: int, y0: int) -> tuple[int, int]:
+        """The level-0 location cuCIM maps to level px (x0, y0): it floors location / its own
+        (float32) downsample, so the smallest level-0 px at or beyond x0 × downsample."""
+        if level == 0:
+            return x0, y0
+        ds = float(self.handle.resolutions["level_downsamples"][level])
+        return math.ceil(x0 * ds), math.ceil(y0 * ds)
+
     def _read(self, img: Any, x: int, y: int, level: int, w: int, h: int) -> np.ndarray:
+        # cuCIM fills outside the image with black for generic TIFFs (white for Aperio): read
+        # only the part inside and leave the rest white, as the other backends do
+        lx, ly, x0, y0, x1, y1 = self._level_box(x, y, level, w, h)
+        out = np.full((h, w, 3), 255, np.uint8)
+        if x1 <= x0 or y1 <= y0:
+            return out
         try:
-            region = img.read_region((x, y), (w, h), level, device="cpu")
+            loc = self._location(level, x0, y0)
+            region = np.asarray(img.read_region(loc, (x1 - x0, y1 - y0), level))
         except Exception as exc:
             raise SlideError(
                 f"cannot read {self.path} at level {level} ({x},{y} {w}x{h}): {exc}",
                 hint=CORRUPT_HINT,
             ) from exc
-        return _rgb(np.asarray(region))
+        out[y0 - ly : y1 - ly, x0 - lx : x1 - lx] = _rgb(region)
+        return out
 
     def read_regions(self, locations: np.ndarray, level: int, size: tuple[int, int]) -> np.ndarray:
-        """All patches in one cuCIM call, decoded by `threads` threads."""
-        locs = np.ascontiguousarray(np.asarray(locations, np.int64).reshape(-1, 2))
+        """With `threads` > 1, the patches inside the level in one threaded cuCIM call; patches
+        crossing the level's edge one by one."""
+        locs = np.asarray(locations, np.int64).reshape(-1, 2)
         if len(locs) <= 1 or self.threads <= 1:
             return super().read_regions(locs, level, size)
         w, h = int(size[0]), int(size[1])
-        try:
-            batch = self.handle.read_region(
-                locs, (w, h), int(level), device="cpu", num_workers=int(self.threads)
-            )
-            arr = np.concatenate([np.asarray(b).reshape(-1, h, w, b.shape[-1]) for b in batch])
-        except Exception as exc:
-            raise SlideError(
-                f"cannot read {self.path} at level {level} ({len(locs)} patches of {w}x{h}): {exc}",
-                hint=CORRUPT_HINT,
-            ) from exc
-        return _rgb(arr)
+        out = np.empty((len(locs), h, w, 3), np.uint8)
+        inside, starts = [], []
+        for k, (x, y) in enumerate(locs):
+            lx, ly, x0, y0, x1, y1 = self._level_box(int(x), int(y), level, w, h)
+            if (x0, y0, x1 - x0, y1 - y0) == (lx, ly, w, h):
+                inside.append(k)
+                starts.append(self._location(level, lx, ly))
+            else:
+                out[k] = self._read(self.handle, int(x), int(y), level, w, h)
+        if inside:
+            try:
+                batches = self.handle.read_region(
+                    [list(s) for s in starts], (w, h), level, num_workers=self.threads,
+                    batch_size=len(inside),
+                )  # fmt: skip
+                # copy now: the iterator hands out the same buffer again for the next batch
+                got = np.concatenate([_rgb(np.array(b)).reshape(-1, h, w, 3) for b in batches])
+            except Exception as exc:
+                raise SlideError(
+                    f"cannot read {self.path} at level {level} ({len(inside)} patches of "
+                    f"{w}x{h}): {exc}",
+                    hint=CORRUPT_HINT,
+                ) from exc
+            out[inside] = got
+        return out
 
 
 def _rgb(arr: np.ndarray) -> np.ndarray:
