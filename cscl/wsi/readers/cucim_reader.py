@@ -1,15 +1,18 @@
-"""cuCIM backend (optional: `pip install cucim-cu12`): TIFF/SVS pyramids through `cucim.CuImage`.
+"""cuCIM backend (optional: `pip install cucim-cu12`/`-cu13`): TIFF/SVS pyramids via `CuImage`.
 
-Why: cuCIM decodes tiles in its own C++ thread pool (a whole batch of patch locations in one
-call, `read_regions`) and can decode into GPU memory; the DataLoader workers of the other
-backends decode one patch at a time. Used only when asked for (`--reader cucim`; registered
-with `auto=False`): OpenSlide and tifffile already open every file cuCIM opens, the reader is not
-part of the extractor hash so a backend `auto` may pick must give OpenSlide's pixels on every
-file, and cuCIM's speed on a GPU node is not measured yet (benchmarks/gpu_node.py measures it).
+Why: cuCIM decodes a whole batch of patch locations in one threaded call (`read_regions`) and
+can decode into GPU memory (nvJPEG), the step towards feeding a GPU from GPU decode. Used only
+when asked for (`--reader cucim`; registered with `auto=False`): OpenSlide and tifffile already
+open every file cuCIM opens, the reader is not part of the extractor hash so a backend `auto`
+may pick must give OpenSlide's pixels on every file, and on CPU it is no faster than the
+tifffile reader (docs/PERFORMANCE.md); benchmarks/gpu_node.py measures it on a GPU node.
 
-Reads here are `device="cpu"` (host arrays, like every `SlideReader`); they work on a machine
-without a GPU. Metadata (mpp, vendor, magnification) comes from the TIFF header as the tifffile
-backend reads it, so the three backends agree on a slide's resolution.
+Reads here are `device="cpu"` (host arrays, like every `SlideReader`) and work without a GPU.
+Level-0 pixels equal OpenSlide's for JPEG tiles. Two cuCIM habits are corrected: outside a
+generic TIFF it returns black (the reader reads only the part inside and leaves the rest white),
+and on coarser levels it floors x / downsample (the reader rounds, as the tifffile reader does).
+Metadata (mpp, vendor, magnification) comes from the TIFF header as the tifffile backend reads
+it, so the backends agree on a slide's resolution.
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ from cscl.wsi.readers.tifffile_reader import pyramid_pages, tiff_info
 try:
     from cucim import CuImage
 except ImportError as exc:  # the registry records this reason for `--reader cucim`
-    raise ImportError(f"cuCIM is not installed ({exc}): pip install cucim-cu12") from exc
+    raise ImportError(
+        f"cuCIM is not installed ({exc}): pip install cucim-cu12 (or -cu13, as torch's CUDA)"
+    ) from exc
 
 _USE_OTHERS = "read it with --reader openslide or tifffile (or auto)"
 
@@ -58,11 +63,6 @@ class CuCIMReader(SlideReader):
                 f"{self.path} has no 8-bit RGB pyramid cuCIM can read", hint=_USE_OTHERS
             )
         return img
-
-    def _close(self, handle: Any) -> None:
-        close = getattr(handle, "close", None)  # CuImage frees its file on garbage collection
-        if close is not None:
-            close()
 
     def _info(self, img: Any) -> SlideInfo:
         res = img.resolutions
