@@ -545,6 +545,29 @@ def extract_section(a, device, slide, budget: Budget) -> list[dict]:
     return rows
 
 
+def bound_summary(a, res: dict) -> list[dict]:
+    """Pipeline rate against its bound min(model-only at the pipeline's batch, decode with the
+    pipeline's reader and workers): ≥ 0.9 means the overlap works. A GPU-node bound: on CPU,
+    decode and model share the cores (benchmarks/extract.py's CPU bound applies there)."""
+    out = []
+    if a.device == "cpu":
+        print("\n(bound: on CPU decode and model share the cores; min() over-states it)")
+    dec = {r["how"]: r.get("patches_s") for r in res["decode"]}
+    decode = dec.get(f"{a.reader}, DataLoader {a.workers} workers")
+    for p in res["pipeline"]:
+        model = [m.get("patches_s") for m in res["model"]
+                 if m["model"] == p["model"] and m.get("batch") == max(a.batches)]  # fmt: skip
+        if not (decode and model and model[0] and p.get("patches_s")):
+            continue
+        bound = min(decode, model[0])
+        out.append({"model": p["model"], "decode": decode, "model_only": model[0],
+                    "bound": bound, "pipeline": p["patches_s"],
+                    "efficiency": p["patches_s"] / bound})  # fmt: skip
+        print(f"{p['model']}: bound min(decode {decode:.0f}, model {model[0]:.0f}) = {bound:.0f} "
+              f"patches/s; pipeline {p['patches_s']:.0f} = {p['patches_s'] / bound:.2f} × bound")  # fmt: skip
+    return out
+
+
 # ---- main -----------------------------------------------------------------------------------
 
 
@@ -597,6 +620,8 @@ def main(argv=None) -> None:
         res["decode"] = decode_section(a, device, slide, grid, budget)
     if "pipeline" in on:
         res["pipeline"] = pipeline_section(a, device, slide, grid, budget)
+    if {"model", "decode", "pipeline"} <= on:
+        res["bound"] = bound_summary(a, res)
     if "syncs" in on:
         res["syncs"] = _try(sync_section, a, device, slide, grid)
     if "bf16" in on and budget.ok("bf16"):
