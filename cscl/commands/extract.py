@@ -89,7 +89,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--reader",
         default="auto",
         help="slide reader backend: auto (OpenSlide, else the first that opens the file) | "
-        "openslide | tifffile",
+        "openslide | tifffile | pillow | cucim (when installed; only by name)",
     )
     p.add_argument(
         "--max-patches",

@@ -38,25 +38,21 @@ class PatchDataset(Dataset):
     def __len__(self) -> int:
         return len(self.coords)
 
-    def read_patch(self, i: int) -> np.ndarray:
-        x, y = self.coords[i]
-        rgb = self.reader.read_region((x, y), self.level, (self.read_size, self.read_size))
-        if self.read_size != self.patch_size:
-            rgb = np.asarray(
-                Image.fromarray(rgb).resize((self.patch_size, self.patch_size), Image.BILINEAR)
-            )
-        return rgb
-
     def __getitem__(self, idx) -> dict:
         idx = [int(idx)] if np.isscalar(idx) else [int(i) for i in idx]
-        out = np.empty((len(idx), self.patch_size, self.patch_size, 3), np.uint8)
-        try:
-            for k, i in enumerate(idx):
-                out[k] = self.read_patch(i)
+        size = (self.read_size, self.read_size)
+        try:  # one call per batch: a backend with a batch decoder reads the patches together
+            out = self.reader.read_regions(self.coords[idx], self.level, size)
+            if self.read_size != self.patch_size:
+                out = np.stack([_resized(rgb, self.patch_size) for rgb in out])
         except CsclError as exc:
             return {"index": torch.tensor(idx), "images": None, "error": str(exc)}
         images = torch.from_numpy(out).permute(0, 3, 1, 2)  # (B, 3, S, S) view, no copy
         return {"index": torch.tensor(idx), "images": images, "error": None}
+
+
+def _resized(rgb: np.ndarray, side: int) -> np.ndarray:
+    return np.asarray(Image.fromarray(rgb).resize((side, side), Image.BILINEAR))
 
 
 def _identity(batch):

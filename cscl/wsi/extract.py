@@ -207,6 +207,7 @@ def _workers(cfg: ExtractConfig, n_batches: int) -> int:
 
 def configure_threads(cfg: ExtractConfig, encoder: Encoder) -> None:
     """CPU: the model's intra-op threads share the cores with the decoding workers.
+    CUDA: cuDNN autotunes its convolution kernels (every batch has the same shape but the last).
 
     One thread per CPU is right only because idle OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE,
     set by `import cscl` before torch loads): with spinning threads the workers' decoding
@@ -214,6 +215,8 @@ def configure_threads(cfg: ExtractConfig, encoder: Encoder) -> None:
     """
     if encoder.device.type == "cpu":
         torch.set_num_threads(max(1, cfg.torch_threads or available_cpus()))
+    elif encoder.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
 
 
 def _is_cnn(model: torch.nn.Module) -> bool:
@@ -245,17 +248,19 @@ def compute_features(
     loader = patch_loader(
         ds, bs, _workers(cfg, n_batches), pin_memory=encoder.device.type == "cuda"
     )
-    pending = None  # (index, features on the device) of the batch still being computed
+    pending = None  # (index, host features, copy-done event) of the batch still in flight
     try:
         for item in loader:
             if item["error"]:
                 raise SlideError(item["error"])
-            # on CUDA the forward is queued asynchronously (pinned batch, non-blocking copy);
-            # copying the previous batch back only now keeps the GPU busy meanwhile
+            # on CUDA the forward and the copy back are queued asynchronously (pinned batch,
+            # non-blocking copies); waiting for the PREVIOUS batch's copy only now keeps this
+            # batch's forward queued on the GPU while Python fetches the next one
             out = encoder(item["images"], precision)
+            ready = _copy_to_host(out)
             if pending is not None:
                 _store(feats, *pending, on_batch)
-            pending = (item["index"].numpy(), out)
+            pending = (item["index"].numpy(), *ready)
         if pending is not None:
             _store(feats, *pending, on_batch)
     finally:
@@ -263,8 +268,27 @@ def compute_features(
     return feats
 
 
-def _store(feats: np.ndarray, idx: np.ndarray, out: torch.Tensor, on_batch) -> None:
-    feats[idx] = out.cpu().numpy()
+def _copy_to_host(out: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
+    """Start the device→host copy of a batch's features without waiting for it.
+
+    CUDA: into pinned memory, with an event recorded behind the copy in the stream, so the wait
+    in `_store` covers this batch only. (`out.cpu()` waits for everything queued so far — the
+    NEXT batch's forward too — and leaves the GPU idle while Python fetches the batch after.)
+    CPU: the features themselves, nothing to wait for.
+    """
+    if out.device.type != "cuda":
+        return out, None
+    host = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
+    host.copy_(out, non_blocking=True)
+    done = torch.cuda.Event(blocking=True)  # the host sleeps in the wait: workers need the CPU
+    done.record()
+    return host, done
+
+
+def _store(feats: np.ndarray, idx: np.ndarray, host: torch.Tensor, done, on_batch) -> None:
+    if done is not None:
+        done.synchronize()
+    feats[idx] = host.numpy()
     if on_batch:
         on_batch(len(idx))
 

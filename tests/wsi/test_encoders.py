@@ -40,6 +40,21 @@ def test_normalisation_from_timm_pretrained_config():
     assert y[0, 0, 0, 0].item() == pytest.approx((1 - 0.485) / 0.229, rel=1e-5)
 
 
+def test_normalisation_constants_are_built_once_per_device():
+    """Building mean/std with torch.tensor(..., device=cuda) per batch is a blocking copy (a GPU
+    sync per batch): they are made once per device and reused, in and out of inference mode."""
+    enc = load_encoder("resnet18", allow_random=True, device="cpu")
+    x = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
+    first = enc.normalisation(torch.device("cpu"))
+    y1, y2 = enc.prepare(x), enc(x)  # prepare outside, __call__ inside inference mode
+    assert enc.normalisation(torch.device("cpu"))[0] is first[0] and len(enc._norm) == 1
+    assert not first[0].is_inference() and y1.shape == (2, 3, 16, 16) and y2.shape[0] == 2
+    expected = (x.float() / 255 - torch.tensor(enc.mean).view(1, 3, 1, 1)) / torch.tensor(
+        enc.std
+    ).view(1, 3, 1, 1)
+    torch.testing.assert_close(y1, expected)
+
+
 def test_weights_from_file_and_s3(tmp_path, s3_endpoint, monkeypatch):
     from cscl.io import storage
 

@@ -139,6 +139,9 @@ class Encoder:
     device: torch.device
     spec: EncoderSpec | None = field(default=None, repr=False)
     channels_last: bool = False  # model in NHWC (CNNs under bf16: oneDNN/cuDNN fast layout)
+    # (mean, std) as (1, 3, 1, 1) tensors per device, made once: building them per batch with
+    # torch.tensor(..., device="cuda") is a blocking host→device copy, a sync on every batch
+    _norm: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def prepare(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 (B, 3, H, W) on any device → normalised float on the encoder's device.
@@ -151,9 +154,18 @@ class Encoder:
             x = torch.nn.functional.interpolate(
                 x, size=(self.input_size, self.input_size), mode="bilinear", antialias=True
             )
-        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
+        mean, std = self.normalisation(x.device)
         return (x - mean) / std
+
+    def normalisation(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) on `device`, shaped (1, 3, 1, 1); built once per device."""
+        if device not in self._norm:
+            with torch.inference_mode(False):  # plain tensors: usable outside inference mode
+                self._norm[device] = tuple(
+                    torch.tensor(v, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+                    for v in (self.mean, self.std)
+                )
+        return self._norm[device]
 
     @torch.inference_mode()
     def __call__(self, batch: torch.Tensor, precision: str | None = None) -> torch.Tensor:

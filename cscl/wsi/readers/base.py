@@ -232,6 +232,18 @@ class SlideReader(ABC):
             raise SlideError(f"{self.path} has no level {level} ({self.level_count} levels)")
         return self._read(self.handle, int(x), int(y), int(level), int(w), int(h))
 
+    def read_regions(self, locations: np.ndarray, level: int, size: tuple[int, int]) -> np.ndarray:
+        """RGB uint8 (N, h, w, 3): one `size` region per level-0 (x, y) row of `locations`.
+
+        A DataLoader batch reads its patches with one call; a backend with a batch decoder
+        (cuCIM's threaded `read_region(locations, …)`) overrides this, the rest read one by one.
+        """
+        w, h = int(size[0]), int(size[1])
+        out = np.empty((len(locations), h, w, 3), np.uint8)
+        for k, (x, y) in enumerate(np.asarray(locations).reshape(-1, 2)):
+            out[k] = self.read_region((int(x), int(y)), level, (w, h))
+        return out
+
     def check_readable(self) -> None:
         """Read a corner of the smallest level: a truncated file fails here, not mid-run."""
         lvl = self.level_count - 1

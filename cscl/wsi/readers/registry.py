@@ -1,7 +1,8 @@
 """Reader backends by name, and `open_slide`, which picks one per slide.
 
 `backend="auto"` tries the registered backends in priority order (OpenSlide first: it knows the
-most vendor formats) and keeps the first that opens the file; a name forces that backend.
+most vendor formats) and keeps the first that opens the file; a name forces that backend. A
+backend registered with `auto=False` (cuCIM) is used only when named.
 """
 
 from __future__ import annotations
@@ -15,28 +16,33 @@ from cscl.wsi.readers.base import SlideReader, UnsupportedSlide
 from cscl.wsi.readers.integrity import TRUNCATED_HINT, check_complete, describe_unreadable
 
 _READERS: dict[str, tuple[int, type[SlideReader]]] = {}
+_OPT_IN: set[str] = set()  # registered with auto=False: never tried by backend="auto"
 _UNAVAILABLE: dict[str, str] = {}  # plug-in module → why it could not be imported
 
 
 def register_reader(
-    name: str, *, priority: int = 100
+    name: str, *, priority: int = 100, auto: bool = True
 ) -> Callable[[type[SlideReader]], type[SlideReader]]:
     """Class decorator: `@register_reader("tifffile", priority=20)`; lower priority is tried
-    first by `backend="auto"`."""
+    first by `backend="auto"`; `auto=False`: only used when asked for by name."""
 
     def deco(cls: type[SlideReader]) -> type[SlideReader]:
         if name in _READERS and _READERS[name][1] is not cls:
             raise ValueError(f"slide reader {name!r} is registered twice")
         cls.name = name
         _READERS[name] = (priority, cls)
+        if not auto:
+            _OPT_IN.add(name)
         return cls
 
     return deco
 
 
-def list_readers() -> list[str]:
-    """Registered backend names, in the order `backend="auto"` tries them."""
-    return [n for n, _ in sorted(_READERS.items(), key=lambda kv: (kv[1][0], kv[0]))]
+def list_readers(auto: bool = False) -> list[str]:
+    """Registered backend names in priority order (`auto=True`: only those `backend="auto"`
+    tries, in the order it tries them)."""
+    names = [n for n, _ in sorted(_READERS.items(), key=lambda kv: (kv[1][0], kv[0]))]
+    return [n for n in names if n not in _OPT_IN] if auto else names
 
 
 def reader_class(name: str) -> type[SlideReader]:
@@ -99,7 +105,7 @@ def open_slide(
         return _open_with(reader_class(backend), _checked_path(uri), uri, mpp)
     path = _checked_path(uri)
     refused: list[str] = []
-    for name in list_readers():
+    for name in list_readers(auto=True):
         try:
             return _open_with(_READERS[name][1], path, uri, mpp)
         except UnsupportedSlide as exc:

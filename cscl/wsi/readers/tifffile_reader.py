@@ -143,26 +143,7 @@ class TiffFileReader(SlideReader):
         return _Tiff(tif, levels)
 
     def _info(self, t: _Tiff) -> SlideInfo:
-        first = t.tif.pages[0]
-        desc = first.description or ""
-        dims = tuple(_size(p) for p in t.levels)
-        props = {"tiff.ImageDescription": desc}
-        if desc.startswith("Aperio"):
-            props.update(_aperio_fields(desc))
-            mpp, key = _float(props.get("aperio.MPP")), "aperio.MPP"
-            mag = _float(props.get("aperio.AppMag"))
-            vendor = "aperio"
-        else:
-            mpp, key, mag, vendor = _tiff_mpp(t.levels[0]), "tiff.XResolution", None, "generic-tiff"
-        return SlideInfo(
-            level_dimensions=dims,
-            level_downsamples=downsamples_of(dims),
-            vendor=vendor,
-            file_mpp=mpp,
-            mpp_key=key,
-            objective_power=mag,
-            properties=props,
-        )
+        return tiff_info(t.tif, t.levels)
 
     def _read(self, t: _Tiff, x: int, y: int, level: int, w: int, h: int) -> np.ndarray:
         page = t.levels[level]
@@ -215,6 +196,30 @@ class TiffFileReader(SlideReader):
             if len(t.cache) > CACHE_TILES:
                 t.cache.popitem(last=False)
             return rgb
+
+
+def tiff_info(tif: tifffile.TiffFile, levels: list[tifffile.TiffPage]) -> SlideInfo:
+    """Geometry of `levels` and the header facts (Aperio fields, or XResolution for a generic
+    TIFF); other TIFF-based backends (cuCIM) take mpp/vendor from here so all agree."""
+    desc = tif.pages[0].description or ""
+    dims = tuple(_size(p) for p in levels)
+    props = {"tiff.ImageDescription": desc}
+    if desc.startswith("Aperio"):
+        props.update(_aperio_fields(desc))
+        mpp, key = _float(props.get("aperio.MPP")), "aperio.MPP"
+        mag = _float(props.get("aperio.AppMag"))
+        vendor = "aperio"
+    else:
+        mpp, key, mag, vendor = _tiff_mpp(levels[0]), "tiff.XResolution", None, "generic-tiff"
+    return SlideInfo(
+        level_dimensions=dims,
+        level_downsamples=downsamples_of(dims),
+        vendor=vendor,
+        file_mpp=mpp,
+        mpp_key=key,
+        objective_power=mag,
+        properties=props,
+    )
 
 
 def _decode(page, data: bytes, index: int) -> np.ndarray:
