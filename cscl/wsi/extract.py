@@ -47,6 +47,7 @@ from cscl.wsi.prepare import slide_source as slide_source
 from cscl.wsi.prepare import tile_check_of as tile_check_of
 from cscl.wsi.qc import slide_qc
 from cscl.wsi.readers import SlideReader
+from cscl.wsi.readers.tile_check import TileCheck
 from cscl.wsi.tissue import TissueMask, TissueParams, save_qc_png
 
 SUMMARY_NAME = "extract_summary.json"
@@ -272,7 +273,7 @@ def _features_of(
     wsi: SlideReader,
     mask: TissueMask,
     grid: PatchGrid,
-    tiles,
+    tiles: TileCheck,
     cfg: ExtractConfig,
     encoder: Encoder,
     ehash: str,

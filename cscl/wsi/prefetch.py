@@ -149,6 +149,7 @@ class SlidePreparer:
         self.start_seconds += time.perf_counter() - t0
 
     def submit(self, job: SlideJob) -> None:
+        """Send `job` to the helper, starting one if none runs."""
         assert self.pending is None, "one slide at a time"
         if self._proc is None:
             self._start()
@@ -250,16 +251,29 @@ def prepared_slides(
     helper = SlidePreparer(opts) if prefetch else None
     in_helper: int | None = None
 
+    active = helper is not None
+
     def submit_after(i: int) -> None:
         """Hand the first later job that needs preparing to the helper (if it is free)."""
-        nonlocal in_helper
-        if helper is None or in_helper is not None:
+        nonlocal in_helper, active
+        if not active or in_helper is not None:
             return
         for j in range(i + 1, len(jobs)):
             if first[jobs[j].out] != j:
                 return  # a repeated id: its reuse check waits for its turn
             if not check(j)[0]:
-                helper.submit(jobs[j])
+                try:
+                    helper.submit(jobs[j])
+                except Exception as exc:  # e.g. inside a daemonic process: no children allowed
+                    helper.close()
+                    active = False
+                    warnings.warn(
+                        f"slide prefetch is off for this run: its helper process did not start "
+                        f"({type(exc).__name__}: {exc}); slides are prepared one after the other",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+                    return
                 in_helper = j
                 return
 

@@ -4,8 +4,10 @@ same features, QC, statuses, messages and summary as one slide after the other."
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import signal
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from slides import render, write_slide
 
 from cscl.cli import build_parser
 from cscl.wsi.extract import SUMMARY_NAME, extract_slides, extractor_hash
-from cscl.wsi.prefetch import SlideJob, SlidePreparer
+from cscl.wsi.prefetch import SlideJob, SlidePreparer, prepared_slides
 from cscl.wsi.prepare import PrepareOptions
 
 TIMING = {"seconds", "tile_check_seconds"}  # wall times: the only fields allowed to differ
@@ -102,9 +104,13 @@ def _same_files(a: Path, b: Path) -> None:
 def test_prefetch_equals_sequential_then_resumes_the_same(mixed, cfg, encoder, tmp_path):
     cfg = replace(cfg, num_workers=1)  # the DataLoader forks a worker while the helper runs
     seq, pf = tmp_path / "seq", tmp_path / "pf"
-    extract_slides(mixed, seq, replace(cfg, prefetch=False), encoder=encoder, show_progress=False)
+    guessed = "mag.svs: no usable mpp.*objective power 20x"  # warned in the parent both ways
+    with pytest.warns(UserWarning, match=guessed):
+        extract_slides(
+            mixed, seq, replace(cfg, prefetch=False), encoder=encoder, show_progress=False
+        )
     stats: dict = {}
-    with pytest.warns(UserWarning, match="mag.svs: no usable mpp.*objective power 20x"):
+    with pytest.warns(UserWarning, match=guessed):
         summary = extract_slides(
             mixed,
             pf,
@@ -140,7 +146,7 @@ def test_prefetch_equals_sequential_then_resumes_the_same(mixed, cfg, encoder, t
     assert _summary(pf) == _summary(seq)
     _same_files(seq, pf)
     assert [r.slide_id for r in rerun.done] == ["ki67"]
-    assert len(rerun.skipped) == 5 and len(rerun.failed) == 4
+    assert len(rerun.skipped) == 4 and len(rerun.failed) == 4  # good, mag, flagged, good again
     assert stats["prefetch_slides"] == 4  # ki67 (after the first failure) and three failures
 
 
@@ -183,3 +189,32 @@ def test_a_helper_that_dies_fails_its_slide_only(mixed, tmp_path):
         assert error is None and len(prepared.grid) > 0 and helper.started == 2
         with prepared.wsi as wsi:  # reopened here, in the parent, on first read
             assert wsi.read_region((0, 0), 0, (8, 8)).shape == (8, 8, 3)
+
+
+def _steps_in_daemon(conn, jobs) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        steps = list(prepared_slides(jobs, PrepareOptions(patch_size=64), "h", prefetch=True))
+    conn.send(
+        (
+            [(s.result.status if s.result else "ready", s.prefetched) for s in steps],
+            [str(w.message) for w in caught],
+        )
+    )
+
+
+def test_inside_a_daemonic_process_slides_are_prepared_in_turn(mixed, tmp_path):
+    """A daemonic process may not start children (a pool worker calling extract_slides): the
+    run goes on without the helper, and says so."""
+    jobs = [
+        SlideJob(r.slide_uri, f"s{i}", "HE", None, tmp_path / f"s{i}.h5")
+        for i, r in enumerate(mixed.iloc[:3].itertuples())
+    ]
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_steps_in_daemon, args=(child, jobs), daemon=True)
+    proc.start()
+    steps, said = parent.recv()
+    proc.join(timeout=60)
+    assert steps == [("ready", False), ("failed", False), ("ready", False)]
+    assert any("slide prefetch is off for this run" in m for m in said)
