@@ -32,7 +32,7 @@ from cscl.runtime import pick_device
 from cscl.wsi.dataset import PatchDataset, patch_loader
 from cscl.wsi.encoders import Encoder, encoder_identity, load_encoder
 from cscl.wsi.patching import PatchGrid
-from cscl.wsi.prefetch import SlideJob, prepared_slides
+from cscl.wsi.prefetch import SlideJob, SlidePipeline
 from cscl.wsi.prepare import (
     PreparedSlide,
     PrepareOptions,
@@ -447,12 +447,15 @@ def extract_slides(
     qc_png_dir: str | Path | None = None,
     show_progress: bool = True,
     stats: dict | None = None,
+    wait_for_helper: bool = False,
 ) -> ExtractSummary:
     """Extract every row (slide_uri, slide_id, stain, mpp) of a validated manifest table.
 
     With `cfg.prefetch` the next slide is prepared (opened, segmented, gridded, tile-checked) in
     a helper process while this one runs its forward pass (`cscl.wsi.prefetch`); the outcomes
-    are the same without. `stats` (optional) receives the prefetch counters (benchmarks).
+    are the same without. `stats` (optional) receives the prefetch counters (benchmarks);
+    `wait_for_helper` (tests) waits for the helper's start-up so that it prepares every slide
+    after the first, instead of only those after it is up.
     """
     out_dir = storage.local_path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -474,15 +477,24 @@ def extract_slides(
         jobs.append(
             SlideJob(str(row.slide_uri), sid, str(row.stain), mpp, feature_path(out_dir, sid))
         )
-    steps = prepared_slides(
-        jobs, PrepareOptions.of(cfg), ehash, prefetch=cfg.prefetch and len(jobs) > 1, stats=stats
+    pipeline = SlidePipeline(
+        jobs,
+        PrepareOptions.of(cfg),
+        ehash,
+        prefetch=cfg.prefetch and len(jobs) > 1,
+        wait_for_helper=wait_for_helper,
     )
     results: list[SlideResult] = []
     progress = progress_log(quiet=not show_progress)  # a bar, or log lines off a terminal
-    with progress, contextlib.closing(steps):  # the helper stops with the run, even on errors
+    with progress, contextlib.closing(pipeline):  # the helper stops with the run, even on errors
         slides_task = progress.add_task("slides", total=len(jobs))
         patch_task = progress.add_task("patches", total=None, log_every=None)  # every 30 s
-        for step in steps:
+
+        def on_batch(k: int) -> None:
+            progress.advance(patch_task, k)
+            pipeline.poke()  # the helper takes the next slide as soon as it is up
+
+        for step in pipeline:
             if step.result is None or step.result.status == "failed":
                 _remove_stale_parts(step.job.out)
             if step.prepared is None:
@@ -501,10 +513,12 @@ def extract_slides(
                         ehash,
                         qc_png_dir,
                         on_grid=lambda n: progress.update(patch_task, total=n, completed=0),
-                        on_batch=lambda k: progress.advance(patch_task, k),
+                        on_batch=on_batch,
                     )
                 )
             progress.advance(slides_task)
+    if stats is not None:
+        stats.update(pipeline.stats())
     summary = ExtractSummary(str(out_dir), ehash, results)
     storage.write_bytes(
         str(out_dir / SUMMARY_NAME), json.dumps(summary.to_dict(), indent=2).encode()

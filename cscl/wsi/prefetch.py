@@ -2,7 +2,7 @@
 
 Why: opening a slide, segmenting its tissue (1–13 s on big slides), building the grid and
 checking its tiles is serial work during which, without overlap, the GPU (or most CPU cores)
-idles. `prepared_slides` yields the slides of a run in order, each reuse-checked and prepared
+idles. `SlidePipeline` yields the slides of a run in order, each reuse-checked and prepared
 (`cscl.wsi.prepare`), and has the *next* slide that needs work prepared by a helper process
 while the caller computes the current one. At most one prepared slide waits ahead.
 
@@ -10,10 +10,11 @@ Why a process, not a thread: extraction forks its DataLoader workers for every s
 fork while another thread of the parent is inside OpenSlide, libjpeg or a lock-holding library
 call can leave the child deadlocked; the tile check also points fd 2 at a file while it decodes,
 which in a thread would swallow the parent's own stderr. The helper is started once per run
-(only when at least two slides need work) with the "spawn" context — no inherited locks, the
+(only when a second slide needs work) with the "spawn" context — no inherited locks, the
 current environment (S3 credentials, cache dir) — and talks over one pipe, so the parent gets
-no extra thread either. Its start-up (importing torch for the tile check) overlaps the first
-slide, which the parent prepares itself.
+no extra thread either. Its start-up (importing torch and torchvision for the tile check:
+~4 CPU-s on the shared dev box) is never waited for: until the helper says it is up, slides
+are prepared in turn as without it.
 
 Outcomes equal the sequential path's: the same functions run, a failure travels back as the
 message the sequential path would report, warnings (e.g. an mpp guessed from the objective
@@ -26,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import pickle
+import resource
 import signal
 import time
 import warnings
@@ -98,9 +100,12 @@ def _picklable(category: type[Warning]) -> type[Warning]:
 
 
 def _serve(conn, opts: PrepareOptions, store: storage.Store) -> None:
-    """The helper process: prepare each job received until None (or the parent goes away)."""
+    """The helper process: say it is up, then prepare each job received until None (or until
+    the parent goes away)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's; it stops us
     storage.configure_store(store)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    conn.send(("ready", usage.ru_utime + usage.ru_stime))  # start-up CPU (imports)
     while True:
         try:
             job = conn.recv()
@@ -118,41 +123,65 @@ def _serve(conn, opts: PrepareOptions, store: storage.Store) -> None:
 
 
 class SlidePreparer:
-    """One helper process preparing one slide at a time: `submit(job)`, then `take()`."""
+    """One helper process preparing one slide at a time: `start()`, `ready()`, `submit(job)`,
+    `take()`. Never blocks on the helper's start-up: `ready()` only looks."""
 
     def __init__(self, opts: PrepareOptions):
         self.opts = opts
         self._proc = None
         self._conn = None
+        self._ready = False
+        self.failed_to_start = False  # a helper died before it was up: do not try again
         self.pending: SlideJob | None = None
         self._seen: dict = {}  # warnings already shown
         self.started = 0  # processes started (1 unless one died)
-        self.start_seconds = 0.0  # parent time spent starting them
+        self.startup_cpu_seconds = 0.0  # the helpers' CPU before their first job (imports)
         self.prepared = 0  # slides the helper prepared (or failed to)
         self.prepare_seconds = 0.0  # the helper's time on them
         self.wait_seconds = 0.0  # parent time blocked waiting for them (the rest was hidden)
 
-    def _start(self) -> None:
-        t0 = time.perf_counter()
-        ctx = multiprocessing.get_context("spawn")
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(
-            target=_serve,
-            args=(child, self.opts, storage.current_store()),
-            name="cscl-slide-prefetch",
-            daemon=True,
-        )
-        proc.start()
-        child.close()  # only the helper holds its end: its death reads as EOF here
-        self._proc, self._conn = proc, parent
-        self.started += 1
-        self.start_seconds += time.perf_counter() - t0
+    @property
+    def running(self) -> bool:
+        return self._proc is not None
+
+    def start(self, wait: bool = False) -> None:
+        """Start a helper unless one runs; with `wait`, block until it is up."""
+        if self._proc is None:
+            ctx = multiprocessing.get_context("spawn")
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(
+                target=_serve,
+                args=(child, self.opts, storage.current_store()),
+                name="cscl-slide-prefetch",
+                daemon=True,
+            )
+            proc.start()
+            child.close()  # only the helper holds its end: its death reads as EOF here
+            self._proc, self._conn, self._ready = proc, parent, False
+            self.started += 1
+        if wait and not self.ready(timeout=None):
+            raise RuntimeError(f"the slide-preparation process exited ({self._exit_code})")
+
+    def ready(self, timeout: float | None = 0.0) -> bool:
+        """Whether the helper is up (has imported what it needs); waits at most `timeout`
+        seconds (None: until it is). False for ever once a helper died before being up."""
+        if self._ready or self._conn is None:
+            return self._ready
+        try:
+            if not self._conn.poll(timeout):
+                return False
+            msg = self._conn.recv()
+        except (EOFError, OSError):
+            self._exit_code = self._stop(wait=False)
+            self.failed_to_start = True
+            return False
+        self._ready = True
+        self.startup_cpu_seconds += float(msg[1])
+        return True
 
     def submit(self, job: SlideJob) -> None:
-        """Send `job` to the helper, starting one if none runs."""
-        assert self.pending is None, "one slide at a time"
-        if self._proc is None:
-            self._start()
+        """Send `job` to the helper, which must be up and free."""
+        assert self._ready and self.pending is None, "submit to a free helper that is up"
         self._conn.send(job)
         self.pending = job
 
@@ -184,9 +213,12 @@ class SlidePreparer:
             warnings.warn_explicit(message, category, filename, lineno, registry=self._seen)
         return reply.prepared, reply.error, reply.seconds
 
+    _exit_code: int | None = None
+
     def _stop(self, wait: bool = True) -> int | None:
         proc, conn = self._proc, self._conn
         self._proc = self._conn = None
+        self._ready = False
         if proc is None:
             return None
         if wait:
@@ -221,81 +253,101 @@ def _prepare_here(
     return prepared, error, time.perf_counter() - t0
 
 
-def prepared_slides(
-    jobs: list[SlideJob],
-    opts: PrepareOptions,
-    ehash: str,
-    *,
-    prefetch: bool = True,
-    stats: dict | None = None,
-) -> Iterator[SlideStep]:
-    """Each job in order as a `SlideStep`; with `prefetch`, the next job that needs work is
-    prepared by a helper process while the caller handles the current step.
+class SlidePipeline:
+    """The slides of a run, in order, as `SlideStep`s (iterate once); with `prefetch`, the next
+    slide that needs work is prepared by a helper process while the caller computes the
+    current one. Call `poke()` now and then during a forward pass (every batch is fine: it only
+    looks at a pipe): the helper gets its next slide as soon as it is up, and the caller never
+    waits for the helper's start-up — a slide the helper has not got yet is prepared in turn.
 
     Reuse checks of later slides run ahead (a stat and an HDF5 header read) to find that next
-    job; a slide id seen earlier in the run is checked in its turn instead, since the earlier
-    row may still write its file. `stats` (optional) receives counters for benchmarks.
+    slide; a slide id seen earlier in the run is checked in its turn instead, since the earlier
+    row may still write its file.
     """
-    first = {}
-    for i, job in enumerate(jobs):
-        first.setdefault(job.out, i)
-    checked: dict[int, tuple[bool, str | None, float]] = {}
 
-    def check(i: int) -> tuple[bool, str | None, float]:
-        if i not in checked:
-            t0 = time.perf_counter()
-            reused, source = reusable(jobs[i].slide_uri, jobs[i].out, ehash)
-            checked[i] = (reused, source, time.perf_counter() - t0)
-        return checked[i]
-
-    helper = SlidePreparer(opts) if prefetch else None
-    in_helper: int | None = None
-
-    active = helper is not None
-
-    def submit_after(i: int) -> None:
-        """Hand the first later job that needs preparing to the helper (if it is free)."""
-        nonlocal in_helper, active
-        if not active or in_helper is not None:
-            return
-        for j in range(i + 1, len(jobs)):
-            if first[jobs[j].out] != j:
-                return  # a repeated id: its reuse check waits for its turn
-            if not check(j)[0]:
-                try:
-                    helper.submit(jobs[j])
-                except Exception as exc:  # e.g. inside a daemonic process: no children allowed
-                    helper.close()
-                    active = False
-                    warnings.warn(
-                        f"slide prefetch is off for this run: its helper process did not start "
-                        f"({type(exc).__name__}: {exc}); slides are prepared one after the other",
-                        RuntimeWarning,
-                        stacklevel=2,
-                    )
-                    return
-                in_helper = j
-                return
-
-    here = 0.0  # seconds spent preparing in this process
-    try:
+    def __init__(
+        self,
+        jobs: list[SlideJob],
+        opts: PrepareOptions,
+        ehash: str,
+        *,
+        prefetch: bool = True,
+        wait_for_helper: bool = False,
+    ):
+        self.jobs, self.opts, self.ehash = jobs, opts, ehash
+        self.wait_for_helper = wait_for_helper  # tests: every slide after the first to the helper
+        self._first: dict[Path, int] = {}
         for i, job in enumerate(jobs):
-            reused, source, seconds = check(i)
+            self._first.setdefault(job.out, i)
+        self._checked: dict[int, tuple[bool, str | None, float]] = {}
+        self.helper = SlidePreparer(opts) if prefetch else None  # None: off (or given up)
+        self._counters = self.helper or SlidePreparer(opts)
+        self._in_helper: int | None = None  # the row the helper prepares
+        self._pos = -1  # the row the caller has
+        self.here_seconds = 0.0  # preparing in this process
+
+    def _check(self, i: int) -> tuple[bool, str | None, float]:
+        if i not in self._checked:
+            t0 = time.perf_counter()
+            reused, source = reusable(self.jobs[i].slide_uri, self.jobs[i].out, self.ehash)
+            self._checked[i] = (reused, source, time.perf_counter() - t0)
+        return self._checked[i]
+
+    def _next_to_prepare(self) -> int | None:
+        for j in range(self._pos + 1, len(self.jobs)):
+            if self._first[self.jobs[j].out] != j:
+                return None  # a repeated id: its reuse check waits for its turn
+            if not self._check(j)[0]:
+                return j
+        return None
+
+    def poke(self) -> None:
+        """Start the helper when a later slide needs work, and hand it that slide once it is
+        up and free. Cheap; never blocks."""
+        helper = self.helper
+        if helper is None or self._in_helper is not None:
+            return
+        j = self._next_to_prepare()
+        if j is None:
+            return
+        try:
+            if helper.failed_to_start:
+                raise RuntimeError(f"it exited with code {helper._exit_code} before it was up")
+            helper.start(wait=self.wait_for_helper)
+            if not helper.ready():
+                return
+            helper.submit(self.jobs[j])
+        except Exception as exc:  # e.g. a daemonic process may not have children
+            helper.close()
+            self.helper = None
+            warnings.warn(
+                f"slide prefetch is off for this run: its helper process did not start "
+                f"({type(exc).__name__}: {exc}); slides are prepared one after the other",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return
+        self._in_helper = j
+
+    def __iter__(self) -> Iterator[SlideStep]:
+        for i, job in enumerate(self.jobs):
+            self._pos = i
+            reused, source, seconds = self._check(i)
             if reused:
                 res = SlideResult(
                     job.slide_id, job.slide_uri, "skipped", str(job.out), seconds=seconds
                 )
                 yield SlideStep(job, res)
                 continue
-            prefetched = in_helper == i
+            prefetched = self._in_helper == i
             if prefetched:
-                in_helper = None
-                prepared, error, spent = helper.take()
-                submit_after(i)
+                self._in_helper = None
+                prepared, error, spent = self.helper.take()
+                self.poke()
             else:
-                submit_after(i)  # the helper starts on the next slide while this one is here
-                prepared, error, spent = _prepare_here(job, opts)
-                here += spent
+                self.poke()  # the helper starts (or takes the next slide) while this one is here
+                prepared, error, spent = _prepare_here(job, self.opts)
+                self.here_seconds += spent
             seconds += spent
             if prepared is None:
                 res = SlideResult(
@@ -306,16 +358,20 @@ def prepared_slides(
                 prepared.seconds = seconds
                 yield SlideStep(job, prepared=prepared, source=source, prefetched=prefetched)
             prepared = None  # the caller owns it now: one prepared slide here at a time
-    finally:
-        if helper is not None:
-            helper.close()
-        if stats is not None:
-            h = helper or SlidePreparer(opts)
-            stats.update(
-                prepare_here_seconds=here,
-                prefetch_processes=h.started,
-                prefetch_start_seconds=h.start_seconds,
-                prefetch_slides=h.prepared,
-                prefetch_prepare_seconds=h.prepare_seconds,
-                prefetch_wait_seconds=h.wait_seconds,
-            )
+
+    def close(self) -> None:
+        """Stop the helper (also when the run ends early)."""
+        if self.helper is not None:
+            self.helper.close()
+
+    def stats(self) -> dict:
+        """Counters for benchmarks: time preparing here, in the helper, waiting for it."""
+        h = self._counters
+        return {
+            "prepare_here_seconds": self.here_seconds,
+            "prefetch_processes": h.started,
+            "prefetch_startup_cpu_seconds": h.startup_cpu_seconds,
+            "prefetch_slides": h.prepared,
+            "prefetch_prepare_seconds": h.prepare_seconds,
+            "prefetch_wait_seconds": h.wait_seconds,
+        }

@@ -20,7 +20,7 @@ from slides import render, write_slide
 
 from cscl.cli import build_parser
 from cscl.wsi.extract import SUMMARY_NAME, extract_slides, extractor_hash
-from cscl.wsi.prefetch import SlideJob, SlidePreparer, prepared_slides
+from cscl.wsi.prefetch import SlideJob, SlidePipeline, SlidePreparer
 from cscl.wsi.prepare import PrepareOptions
 
 TIMING = {"seconds", "tile_check_seconds"}  # wall times: the only fields allowed to differ
@@ -118,12 +118,20 @@ def test_prefetch_equals_sequential_then_resumes_the_same(mixed, cfg, encoder, t
             encoder=encoder,
             show_progress=False,
             stats=stats,
+            wait_for_helper=True,
         )
     # the helper prepared every slide that needed work after the first, in one process
     assert stats["prefetch_processes"] == 1 and stats["prefetch_slides"] == 7
-
     assert _summary(pf) == _summary(seq)
     _same_files(seq, pf)
+    # the default never waits for the helper's start-up: it takes the slides after it is up
+    # (here maybe none: these slides take less than its imports), outcomes the same
+    quick = tmp_path / "quick"
+    with pytest.warns(UserWarning, match=guessed):
+        extract_slides(mixed, quick, cfg, encoder=encoder, show_progress=False)
+    assert _summary(quick) == _summary(seq)
+    _same_files(seq, quick)
+
     by = {(r.slide_id, r.status): r for r in summary.results}
     assert [r.status for r in summary.results] == [
         "done", "failed", "done", "failed", "failed", "done", "failed", "done", "skipped"
@@ -141,7 +149,13 @@ def test_prefetch_equals_sequential_then_resumes_the_same(mixed, cfg, encoder, t
     extract_slides(mixed, seq, replace(cfg, prefetch=False), encoder=encoder, show_progress=False)
     stats = {}
     rerun = extract_slides(
-        mixed, pf, replace(cfg, prefetch=True), encoder=encoder, show_progress=False, stats=stats
+        mixed,
+        pf,
+        replace(cfg, prefetch=True),
+        encoder=encoder,
+        show_progress=False,
+        stats=stats,
+        wait_for_helper=True,
     )
     assert _summary(pf) == _summary(seq)
     _same_files(seq, pf)
@@ -180,11 +194,13 @@ def test_a_helper_that_dies_fails_its_slide_only(mixed, tmp_path):
     uri = mixed.iloc[0].slide_uri
     job = SlideJob(uri, "good", "HE", None, tmp_path / "good.h5")
     with SlidePreparer(PrepareOptions(patch_size=64)) as helper:
+        helper.start(wait=True)
         helper.submit(job)
         os.kill(helper._proc.pid, signal.SIGKILL)
         prepared, error, _ = helper.take()
         assert prepared is None and "slide-preparation process died" in error and uri in error
-        helper.submit(job)  # a fresh helper takes the next slide
+        helper.start(wait=True)  # a fresh helper takes the next slide
+        helper.submit(job)
         prepared, error, _ = helper.take()
         assert error is None and len(prepared.grid) > 0 and helper.started == 2
         with prepared.wsi as wsi:  # reopened here, in the parent, on first read
@@ -194,7 +210,7 @@ def test_a_helper_that_dies_fails_its_slide_only(mixed, tmp_path):
 def _steps_in_daemon(conn, jobs) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        steps = list(prepared_slides(jobs, PrepareOptions(patch_size=64), "h", prefetch=True))
+        steps = list(SlidePipeline(jobs, PrepareOptions(patch_size=64), "h", prefetch=True))
     conn.send(
         (
             [(s.result.status if s.result else "ready", s.prefetched) for s in steps],
