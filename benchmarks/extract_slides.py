@@ -17,7 +17,9 @@ page cache is equally warm for both modes).
 Columns: slides/s and patches/s (wall), CPU-ms/patch (the process, its DataLoader workers and
 the helper), prep s = time spent preparing slides (in the parent for `off`; for `on`, the first
 slide in the parent plus the helper's), waited s = time the parent blocked on the helper,
-hidden s = helper prep − waited (preparation that overlapped a forward pass).
+hidden s = helper prep − waited (preparation that overlapped a forward pass), helper slides =
+slides the helper prepared (it gets slides once it is up; the first is always prepared here),
+helper start CPU s = the helper's CPU before its first slide (imports: torch, torchvision).
 
     .venv/bin/python benchmarks/extract_slides.py --slides 4 --size 10000 --rounds 2
 """
@@ -91,6 +93,8 @@ def child(a: argparse.Namespace) -> None:
     hidden = stats["prefetch_prepare_seconds"] - stats["prefetch_wait_seconds"]
     print(json.dumps({"n": n, "wall": wall, "cpu": cpu, "prep": prep, "hidden": hidden,
                       "waited": stats["prefetch_wait_seconds"],
+                      "startup_cpu": stats["prefetch_startup_cpu_seconds"],
+                      "helper_slides": stats["prefetch_slides"],
                       "helpers": stats["prefetch_processes"]}))  # fmt: skip
 
 
@@ -143,14 +147,15 @@ def main() -> None:
         f"{a.slides} × {Path(slide).name} ({a.size}² px synthetic unless --slide), "
         f"{a.patch_size} px @ {a.target_mpp:g} µm/px, medians of {a.rounds} interleaved rounds"
     )
-    print("| row | patches | wall s | slides/s | patches/s | CPU-ms/patch | prep s | waited s | hidden s |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| row | patches | wall s | slides/s | patches/s | CPU-ms/patch | prep s | waited s | hidden s | helper slides | helper start CPU s |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, _ in rows:
         n, wall = med(name, "n"), med(name, "wall")
         print(
             f"| {name} | {n:.0f} | {wall:.1f} | {a.slides / wall:.3f} | {n / wall:.1f} | "
             f"{1000 * med(name, 'cpu') / n:.1f} | {med(name, 'prep'):.1f} | "
-            f"{med(name, 'waited'):.1f} | {med(name, 'hidden'):.1f} |"
+            f"{med(name, 'waited'):.1f} | {med(name, 'hidden'):.1f} | "
+            f"{med(name, 'helper_slides'):.0f} | {med(name, 'startup_cpu'):.1f} |"
         )
     for b in a.backbones.split(","):
         off, on = f"{b} off", f"{b} on"
