@@ -5,7 +5,9 @@ Per slide, preparing (open, tissue segmentation, grid, tile check) is serial wor
 overlap it runs in a helper process during the previous slide's forward pass. Rows:
 
   <encoder> off   cfg.prefetch=False: prepare, forward, write, next slide
-  <encoder> on    cfg.prefetch=True:  slide i+1 prepared while slide i runs
+  <encoder> on    cfg.prefetch=True, helper="eager": slide i+1 prepared while slide i runs
+                  (the helper started as soon as a second slide needs work, whatever the
+                  cost; the default "auto" starts it only when the preparation ahead is worth it)
 
 for resnet18 (the model dominates: a CPU node) and timm's tiny `test_resnet` (the forward is
 nearly free, as on a GPU node: what is left is decoding and the serial preparation). Every row
@@ -80,10 +82,17 @@ def child(a: argparse.Namespace) -> None:
         for i in range(a.slides)
     ]
     stats: dict = {}
+    helper = "eager" if a.prefetch == "on" else "auto"  # on: the overlap itself, always started
     with tempfile.TemporaryDirectory() as out:
         c0, t0 = _cpu_s(), time.perf_counter()
         s = extract_slides(
-            pd.DataFrame(rows), out, cfg, encoder=enc, show_progress=False, stats=stats
+            pd.DataFrame(rows),
+            out,
+            cfg,
+            encoder=enc,
+            show_progress=False,
+            stats=stats,
+            helper=helper,
         )
         wall, cpu = time.perf_counter() - t0, _cpu_s() - c0
     if not s.ok or len(s.done) != a.slides:

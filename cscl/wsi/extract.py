@@ -447,15 +447,16 @@ def extract_slides(
     qc_png_dir: str | Path | None = None,
     show_progress: bool = True,
     stats: dict | None = None,
-    wait_for_helper: bool = False,
+    helper: str = "auto",
 ) -> ExtractSummary:
     """Extract every row (slide_uri, slide_id, stain, mpp) of a validated manifest table.
 
     With `cfg.prefetch` the next slide is prepared (opened, segmented, gridded, tile-checked) in
     a helper process while this one runs its forward pass (`cscl.wsi.prefetch`); the outcomes
-    are the same without. `stats` (optional) receives the prefetch counters (benchmarks);
-    `wait_for_helper` (tests) waits for the helper's start-up so that it prepares every slide
-    after the first, instead of only those after it is up.
+    are the same without. The helper starts only when the preparation still ahead is worth its
+    start-up (~4 CPU-s), and is never waited for; `helper="eager"` starts it as soon as a
+    second slide needs work (benchmarks), `"wait"` also waits for it to be up (tests: every
+    slide after the first goes to it). `stats` (optional) receives the prefetch counters.
     """
     out_dir = storage.local_path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -482,7 +483,7 @@ def extract_slides(
         PrepareOptions.of(cfg),
         ehash,
         prefetch=cfg.prefetch and len(jobs) > 1,
-        wait_for_helper=wait_for_helper,
+        helper=helper,
     )
     results: list[SlideResult] = []
     progress = progress_log(quiet=not show_progress)  # a bar, or log lines off a terminal

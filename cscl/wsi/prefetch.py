@@ -253,12 +253,23 @@ def _prepare_here(
     return prepared, error, time.perf_counter() - t0
 
 
+# CPU seconds a helper spends starting (importing torch and torchvision for the tile check):
+# 3.8–4.6 s measured on the shared 2-core dev box (benchmarks/extract_slides.py)
+HELPER_START_SECONDS = 4.0
+# "auto": start a helper once it can pay off (see SlidePipeline._worth_starting), never wait
+# for it; "eager": start it when a second slide needs work, never wait (benchmarks); "wait":
+# start it then and wait until it is up, so it prepares every slide after the first (tests)
+HELPER_MODES = ("auto", "eager", "wait")
+
+
 class SlidePipeline:
     """The slides of a run, in order, as `SlideStep`s (iterate once); with `prefetch`, the next
     slide that needs work is prepared by a helper process while the caller computes the
     current one. Call `poke()` now and then during a forward pass (every batch is fine: it only
     looks at a pipe): the helper gets its next slide as soon as it is up, and the caller never
     waits for the helper's start-up — a slide the helper has not got yet is prepared in turn.
+    `helper` (HELPER_MODES) decides when the helper starts; "auto" starts it only when the
+    preparation still ahead is worth its start-up cost.
 
     Reuse checks of later slides run ahead (a stat and an HDF5 header read) to find that next
     slide; a slide id seen earlier in the run is checked in its turn instead, since the earlier
@@ -272,10 +283,12 @@ class SlidePipeline:
         ehash: str,
         *,
         prefetch: bool = True,
-        wait_for_helper: bool = False,
+        helper: str = "auto",
     ):
+        if helper not in HELPER_MODES:
+            raise ValueError(f"helper must be one of {HELPER_MODES}, got {helper!r}")
         self.jobs, self.opts, self.ehash = jobs, opts, ehash
-        self.wait_for_helper = wait_for_helper  # tests: every slide after the first to the helper
+        self.mode = helper
         self._first: dict[Path, int] = {}
         for i, job in enumerate(jobs):
             self._first.setdefault(job.out, i)
@@ -285,6 +298,7 @@ class SlidePipeline:
         self._in_helper: int | None = None  # the row the helper prepares
         self._pos = -1  # the row the caller has
         self.here_seconds = 0.0  # preparing in this process
+        self.here_slides = 0
 
     def _check(self, i: int) -> tuple[bool, str | None, float]:
         if i not in self._checked:
@@ -301,6 +315,16 @@ class SlidePipeline:
                 return j
         return None
 
+    def _worth_starting(self) -> bool:
+        """ "auto": only when the preparation still ahead — the mean so far here times the rows
+        left — is at least twice the helper's start-up cost; tiny slides never pay for it."""
+        if self.mode != "auto" or self.helper.started:
+            return True
+        if not self.here_slides:
+            return False  # no measurement yet: asked again during the first forward pass
+        ahead = self.here_seconds / self.here_slides * (len(self.jobs) - self._pos - 1)
+        return ahead >= 2 * HELPER_START_SECONDS
+
     def poke(self) -> None:
         """Start the helper when a later slide needs work, and hand it that slide once it is
         up and free. Cheap; never blocks."""
@@ -310,10 +334,12 @@ class SlidePipeline:
         j = self._next_to_prepare()
         if j is None:
             return
+        if not helper.running and not self._worth_starting():
+            return
         try:
             if helper.failed_to_start:
                 raise RuntimeError(f"it exited with code {helper._exit_code} before it was up")
-            helper.start(wait=self.wait_for_helper)
+            helper.start(wait=self.mode == "wait")
             if not helper.ready():
                 return
             helper.submit(self.jobs[j])
@@ -348,6 +374,7 @@ class SlidePipeline:
                 self.poke()  # the helper starts (or takes the next slide) while this one is here
                 prepared, error, spent = _prepare_here(job, self.opts)
                 self.here_seconds += spent
+                self.here_slides += 1
             seconds += spent
             if prepared is None:
                 res = SlideResult(

@@ -118,19 +118,19 @@ def test_prefetch_equals_sequential_then_resumes_the_same(mixed, cfg, encoder, t
             encoder=encoder,
             show_progress=False,
             stats=stats,
-            wait_for_helper=True,
+            helper="wait",
         )
     # the helper prepared every slide that needed work after the first, in one process
     assert stats["prefetch_processes"] == 1 and stats["prefetch_slides"] == 7
     assert _summary(pf) == _summary(seq)
     _same_files(seq, pf)
-    # the default never waits for the helper's start-up: it takes the slides after it is up
-    # (here maybe none: these slides take less than its imports), outcomes the same
-    quick = tmp_path / "quick"
+    # the default starts a helper only when the preparation ahead is worth its start-up
+    quick, stats = tmp_path / "quick", {}
     with pytest.warns(UserWarning, match=guessed):
-        extract_slides(mixed, quick, cfg, encoder=encoder, show_progress=False)
+        extract_slides(mixed, quick, cfg, encoder=encoder, show_progress=False, stats=stats)
     assert _summary(quick) == _summary(seq)
     _same_files(seq, quick)
+    assert stats["prefetch_processes"] == 0  # "auto": these slides are not worth a helper
 
     by = {(r.slide_id, r.status): r for r in summary.results}
     assert [r.status for r in summary.results] == [
@@ -155,7 +155,7 @@ def test_prefetch_equals_sequential_then_resumes_the_same(mixed, cfg, encoder, t
         encoder=encoder,
         show_progress=False,
         stats=stats,
-        wait_for_helper=True,
+        helper="wait",
     )
     assert _summary(pf) == _summary(seq)
     _same_files(seq, pf)
@@ -210,7 +210,7 @@ def test_a_helper_that_dies_fails_its_slide_only(mixed, tmp_path):
 def _steps_in_daemon(conn, jobs) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        steps = list(SlidePipeline(jobs, PrepareOptions(patch_size=64), "h", prefetch=True))
+        steps = list(SlidePipeline(jobs, PrepareOptions(patch_size=64), "h", helper="eager"))
     conn.send(
         (
             [(s.result.status if s.result else "ready", s.prefetched) for s in steps],
@@ -234,3 +234,21 @@ def test_inside_a_daemonic_process_slides_are_prepared_in_turn(mixed, tmp_path):
     proc.join(timeout=60)
     assert steps == [("ready", False), ("failed", False), ("ready", False)]
     assert any("slide prefetch is off for this run" in m for m in said)
+
+
+def test_auto_starts_a_helper_only_when_the_preparation_ahead_pays_for_it(tmp_path):
+    def pipeline(rows: int, mode: str = "auto") -> SlidePipeline:
+        jobs = [
+            SlideJob(f"s{i}.svs", f"s{i}", "HE", None, tmp_path / f"s{i}.h5") for i in range(rows)
+        ]
+        p = SlidePipeline(jobs, PrepareOptions(), "h", helper=mode)
+        p._pos = 0
+        return p
+
+    p = pipeline(10)
+    assert not p._worth_starting()  # nothing measured yet: asked again during the forward pass
+    p.here_seconds, p.here_slides = 1.0, 1  # 1 s per slide × 9 slides left ≥ 2 × start-up
+    assert p._worth_starting()
+    p = pipeline(3)
+    p.here_seconds, p.here_slides = 1.0, 1  # 2 s ahead: the helper's imports cost more
+    assert not p._worth_starting() and pipeline(3, "eager")._worth_starting()
