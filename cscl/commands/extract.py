@@ -111,6 +111,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="fail a slide with more than N corrupt tiles (default: extract it, flagged)",
     )
+    p.add_argument(
+        "--prefetch",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="prepare the next slide (open, tissue, grid, tile check) in a helper process while "
+        "this one runs its forward pass (default on; same features and summary without)",
+    )
     p.add_argument("--qc-png", metavar="DIR", help="write a tissue-mask overlay PNG per slide")
     p.add_argument("--quiet", action="store_true", help="no progress (bar, or log lines)")
 
@@ -150,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
         feature_dtype=args.feature_dtype,
         tile_check=args.tile_check,
         max_corrupt_tiles=args.max_corrupt_tiles,
+        prefetch=args.prefetch,
     )
     if args.max_corrupt_tiles is not None and args.max_corrupt_tiles < 0:
         raise InputError(f"--max-corrupt-tiles must be >= 0, got {args.max_corrupt_tiles}")

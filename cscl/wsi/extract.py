@@ -1,13 +1,15 @@
 """Whole-slide images → patch feature files (one HDF5 per slide, docs/CONTRACTS.md).
 
-Per slide: open → segment tissue → patch grid → stream patches through DataLoader workers into
-the encoder → write atomically. Memory is bounded by the batches in flight, not the slide size.
+Per slide: open → segment tissue → patch grid (cscl.wsi.prepare; for the next slide in a helper
+process while this one computes, cscl.wsi.prefetch) → stream patches through DataLoader workers
+into the encoder → write atomically. Memory is bounded by the batches in flight, not the slide size.
 A batch run goes on past a bad slide, reports it and writes nothing partial; a rerun reuses
 files whose extractor hash matches the configuration.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
@@ -21,24 +23,32 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cscl.errors import CsclError, ErrorKind, InputError, SlideError
-from cscl.features import (
-    SlideFeatures,
-    feature_path,
-    read_reuse_key,
-    write_features,
-)
+from cscl.errors import InputError, SlideError
+from cscl.features import SlideFeatures, feature_path, write_features
 from cscl.io import storage
 from cscl.io.manifest import load_manifest, slide_id_from_uri
 from cscl.progress import progress as progress_log
 from cscl.runtime import pick_device
 from cscl.wsi.dataset import PatchDataset, patch_loader
 from cscl.wsi.encoders import Encoder, encoder_identity, load_encoder
-from cscl.wsi.patching import PatchGrid, patch_grid
+from cscl.wsi.patching import PatchGrid
+from cscl.wsi.prefetch import SlideJob, SlidePipeline
+from cscl.wsi.prepare import (
+    PreparedSlide,
+    PrepareOptions,
+    SlideResult,
+    failure_message,
+    plan_patches,
+    prepare_slide,
+    reusable,
+)
+from cscl.wsi.prepare import check_patch_count as check_patch_count  # re-exported: moved
+from cscl.wsi.prepare import slide_source as slide_source
+from cscl.wsi.prepare import tile_check_of as tile_check_of
 from cscl.wsi.qc import slide_qc
-from cscl.wsi.readers import SlideReader, open_slide
-from cscl.wsi.readers.tile_check import TileCheck, check_tiles
-from cscl.wsi.tissue import TissueMask, TissueParams, save_qc_png, segment_tissue
+from cscl.wsi.readers import SlideReader
+from cscl.wsi.readers.tile_check import TileCheck
+from cscl.wsi.tissue import TissueMask, TissueParams, save_qc_png
 
 SUMMARY_NAME = "extract_summary.json"
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -109,6 +119,9 @@ class ExtractConfig:
     # extraction); a slide with more than `max_corrupt_tiles` fails (None: flagged, not failed)
     tile_check: bool = True
     max_corrupt_tiles: int | None = None
+    # speed only, not hashed: prepare the next slide (open, tissue, grid, tile check) in a helper
+    # process while this one runs its forward pass (cscl.wsi.prefetch); same outcomes either way
+    prefetch: bool = True
 
     def hashed(self, weights_digest: str, precision: str = "fp32") -> dict:
         d = {
@@ -140,19 +153,6 @@ def extractor_hash(
     precision = effective_precision(cfg.precision, dev)
     blob = json.dumps(cfg.hashed(weights_digest, precision), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
-
-
-@dataclass
-class SlideResult:
-    slide_id: str
-    slide_uri: str
-    status: str  # done | skipped | failed
-    path: str | None = None
-    n_patches: int = 0
-    seconds: float = 0.0
-    error: str | None = None
-    corrupt_tiles: int = 0  # JPEG tiles under the patches that decode with libjpeg warnings
-    warning: str | None = None  # extracted, but flagged (corrupt tiles)
 
 
 @dataclass
@@ -293,62 +293,20 @@ def _store(feats: np.ndarray, idx: np.ndarray, host: torch.Tensor, done, on_batc
         on_batch(len(idx))
 
 
-def check_patch_count(wsi: SlideReader, grid: PatchGrid, cfg: ExtractConfig, mask) -> None:
-    """Refuse a slide whose patch grid exceeds `cfg.max_patches`, naming the count and the mpp."""
-    if cfg.max_patches is None or len(grid) <= cfg.max_patches:
-        return
-    raise SlideError(
-        f"{wsi.path} would give {len(grid):,} patches of {cfg.patch_size} px at "
-        f"{cfg.target_mpp:g} µm/px (level-0 mpp {wsi.mpp:.4g} from {wsi.mpp_source}, "
-        f"{mask.area_mm2():.1f} mm² tissue), above the bound of {cfg.max_patches:,} per slide",
-        hint="if the mpp is wrong, pass --mpp (or the manifest mpp column); if the slide is "
-        "really that large, raise --max-patches (0 = no bound) or use a coarser --target-mpp",
-        kind=ErrorKind.TOO_LARGE,
-    )
-
-
-def tile_check_of(wsi: SlideReader, grid: PatchGrid, cfg: ExtractConfig) -> TileCheck:
-    """The integrity of the tiles the grid reads; fails the slide above `cfg.max_corrupt_tiles`."""
-    if not cfg.tile_check:
-        return TileCheck("off")
-    tc = check_tiles(
-        wsi.path,
-        wsi.level_dimensions[grid.level],
-        level=grid.level,
-        scale=float(wsi.level_downsamples[grid.level]),
-        coords=grid.coords,
-        size=grid.read_size,
-    )
-    if cfg.max_corrupt_tiles is not None and tc.n_corrupt > cfg.max_corrupt_tiles:
-        raise SlideError(
-            f"{wsi.path}: {tc.summary()}; more than --max-corrupt-tiles {cfg.max_corrupt_tiles}",
-            hint="copy the slide again from the scanner/archive (compare its checksum); raise "
-            "--max-corrupt-tiles to extract it anyway",
-        )
-    return tc
-
-
-def _slide_features(
+def _features_of(
     wsi: SlideReader,
+    mask: TissueMask,
+    grid: PatchGrid,
+    tiles: TileCheck,
     cfg: ExtractConfig,
     encoder: Encoder,
     ehash: str,
     slide_id: str,
     stain: str,
-    mask: TissueMask | None = None,
     on_grid: Callable[[int], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
-) -> tuple[SlideFeatures, TissueMask, PatchGrid]:
-    mask = mask if mask is not None else segment_tissue(wsi, cfg.tissue)
-    grid = patch_grid(wsi, mask, cfg.target_mpp, cfg.patch_size, cfg.min_tissue)
-    if len(grid) == 0:
-        raise SlideError(
-            f"no patch of {wsi.path} has >= {cfg.min_tissue:.0%} tissue "
-            f"({mask.area_mm2():.3f} mm² of tissue found)",
-            hint="lower --min-tissue or check the tissue mask with --qc-png",
-        )
-    check_patch_count(wsi, grid, cfg, mask)
-    tiles = tile_check_of(wsi, grid, cfg)
+) -> SlideFeatures:
+    """The forward pass of a planned slide, with its QC and identity attrs."""
     if on_grid:
         on_grid(len(grid))
     feats = compute_features(wsi, grid, cfg, encoder, on_batch)
@@ -367,7 +325,7 @@ def _slide_features(
             **({"encoder_spec": encoder.spec.identity()} if encoder.spec else {}),
         },
     )
-    return sf, mask, grid
+    return sf
 
 
 def features_in_memory(
@@ -385,16 +343,16 @@ def features_in_memory(
     `on_grid`/`on_batch` may raise to stop early (a served request's budget)."""
     ehash = extractor_hash(cfg, encoder.weights_digest, encoder.device)
     sid = slide_id or Path(wsi.path).stem
-    sf, _, _ = _slide_features(
-        wsi, cfg, encoder, ehash, sid, stain, mask, on_grid=on_grid, on_batch=on_batch
-    )
-    return sf
+    mask, grid, tiles = plan_patches(wsi, cfg, mask)
+    return _features_of(wsi, mask, grid, tiles, cfg, encoder, ehash, sid, stain, on_grid, on_batch)
 
 
 def _remove_stale_parts(path: Path) -> None:
-    """Temp files left by a killed run (atomic_path names them .<name>.*.part)."""
+    """Temp files left by a killed run (atomic_path names them .<name>.*.part); one that cannot
+    be removed is left (writing the new file does not need it gone)."""
     for p in glob.glob(str(path.parent / f".{glob.escape(path.name)}.*.part")):
-        Path(p).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            Path(p).unlink(missing_ok=True)
 
 
 def extract_slide(
@@ -418,20 +376,58 @@ def extract_slide(
     sid = slide_id or slide_id_from_uri(slide_uri)
     out = feature_path(out_dir, sid)
     ehash = extractor_hash(cfg, encoder.weights_digest, encoder.device)
-    source = slide_source(slide_uri)
-    if out.exists():
-        old_hash, old_source = read_reuse_key(out)
-        # same extractor and (when recorded) the same slide bytes: a slide replaced under the
-        # same name is extracted again, never served from its predecessor's features
-        if old_hash == ehash and (old_source is None or source is None or old_source == source):
-            return SlideResult(
-                sid, slide_uri, "skipped", str(out), seconds=time.perf_counter() - t0
-            )
+    reused, source = reusable(slide_uri, out, ehash)
+    if reused:
+        return SlideResult(sid, slide_uri, "skipped", str(out), seconds=time.perf_counter() - t0)
+    _remove_stale_parts(out)
     try:
-        _remove_stale_parts(out)
-        with open_slide(slide_uri, backend=cfg.reader, mpp=mpp) as wsi:
-            sf, mask, grid = _slide_features(
-                wsi, cfg, encoder, ehash, sid, stain, on_grid=on_grid, on_batch=on_batch
+        prepared = prepare_slide(slide_uri, PrepareOptions.of(cfg), mpp)
+    except Exception as exc:  # a bad slide is reported; the batch goes on
+        return SlideResult(
+            sid,
+            slide_uri,
+            "failed",
+            seconds=time.perf_counter() - t0,
+            error=failure_message(exc, slide_uri),
+        )
+    prepared.seconds = time.perf_counter() - t0
+    job = SlideJob(slide_uri, sid, stain, mpp, out)
+    return finish_slide(job, prepared, source, cfg, encoder, ehash, qc_png_dir, on_grid, on_batch)
+
+
+def finish_slide(
+    job: SlideJob,
+    prepared: PreparedSlide,
+    source: str | None,
+    cfg: ExtractConfig,
+    encoder: Encoder,
+    ehash: str,
+    qc_png_dir: str | Path | None = None,
+    on_grid: Callable[[int], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> SlideResult:
+    """The forward pass and the file of a prepared slide (closed at the end); a `SlideResult`
+    whose `seconds` add this to `prepared.seconds`."""
+    t0 = time.perf_counter()
+    sid, mask, grid = job.slide_id, prepared.mask, prepared.grid
+
+    def spent() -> float:
+        return prepared.seconds + time.perf_counter() - t0
+
+    try:
+        with prepared.wsi as wsi:
+            sf = _features_of(
+                wsi,
+                mask,
+                grid,
+                prepared.tiles,
+                cfg,
+                encoder,
+                ehash,
+                sid,
+                job.stain,
+                on_grid,
+                on_batch,
             )
             if qc_png_dir:
                 save_qc_png(
@@ -439,19 +435,10 @@ def extract_slide(
                 )
         if source is not None:
             sf.extra["source"] = source
-        write_features(out, sf, dtype=cfg.feature_dtype)
-    except CsclError as exc:
-        return SlideResult(
-            sid, slide_uri, "failed", seconds=time.perf_counter() - t0, error=str(exc)
-        )
+        write_features(job.out, sf, dtype=cfg.feature_dtype)
     except Exception as exc:  # an unexpected failure of one slide must not stop the batch
-        return SlideResult(
-            sid,
-            slide_uri,
-            "failed",
-            seconds=time.perf_counter() - t0,
-            error=f"{type(exc).__name__}: {exc} (while extracting {slide_uri})",
-        )
+        error = failure_message(exc, job.slide_uri)
+        return SlideResult(sid, job.slide_uri, "failed", seconds=spent(), error=error)
     qc = sf.extra["qc"]
     n_corrupt = int(qc.get("corrupt_tiles", 0))
     warning = None
@@ -465,24 +452,14 @@ def extract_slide(
         )
     return SlideResult(
         sid,
-        slide_uri,
+        job.slide_uri,
         "done",
-        str(out),
+        str(job.out),
         len(grid),
-        seconds=time.perf_counter() - t0,
+        seconds=spent(),
         corrupt_tiles=n_corrupt,
         warning=warning,
     )
-
-
-def slide_source(slide_uri: str) -> str | None:
-    """`<bytes>:<ETag or mtime tag>` of a slide: what tells a replaced slide from the one whose
-    features are on disk (None when it cannot be stat'ed; opening it will say why)."""
-    try:
-        info = storage.stat(slide_uri)
-    except CsclError:
-        return None
-    return f"{info.size}:{info.etag}"
 
 
 def extract_slides(
@@ -493,8 +470,18 @@ def extract_slides(
     encoder: Encoder | None = None,
     qc_png_dir: str | Path | None = None,
     show_progress: bool = True,
+    stats: dict | None = None,
+    helper: str = "auto",
 ) -> ExtractSummary:
-    """Extract every row (slide_uri, slide_id, stain, mpp) of a validated manifest table."""
+    """Extract every row (slide_uri, slide_id, stain, mpp) of a validated manifest table.
+
+    With `cfg.prefetch` the next slide is prepared (opened, segmented, gridded, tile-checked) in
+    a helper process while this one runs its forward pass (`cscl.wsi.prefetch`); the outcomes
+    are the same without. The helper starts only when the preparation still ahead is worth its
+    start-up (~4 CPU-s), and is never waited for; `helper="eager"` starts it as soon as a
+    second slide needs work (benchmarks), `"wait"` also waits for it to be up (tests: every
+    slide after the first goes to it). `stats` (optional) receives the prefetch counters.
+    """
     out_dir = storage.local_path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     encoder = encoder or load_encoder(
@@ -507,30 +494,56 @@ def extract_slides(
     )
     configure_threads(cfg, encoder)
     ehash = extractor_hash(cfg, encoder.weights_digest, encoder.device)
+    jobs = []
+    for row in slides.itertuples(index=False):
+        mpp = getattr(row, "mpp", None)
+        mpp = None if mpp is None or pd.isna(mpp) else float(mpp)
+        sid = str(row.slide_id)
+        jobs.append(
+            SlideJob(str(row.slide_uri), sid, str(row.stain), mpp, feature_path(out_dir, sid))
+        )
+    pipeline = SlidePipeline(
+        jobs,
+        PrepareOptions.of(cfg),
+        ehash,
+        prefetch=cfg.prefetch and len(jobs) > 1,
+        helper=helper,
+    )
     results: list[SlideResult] = []
     progress = progress_log(quiet=not show_progress)  # a bar, or log lines off a terminal
-    with progress:
-        slides_task = progress.add_task("slides", total=len(slides))
+    with progress, contextlib.closing(pipeline):  # the helper stops with the run, even on errors
+        slides_task = progress.add_task("slides", total=len(jobs))
         patch_task = progress.add_task("patches", total=None, log_every=None)  # every 30 s
-        for row in slides.itertuples(index=False):
-            sid = str(row.slide_id)
-            progress.update(patch_task, description=f"patches {sid}", completed=0, total=None)
-            mpp = getattr(row, "mpp", None)
-            mpp = None if mpp is None or pd.isna(mpp) else float(mpp)
-            res = extract_slide(
-                row.slide_uri,
-                out_dir,
-                cfg,
-                encoder,
-                slide_id=sid,
-                stain=str(row.stain),
-                mpp=mpp,
-                qc_png_dir=qc_png_dir,
-                on_grid=lambda n: progress.update(patch_task, total=n, completed=0),
-                on_batch=lambda k: progress.advance(patch_task, k),
-            )
-            results.append(res)
+
+        def on_batch(k: int) -> None:
+            progress.advance(patch_task, k)
+            pipeline.poke()  # the helper takes the next slide as soon as it is up
+
+        for step in pipeline:
+            if step.result is None or step.result.status == "failed":
+                _remove_stale_parts(step.job.out)
+            if step.prepared is None:
+                results.append(step.result)
+            else:
+                progress.update(
+                    patch_task, description=f"patches {step.job.slide_id}", completed=0, total=None
+                )
+                results.append(
+                    finish_slide(
+                        step.job,
+                        step.prepared,
+                        step.source,
+                        cfg,
+                        encoder,
+                        ehash,
+                        qc_png_dir,
+                        on_grid=lambda n: progress.update(patch_task, total=n, completed=0),
+                        on_batch=on_batch,
+                    )
+                )
             progress.advance(slides_task)
+    if stats is not None:
+        stats.update(pipeline.stats())
     summary = ExtractSummary(str(out_dir), ehash, results)
     storage.write_bytes(
         str(out_dir / SUMMARY_NAME), json.dumps(summary.to_dict(), indent=2).encode()
