@@ -2,8 +2,8 @@
 reference kept in tests/wsi/test_tissue_streaming.py) against the streamed one (NEW,
 `cscl.wsi.tissue.segment_tissue`), side by side in interleaved rounds.
 
-Every measurement is a fresh process: it imports everything and opens the slide (its peak RSS
-then is the BASELINE), runs `segment_tissue` (OLD: read the thumbnail, then the reference
+Every measurement is a fresh process: it imports everything (skimage.filters included, which
+both import on first use) and opens the slide (its peak RSS then is the BASELINE), runs `segment_tissue` (OLD: read the thumbnail, then the reference
 `segment_rgb`), and reports peak RSS (ru_maxrss), wall and CPU seconds. The segmentation's own
 share is peak − baseline; what it must hold anyway is the thumbnail (3 B/px) and the mask it
 returns (1 B/px), so `extra` = peak − baseline − thumbnail − mask. Slides are synthetic H&E at
@@ -31,6 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = ROOT / "data" / "bench"
+IMPLS = ("read", "old", "new")  # read: the thumbnail alone (extra = minus the thumbnail)
 
 _CHILD = r"""
 import hashlib, json, resource, sys, time
@@ -39,6 +40,7 @@ import numpy as np
 from cscl.wsi.readers import open_slide
 from cscl.wsi.tissue import TissueMask, TissueParams, segment_tissue
 from test_tissue_streaming import reference_segment_rgb
+import skimage.filters  # both implementations import it on first use: count it in the baseline
 
 def old_segment_tissue(wsi, params):
     downsample = max(1.0, params.seg_mpp / wsi.mpp)
@@ -54,11 +56,14 @@ wsi = open_slide(sys.argv[1])
 params = TissueParams()
 base = maxrss_mb()
 t0, c0 = time.perf_counter(), time.process_time()
-m = (old_segment_tissue if sys.argv[2] == "old" else segment_tissue)(wsi, params)
+if sys.argv[2] == "read":  # the thumbnail only: the reader's share (its tile cache included)
+    mask = wsi.read_downsampled(max(1.0, params.seg_mpp / wsi.mpp))[..., 0] > 0
+else:
+    mask = (old_segment_tissue if sys.argv[2] == "old" else segment_tissue)(wsi, params).mask
 wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-h, w = m.mask.shape
-print(json.dumps(dict(base=base, peak=maxrss_mb(), wall=wall, cpu=cpu, h=h, w=w,
-                      tissue=float(m.mask.mean()), digest=hashlib.sha256(m.mask.tobytes()).hexdigest())))
+h, w = mask.shape
+digest = "" if sys.argv[2] == "read" else hashlib.sha256(mask.tobytes()).hexdigest()
+print(json.dumps(dict(base=base, peak=maxrss_mb(), wall=wall, cpu=cpu, h=h, w=w, digest=digest)))
 """
 
 _SYNTH_CHILD = r"""
@@ -148,7 +153,7 @@ def main() -> None:
     runs: dict[tuple[int, str], list[dict]] = {}
     for r in range(args.rounds):
         for size in args.sizes:
-            for impl in ("old", "new"):
+            for impl in IMPLS:
                 m = measure(slides[size], impl)
                 runs.setdefault((size, impl), []).append(m)
                 print(
@@ -166,19 +171,19 @@ def main() -> None:
     print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for size in args.sizes:
         digests = {m["digest"] for impl in ("old", "new") for m in runs[(size, impl)]}
-        for impl in ("old", "new"):
+        for impl in IMPLS:
             ms = runs[(size, impl)]
             px = ms[0]["h"] * ms[0]["w"]
             base = statistics.median(m["base"] for m in ms)
             peak = max(m["peak"] for m in ms)
             seg = max(m["peak"] - m["base"] for m in ms)
-            extra = seg - 4 * px / 2**20
+            extra = seg - (3 if impl == "read" else 4) * px / 2**20
             print(
                 f"| {size}² | {ms[0]['h']}×{ms[0]['w']} | {impl.upper()} | {base:.0f} | {peak:.0f} "
                 f"| {seg:.0f} | {extra:.0f} | {extra * 2**20 / px:.1f} "
                 f"| {statistics.median(m['wall'] for m in ms):.2f} "
                 f"| {statistics.median(m['cpu'] for m in ms):.2f} "
-                f"| {'yes' if len(digests) == 1 else 'NO'} |"
+                f"| {'–' if impl == 'read' else 'yes' if len(digests) == 1 else 'NO'} |"
             )
     if args.synth_old_writer:
         synth_memory(args.synth_old_writer, args.synth_width, args.synth_height, args.rounds)

@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage as ndi
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from cscl.errors import SlideError
 from cscl.io.storage import atomic_path
@@ -382,9 +384,6 @@ class _Components:
 
     def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(component of each block label, component sizes, component touches the border)."""
-        from scipy.sparse import coo_matrix
-        from scipy.sparse.csgraph import connected_components
-
         if self.n == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool)
         a = np.concatenate([p[0] for p in self.pairs] + [np.zeros(0, np.int64)])
