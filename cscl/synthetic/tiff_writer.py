@@ -1,9 +1,13 @@
 """Streamed pyramidal TIFF writer (Aperio SVS or generic tiled TIFF) with JPEG tiles.
 
-Level 0 is rendered strip by strip (one tile row high) and handed to tifffile as a tile iterator;
-each strip is also box-downsampled into the next levels, which are appended to raw temporary
-files next to the output. After level 0, each lower level is streamed from its raw file. Peak
-memory is a few strips, whatever the slide size.
+Level 0 is rendered block by block (one tile row high, `BLOCK_W` px wide) and handed to tifffile
+as a tile iterator; each block is also box-downsampled into the next levels, whose rows are
+written in place (`os.pwrite`) into raw temporary files next to the output. After level 0, each
+lower level is streamed from its raw file in blocks of the same width. Peak memory is a few
+blocks, whatever the slide's width and height (full-width strips grew with the width: 454 MB at
+80k px wide, issue 14). The pixels are those of the strip-by-strip writer: the same `render`
+calls, and 2×2 box means never straddle a block edge (blocks start at even columns on every
+level).
 
 Aperio detection by OpenSlide needs every page written with `metadata=None` (otherwise tifffile
 puts its own JSON in ImageDescription) and the first description starting with
@@ -55,9 +59,38 @@ def downsample2(a: np.ndarray) -> np.ndarray:
     return s.astype(np.uint8)
 
 
-def _tiles_of_strip(strip: np.ndarray, tile: int) -> Iterator[np.ndarray]:
-    for x in range(0, strip.shape[1], tile):
-        yield strip[:, x : x + tile]
+def _tiles_of_rows(rows: Iterator[np.ndarray], tile: int) -> Iterator[np.ndarray]:
+    """Tiles (left to right) of one tile row given as consecutive column blocks of any width."""
+    pending: np.ndarray | None = None
+    for block in rows:
+        if pending is None or not pending.shape[1]:
+            pending = block
+        else:
+            pending = np.concatenate([pending, block], axis=1)
+        while pending.shape[1] >= tile:
+            yield pending[:, :tile]
+            pending = pending[:, tile:]
+    if pending is not None and pending.shape[1]:
+        yield pending
+
+
+def _write_rows(fd: int, band: np.ndarray, y: int, x: int, level_w: int) -> None:
+    """Put `band` (h, w, 3) at row `y`, column `x` of a raw row-major (…, level_w, 3) file."""
+    h, w = band.shape[:2]
+    if x == 0 and w == level_w:
+        os.pwrite(fd, band.tobytes(), y * level_w * 3)
+        return
+    for r in range(h):
+        os.pwrite(fd, band[r].tobytes(), ((y + r) * level_w + x) * 3)
+
+
+def _read_rows(fd: int, y: int, n: int, x: int, w: int, level_w: int) -> np.ndarray:
+    """Rows [y, y + n), columns [x, x + w) of a raw row-major (…, level_w, 3) file."""
+    if x == 0 and w == level_w:
+        buf = os.pread(fd, n * w * 3, y * level_w * 3)
+    else:
+        buf = b"".join(os.pread(fd, w * 3, ((y + r) * level_w + x) * 3) for r in range(n))
+    return np.frombuffer(buf, np.uint8).reshape(n, w, 3)
 
 
 def aperio_description(
@@ -114,37 +147,39 @@ def write_pyramid(
     bigtiff = width * height * 3 * 4 // 3 > 2**31
     tmpdir = tempfile.mkdtemp(prefix=PYRAMID_TMP_PREFIX, dir=Path(path).parent)
     raws = [Path(tmpdir) / f"level{k}.raw" for k in range(len(sizes))]
+    read_w = tile * max(1, BLOCK_W // tile)  # raw levels are read back in tile-aligned blocks
     try:
         with contextlib.ExitStack() as stack:
-            files = [stack.enter_context(open(p, "wb")) for p in raws[1:]]
+            fds = []
+            for p in raws[1:]:
+                fds.append(os.open(p, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600))
+                stack.callback(os.close, fds[-1])
+
+            def level0_row(y: int, h: int) -> Iterator[np.ndarray]:
+                for x in range(0, width, BLOCK_W):  # even x: 2×2 means stay inside a block
+                    block = render(x, y, min(BLOCK_W, width - x), h)
+                    band, by, bx = block, y, x
+                    for k, fd in enumerate(fds, start=1):
+                        band, by, bx = downsample2(band), by // 2, bx // 2
+                        _write_rows(fd, band, by, bx, sizes[k][0])
+                    yield block
 
             def level0_tiles() -> Iterator[np.ndarray]:
                 for y in range(0, height, tile):
-                    h = min(tile, height - y)
-                    strip = np.empty((h, width, 3), np.uint8)
-                    for x in range(0, width, BLOCK_W):
-                        w = min(BLOCK_W, width - x)
-                        strip[:, x : x + w] = render(x, y, w, h)
-                    band = strip
-                    for f in files:
-                        band = downsample2(band)
-                        f.write(band.tobytes())
-                    yield from _tiles_of_strip(strip, tile)
+                    yield from _tiles_of_rows(level0_row(y, min(tile, height - y)), tile)
 
             def raw_tiles(k: int) -> Iterator[np.ndarray]:
                 w, h = sizes[k]
-                row = w * 3
-                with open(raws[k], "rb") as f:
-                    for y in range(0, h, tile):
-                        n = min(tile, h - y)
-                        strip = np.frombuffer(f.read(row * n), np.uint8).reshape(n, w, 3)
-                        yield from _tiles_of_strip(strip, tile)
+                fd = fds[k - 1]
+                for y in range(0, h, tile):
+                    n = min(tile, h - y)
+                    blocks = (
+                        _read_rows(fd, y, n, x, min(read_w, w - x), w) for x in range(0, w, read_w)
+                    )
+                    yield from _tiles_of_rows(blocks, tile)
 
             with tifffile.TiffWriter(path, bigtiff=bigtiff) as tif:
                 for k, (w, h) in enumerate(sizes):
-                    if k == 1:
-                        for f in files:
-                            f.flush()
                     desc = None
                     if fmt == "aperio":
                         desc = aperio_description(width, height, w, h, float(mpp), quality, tile)
