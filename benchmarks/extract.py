@@ -205,7 +205,7 @@ def row_cscl(a):
     from dataclasses import replace
 
     from cscl.wsi.encoders import load_encoder
-    from cscl.wsi.extract import ExtractConfig, configure_threads, extract_slide
+    from cscl.wsi.extract import ExtractConfig, extract_slide, prepare_run
 
     cfg = ExtractConfig(
         backbone=a.backbone, allow_random=True, patch_size=a.patch_size, target_mpp=a.target_mpp
@@ -215,7 +215,7 @@ def row_cscl(a):
     if a.threads:
         cfg = replace(cfg, torch_threads=a.threads, num_workers=a.workers)
     enc = load_encoder(cfg.backbone, allow_random=True)
-    configure_threads(cfg, enc)
+    prepare_run(cfg, enc)
     with tempfile.TemporaryDirectory() as out:
         c0, t0 = _cpu_s(), time.perf_counter()
         r = extract_slide(a.slide, out, cfg, enc)

@@ -56,9 +56,9 @@ from cscl.wsi.extract import (  # noqa: E402
     ExtractConfig,
     available_cpus,
     compute_features,
-    configure_threads,
     effective_precision,
     prepare_encoder,
+    prepare_run,
 )
 from cscl.wsi.patching import patch_grid  # noqa: E402
 from cscl.wsi.readers import list_readers, open_slide  # noqa: E402
@@ -151,7 +151,7 @@ def env_section(device: torch.device) -> dict:
 
 def _model_rates(a, device, name: str, precision: str) -> list[dict]:
     enc = load_encoder(name, allow_random=True, device=device)
-    configure_threads(ExtractConfig(device=str(device)), enc)  # as extraction: cuDNN autotune
+    prepare_run(ExtractConfig(device=str(device)), enc)  # as extraction: cuDNN autotune
     prepare_encoder(enc, precision)
     rows = []
     for bs in a.batches:
@@ -429,7 +429,7 @@ def _pipeline_once(a, device, slide, grid, name: str) -> dict:
                         batch_size=a.pipeline_batch, num_workers=a.workers,
                         device=str(device), reader=a.reader)  # fmt: skip
     enc = load_encoder(name, allow_random=True, device=device)
-    configure_threads(cfg, enc)
+    prepare_run(cfg, enc)
     big = _repeated(grid, a.pipeline_n)
     with open_slide(slide, a.reader) as wsi:
         small = _repeated(grid, min(len(grid), 2 * cfg.batch_size))
@@ -468,7 +468,7 @@ def sync_section(a, device, slide, grid) -> dict:
                         batch_size=64, num_workers=a.workers, device=str(device),
                         reader=a.reader)  # fmt: skip
     enc = load_encoder("resnet18", allow_random=True, device=device)
-    configure_threads(cfg, enc)
+    prepare_run(cfg, enc)
     g = _repeated(grid, 640)
     with open_slide(slide, a.reader) as wsi:
         compute_features(wsi, _repeated(grid, 128), cfg, enc)  # warm-up outside the count

@@ -201,10 +201,10 @@ def extract_shard_features(
     WSI modules are imported here so the other steps that use this module never load torch.)
     """
     from cscl.wsi.encoders import load_encoder
-    from cscl.wsi.extract import configure_threads, extract_slide, extractor_hash
+    from cscl.wsi.extract import extract_slide, extractor_hash, prepare_run
 
     encoder = load_encoder(cfg.backbone, cfg.weights, cfg.allow_random, cfg.device, seed=cfg.seed)
-    configure_threads(cfg, encoder)
+    prepare_run(cfg, encoder)
     ehash = extractor_hash(cfg, encoder.weights_digest)
 
     def one(local: Path, row: pd.Series, h5: Path) -> None:

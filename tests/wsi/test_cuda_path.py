@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cscl.wsi.encoders import load_encoder
-from cscl.wsi.extract import compute_features, configure_threads
+from cscl.wsi.extract import compute_features, prepare_run
 from cscl.wsi.patching import patch_grid
 from cscl.wsi.readers import open_slide
 from cscl.wsi.tissue import segment_tissue
@@ -30,7 +30,7 @@ def test_cuda_features_match_cpu(he_slide, cfg, precision, rtol):
     cpu = load_encoder(cfg.backbone, allow_random=True, device="cpu", seed=0)
     gpu = load_encoder(cfg.backbone, allow_random=True, device="cuda", seed=0)
     c = replace(cfg, num_workers=2, precision=precision, device="cuda")
-    configure_threads(c, gpu)
+    prepare_run(c, gpu)
     assert torch.backends.cudnn.benchmark
     with open_slide(he_slide, "tifffile") as wsi:
         grid = _grid(wsi, cfg)
@@ -43,7 +43,7 @@ def test_cuda_features_match_cpu(he_slide, cfg, precision, rtol):
 def test_no_cuda_sync_per_batch(he_slide, cfg):
     gpu = load_encoder(cfg.backbone, allow_random=True, device="cuda", seed=0)
     c = replace(cfg, num_workers=2, device="cuda", batch_size=8)
-    configure_threads(c, gpu)
+    prepare_run(c, gpu)
     with open_slide(he_slide, "tifffile") as wsi:
         grid = _grid(wsi, cfg, repeat=4)
         compute_features(wsi, grid, c, gpu)  # warm-up: allocator, cuDNN autotuning

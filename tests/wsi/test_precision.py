@@ -65,3 +65,15 @@ def test_import_cscl_makes_idle_openmp_threads_sleep():
     env["OMP_WAIT_POLICY"] = "ACTIVE"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.split()[0] == "ACTIVE"
+
+
+def test_prepare_run_sets_the_layout_before_the_first_slide(cfg):
+    """Layout conversion is per run, not inside the first slide's timing."""
+    from cscl.wsi.encoders import load_encoder
+
+    for precision, nhwc in (("fp32", False), ("bf16", True)):
+        enc = load_encoder("test_resnet", allow_random=True, device="cpu", seed=0)
+        ex.prepare_run(replace(cfg, precision=precision), enc)
+        assert enc.channels_last is nhwc
+        first = next(p for p in enc.model.parameters() if p.ndim == 4)
+        assert first.is_contiguous(memory_format=ex.torch.channels_last) is nhwc
