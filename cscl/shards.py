@@ -227,7 +227,7 @@ class SlideFetcher:
         self._pending[i] = (row, fut)
 
     def take(self, i: int) -> Path:
-        row, fut = self._pending.pop(i)
+        row, fut = self._pending[i]
         t0 = time.perf_counter()
         try:
             if fut is None:
@@ -236,6 +236,8 @@ class SlideFetcher:
             return fut.result()
         finally:
             self._wait_s += time.perf_counter() - t0
+            if fut is None or fut.done():  # else (Ctrl-C while waiting) `close` waits for it
+                del self._pending[i]
 
     def _timed_fetch(self, row: pd.Series, work: Path) -> Path:
         t0 = time.perf_counter()

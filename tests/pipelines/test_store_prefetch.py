@@ -61,6 +61,8 @@ def test_prefetch_gives_the_sequential_report_and_features(index, tmp_path, tiny
         assert not list(scratch.iterdir())  # every local copy removed
         assert any(f"[reuse] {REUSED}" in line for line in logs)
         assert stats["fetch_s"] > 0 and stats["fetch_wait_s"] >= 0
+        if not on:  # switched off: every download waited for when its slide is reached
+            assert stats["fetched_ahead"] == 0 and stats["fetch_hidden_s"] == 0
         tables[on], ehashes[on] = rep.table, ehash
     assert ehashes[False] == ehashes[True]
     off, on = tables[False], tables[True]
