@@ -9,11 +9,13 @@ upload to `<prefix>/features/<extractor-hash>/<slide_id>.h5`, reuse of features 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,6 +104,8 @@ def extract_shard(
     scratch: str | Path,
     *,
     log: Callable[[str], None] = print,
+    prefetch: bool = True,
+    stats: dict | None = None,
 ) -> ShardReport:
     """Extract features of `rows` (one shard of the slide index) into the object store.
 
@@ -110,41 +114,164 @@ def extract_shard(
     against the one ingestion recorded, so a slide replaced since ingestion is caught), extracted
     to a local file, uploaded, and the local copies removed. An error on one slide is logged with
     its reason and recorded; the other slides go on.
+
+    With `prefetch` the next slide that needs work is downloaded by one background thread while
+    this one is extracted and uploaded (`SlideFetcher`; its features are asked for first, so a
+    reused slide is never downloaded): a 1–3 GB slide takes 5–30 s to download, often more than
+    its forward pass on a GPU. Same report either way (a failed download is that
+    slide's failure, with the same message); `seconds` is the shard's wall time on the slide, so
+    a download hidden behind the previous slide is not in it. `stats` (optional) receives
+    `fetch_s` (download + verify, summed) and `fetch_wait_s` (the part the loop waited for).
     """
     scratch = Path(scratch)
     scratch.mkdir(parents=True, exist_ok=True)
+    rows = rows.reset_index(drop=True)
+    targets = [features_uri(prefix, extractor_hash, sid) for sid in rows["slide_id"]]
+    reuse: dict[int, bool] = {}  # row → its features exist (asked once, before any fetch)
+
+    def reused(i: int) -> bool:
+        if i not in reuse:
+            reuse[i] = storage.exists(targets[i])
+        return reuse[i]
+
+    def next_to_fetch(i: int) -> int | None:
+        """The first row after `i` that needs its slide (rows in between are reused); none past
+        a repeat of this slide id (its scratch folder, and its reuse, depend on this one)."""
+        for j in range(i + 1, len(rows)):
+            if rows.at[j, "slide_id"] == rows.at[i, "slide_id"]:
+                return None
+            if not reused(j):
+                return j
+        return None
+
     out: list[dict] = []
-    for _, row in rows.iterrows():
-        target = features_uri(prefix, extractor_hash, row["slide_id"])
-        rec = {c: row.get(c, "") for c in ("case_id", "stain", "slide_id", "slide_uri")}
-        rec.update(features_uri=target, seconds=0.0, message="")
-        t0 = time.perf_counter()
-        if storage.exists(target):
-            rec["status"] = "reused"
-            log(f"[reuse] {row['slide_id']}: {target} exists (extractor {extractor_hash})")
+    with SlideFetcher(scratch, background=prefetch) as fetcher:
+        for i, row in rows.iterrows():
+            target = targets[i]
+            rec = {c: row.get(c, "") for c in ("case_id", "stain", "slide_id", "slide_uri")}
+            rec.update(features_uri=target, seconds=0.0, message="")
+            t0 = time.perf_counter()
+            if reused(i):
+                rec["status"] = "reused"
+                log(f"[reuse] {row['slide_id']}: {target} exists (extractor {extractor_hash})")
+                out.append(rec)
+                continue
+            fetcher.want(i, row)
+            ahead = next_to_fetch(i)  # one slide ahead: this one and the next on scratch disk
+            if ahead is not None:
+                fetcher.want(ahead, rows.iloc[ahead])
+            work = fetcher.work_dir(row)
+            try:
+                slide_local = fetcher.take(i)  # raises this slide's download error
+                h5 = work / f"{row['slide_id']}.h5"
+                extract_one(slide_local, row, h5)
+                if not h5.exists():
+                    raise CsclError(f"extraction of {row['slide_id']} produced no file {h5}")
+                storage.upload(h5, target)
+                rec["status"] = "extracted"
+                log(f"[done]  {row['slide_id']} → {target}")
+            except Exception as exc:  # one bad slide must not lose the shard's other slides
+                rec["status"] = "failed"
+                rec["message"] = f"{type(exc).__name__}: {exc}"
+                log(f"[FAIL]  {row['slide_id']} ({row['slide_uri']}): {rec['message']}")
+                if not isinstance(exc, CsclError):
+                    log(traceback.format_exc())
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+            rec["seconds"] = round(time.perf_counter() - t0, 3)
             out.append(rec)
-            continue
-        work = scratch / str(row["slide_id"])
-        try:
-            slide_local = _fetch_slide(row, work)
-            h5 = work / f"{row['slide_id']}.h5"
-            extract_one(slide_local, row, h5)
-            if not h5.exists():
-                raise CsclError(f"extraction of {row['slide_id']} produced no file {h5}")
-            storage.upload(h5, target)
-            rec["status"] = "extracted"
-            log(f"[done]  {row['slide_id']} → {target}")
-        except Exception as exc:  # one bad slide must not lose the shard's other slides
-            rec["status"] = "failed"
-            rec["message"] = f"{type(exc).__name__}: {exc}"
-            log(f"[FAIL]  {row['slide_id']} ({row['slide_uri']}): {rec['message']}")
-            if not isinstance(exc, CsclError):
-                log(traceback.format_exc())
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        rec["seconds"] = round(time.perf_counter() - t0, 3)
-        out.append(rec)
+    if stats is not None:
+        stats.update(fetcher.stats())
     return ShardReport(pd.DataFrame(out, columns=list(REPORT_COLUMNS)))
+
+
+class SlideFetcher:
+    """Slides of a shard downloaded (and verified) to `scratch/<slide_id>/`, at most one ahead.
+
+    `want(i, row)` queues the download of row `i` for one background thread (when `background`;
+    else it runs at `take(i)`); `take(i)` returns its local path or raises its error (the
+    message the sequential path reports). The caller wants the slide after the current one
+    only once the one before is removed, so scratch holds at most two slides; `close` waits for
+    a download still running and removes its folder (a shard stopped by an error leaves no
+    slide behind).
+
+    Why a thread is safe here: the S3 client is per thread (`Store.client`, made under a lock;
+    boto3 clients are thread-safe anyway), the thread writes only its own slide's folder, and
+    its first use of the download path (imports, client) runs before the shard's first forward
+    pass because the first slide is waited for. The DataLoader forks its workers while the
+    thread may be downloading: a forked child has only the forking thread, and it touches only
+    the slide reader, numpy, PIL and torch — never boto3, urllib3, sockets, hashlib or the
+    store's locks, the only things the download thread may hold mid-call (malloc, the GIL and
+    the import lock are reset across fork by glibc and CPython). The slide being downloaded is
+    not opened by anyone until `take` returns it.
+    """
+
+    def __init__(self, scratch: Path, *, background: bool = True):
+        self.scratch = Path(scratch)
+        self.background = background
+        self._pool = ThreadPoolExecutor(1, "cscl-slide-fetch") if background else None
+        self._pending: dict[int, tuple[pd.Series, Future | None]] = {}
+        self._fetch_s = 0.0
+        self._wait_s = 0.0
+        self._ready_when_taken = 0
+
+    def work_dir(self, row: pd.Series) -> Path:
+        return self.scratch / str(row["slide_id"])
+
+    def want(self, i: int, row: pd.Series) -> None:
+        if i in self._pending:
+            return
+        fut = None
+        if self._pool is not None:
+            fut = self._pool.submit(self._timed_fetch, row, self.work_dir(row))
+        self._pending[i] = (row, fut)
+
+    def take(self, i: int) -> Path:
+        row, fut = self._pending[i]
+        t0 = time.perf_counter()
+        try:
+            if fut is None:
+                return self._timed_fetch(row, self.work_dir(row))
+            self._ready_when_taken += fut.done()
+            return fut.result()
+        finally:
+            self._wait_s += time.perf_counter() - t0
+            if fut is None or fut.done():  # else (Ctrl-C while waiting) `close` waits for it
+                del self._pending[i]
+
+    def _timed_fetch(self, row: pd.Series, work: Path) -> Path:
+        t0 = time.perf_counter()
+        try:
+            return _fetch_slide(row, work)
+        finally:
+            self._fetch_s += time.perf_counter() - t0
+
+    def stats(self) -> dict:
+        """`fetch_s`: download + verify time summed; `fetch_wait_s`: the part the loop waited
+        for (the rest was hidden behind other slides); `fetched_ahead`: slides ready when taken."""
+        return {
+            "fetch_s": round(self._fetch_s, 3),
+            "fetch_wait_s": round(self._wait_s, 3),
+            "fetch_hidden_s": round(max(self._fetch_s - self._wait_s, 0.0), 3),
+            "fetched_ahead": self._ready_when_taken,
+        }
+
+    def close(self) -> None:
+        """Wait for a download still running, then remove the folders of slides not taken."""
+        for row, fut in list(self._pending.values()):
+            if fut is not None:
+                with contextlib.suppress(Exception):  # its error belongs to a slide not reached
+                    fut.result()
+            shutil.rmtree(self.work_dir(row), ignore_errors=True)
+        self._pending.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> SlideFetcher:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _fetch_slide(row: pd.Series, work: Path) -> Path:
@@ -194,11 +321,14 @@ def extract_shard_features(
     scratch: str | Path,
     *,
     log: Callable[[str], None] = print,
+    stats: dict | None = None,
 ) -> tuple[str, ShardReport]:
     """`extract_shard` with cscl's extractor (`cscl.wsi.extract`): (extractor_hash, report).
 
-    `cfg` is a `cscl.wsi.extract.ExtractConfig`. The backbone is loaded once per shard. (The
-    WSI modules are imported here so the other steps that use this module never load torch.)
+    `cfg` is a `cscl.wsi.extract.ExtractConfig`. The backbone is loaded once per shard;
+    `cfg.prefetch` (overlap the next slide's preparation with this one) downloads the next slide
+    while this one is extracted. (The WSI modules are imported here so the other steps that use
+    this module never load torch.)
     """
     from cscl.wsi.encoders import load_encoder
     from cscl.wsi.extract import extract_slide, extractor_hash, prepare_run
@@ -222,7 +352,9 @@ def extract_shard_features(
             raise SlideError(res.error or f"extraction of {row['slide_id']} failed")
         log(f"        {row['slide_id']}: {res.n_patches} patches in {res.seconds:.1f}s")
 
-    return ehash, extract_shard(rows, one, ehash, prefix, scratch, log=log)
+    return ehash, extract_shard(
+        rows, one, ehash, prefix, scratch, log=log, prefetch=cfg.prefetch, stats=stats
+    )
 
 
 def extract_to_store(
@@ -234,6 +366,7 @@ def extract_to_store(
     shard: int = 0,
     num_shards: int = 1,
     log: Callable[[str], None] = print,
+    stats: dict | None = None,
 ) -> tuple[str, ShardReport]:
     """Extract shard `shard` of `num_shards` of a slide index (`cscl.ingest`) into the project
     store, `<prefix>/features/<extractor-hash>/<slide_id>.h5`, reusing files already there.
@@ -244,7 +377,7 @@ def extract_to_store(
     """
     rows = select_shard(index, int(shard), int(num_shards))
     scratch = scratch or tempfile.mkdtemp(prefix="cscl-extract-")
-    return extract_shard_features(rows, cfg, prefix, scratch, log=log)
+    return extract_shard_features(rows, cfg, prefix, scratch, log=log, stats=stats)
 
 
 def stored_features(

@@ -116,7 +116,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="prepare the next slide (open, tissue, grid, tile check) in a helper process while "
-        "this one runs its forward pass (default on; same features and summary without)",
+        "this one runs its forward pass; with --store, download the next slide meanwhile "
+        "(default on; same features and summary without)",
     )
     p.add_argument("--qc-png", metavar="DIR", help="write a tissue-mask overlay PNG per slide")
     p.add_argument("--quiet", action="store_true", help="no progress (bar, or log lines)")

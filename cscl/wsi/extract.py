@@ -120,7 +120,8 @@ class ExtractConfig:
     tile_check: bool = True
     max_corrupt_tiles: int | None = None
     # speed only, not hashed: prepare the next slide (open, tissue, grid, tile check) in a helper
-    # process while this one runs its forward pass (cscl.wsi.prefetch); same outcomes either way
+    # process while this one runs its forward pass (cscl.wsi.prefetch); store extraction
+    # (cscl.shards) downloads the next slide meanwhile; same outcomes either way
     prefetch: bool = True
 
     def hashed(self, weights_digest: str, precision: str = "fp32") -> dict:
