@@ -40,21 +40,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCH_DIR = ROOT / "data" / "bench"
-
-
-def bench_slide(size: int) -> Path:
-    """A size × size synthetic H&E slide at 0.5 µm/px, generated once (as benchmarks/extract.py)."""
-    from cscl.synthetic import generate_cohort
-
-    out = BENCH_DIR / f"slide_{size}"
-    slide = out / "slides" / "case000_HE.svs"
-    if not slide.exists():
-        print(f"generating {size}x{size} synthetic slide in {out} (once) …", flush=True)
-        generate_cohort(
-            out, n_cases=1, seed=0, stains=("HE",), width=size, height=size, progress=False
-        )
-    return slide
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_slides import bench_slide  # noqa: E402
 
 
 def _cpu_s() -> float:

@@ -43,6 +43,9 @@ import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_slides import bench_slide  # noqa: E402
+
 sys.path.insert(0, str(ROOT))
 importlib.import_module("cscl")  # first: sets OMP_WAIT_POLICY=PASSIVE before torch loads
 
@@ -64,7 +67,6 @@ from cscl.wsi.patching import patch_grid  # noqa: E402
 from cscl.wsi.readers import list_readers, open_slide  # noqa: E402
 from cscl.wsi.tissue import segment_tissue  # noqa: E402
 
-BENCH_DIR = ROOT / "data" / "bench"
 CNNS = ("resnet18", "resnet50")
 VITS = ("vit_base_patch16_224", "vit_large_patch16_224")
 SECTIONS = ("model", "decode", "pipeline", "syncs", "bf16", "extract")
@@ -202,19 +204,6 @@ def model_section(a, device: torch.device, budget: Budget) -> list[dict]:
 
 
 # ---- decode ---------------------------------------------------------------------------------
-
-
-def bench_slide(size: int) -> Path:
-    from cscl.synthetic import generate_cohort
-
-    out = BENCH_DIR / f"slide_{size}"
-    slide = out / "slides" / "case000_HE.svs"
-    if not slide.exists():
-        t0 = time.perf_counter()
-        generate_cohort(out, n_cases=1, seed=0, stains=("HE",), width=size, height=size,
-                        progress=False)  # fmt: skip
-        print(f"  generated {size}² synthetic slide in {time.perf_counter() - t0:.1f} s")
-    return slide
 
 
 def slide_grid(slide: Path, cfg: ExtractConfig):

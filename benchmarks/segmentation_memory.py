@@ -26,11 +26,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCH_DIR = ROOT / "data" / "bench"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_slides import BENCH_DIR, bench_slide  # noqa: E402
+
 IMPLS = ("read", "old", "new")  # read: the thumbnail alone (extra = minus the thumbnail)
 
 _CHILD = r"""
@@ -77,22 +78,6 @@ generate_cohort(sys.argv[1], n_cases=1, seed=0, stains=("HE",), width=int(sys.ar
                 height=int(sys.argv[3]), workers=1, progress=False)
 print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
-
-
-def bench_slide(size: int) -> Path:
-    """A size × size synthetic H&E slide at 0.5 µm/px, generated once (as benchmarks/extract.py)."""
-    from cscl.synthetic import generate_cohort
-
-    out = BENCH_DIR / f"slide_{size}"
-    slide = out / "slides" / "case000_HE.svs"
-    if not slide.exists():
-        print(f"generating {size}x{size} synthetic slide in {out} (once) …", flush=True)
-        t0 = time.perf_counter()
-        generate_cohort(
-            out, n_cases=1, seed=0, stains=("HE",), width=size, height=size, progress=False
-        )
-        print(f"  … {time.perf_counter() - t0:.0f} s", flush=True)
-    return slide
 
 
 def measure(slide: Path, impl: str) -> dict:
