@@ -29,6 +29,7 @@ import multiprocessing
 import pickle
 import resource
 import signal
+import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -122,6 +123,28 @@ def _serve(conn, opts: PrepareOptions, store: storage.Store) -> None:
         conn.send_bytes(data)
 
 
+@contextlib.contextmanager
+def _main_hidden():
+    """Start a spawned process without it re-running the parent's `__main__`.
+
+    spawn re-imports the parent's main script in the child (multiprocessing's preparation data);
+    a user's script that calls `extract_slides` without an `if __name__ == "__main__"` guard
+    would then run again, whole, inside the helper. The helper needs only cscl, so the main
+    module's name and path are hidden while it starts.
+    """
+    main = sys.modules.get("__main__")
+    saved = {k: main.__dict__[k] for k in ("__spec__", "__file__") if main and k in main.__dict__}
+    try:
+        if main is not None:
+            main.__dict__.pop("__file__", None)
+            main.__dict__["__spec__"] = None
+        yield
+    finally:
+        if main is not None:
+            main.__dict__.pop("__spec__", None)
+            main.__dict__.update(saved)
+
+
 class SlidePreparer:
     """One helper process preparing one slide at a time: `start()`, `ready()`, `submit(job)`,
     `take()`. Never blocks on the helper's start-up: `ready()` only looks."""
@@ -155,7 +178,8 @@ class SlidePreparer:
                 name="cscl-slide-prefetch",
                 daemon=True,
             )
-            proc.start()
+            with _main_hidden():
+                proc.start()
             child.close()  # only the helper holds its end: its death reads as EOF here
             self._proc, self._conn, self._ready = proc, parent, False
             self.started += 1

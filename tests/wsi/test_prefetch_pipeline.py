@@ -252,3 +252,37 @@ def test_auto_starts_a_helper_only_when_the_preparation_ahead_pays_for_it(tmp_pa
     p = pipeline(3)
     p.here_seconds, p.here_slides = 1.0, 1  # 2 s ahead: the helper's imports cost more
     assert not p._worth_starting() and pipeline(3, "eager")._worth_starting()
+
+
+UNGUARDED = """
+import sys
+from dataclasses import replace
+import pandas as pd
+from cscl.wsi.extract import ExtractConfig, extract_slides
+
+print("SCRIPT-BODY-RAN", flush=True)  # no `if __name__ == "__main__"` guard, on purpose
+slides = pd.DataFrame({"slide_uri": sys.argv[1:3], "slide_id": ["a", "b"], "stain": "HE"})
+cfg = ExtractConfig(backbone="test_resnet", allow_random=True, patch_size=64, num_workers=0,
+                    torch_threads=1)
+stats = {}
+s = extract_slides(slides, sys.argv[3], cfg, show_progress=False, stats=stats, helper="wait")
+print("STATUSES", [r.status for r in s.results], "HELPER", stats["prefetch_slides"], flush=True)
+"""
+
+
+def test_helper_does_not_rerun_an_unguarded_script(tmp_path):
+    """spawn re-imports the parent's main script; the helper must not run a user's script again."""
+    import subprocess
+    import sys
+
+    a = write_slide(tmp_path / "a.svs", render(640, 640, "HE", seed=5))
+    b = write_slide(tmp_path / "b.svs", render(640, 640, "HE", seed=6))
+    script = tmp_path / "user_script.py"
+    script.write_text(UNGUARDED)
+    out = subprocess.run(
+        [sys.executable, str(script), str(a), str(b), str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.count("SCRIPT-BODY-RAN") == 1, out.stdout
+    assert "STATUSES ['done', 'done'] HELPER 1" in out.stdout, out.stdout
