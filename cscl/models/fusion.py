@@ -44,11 +44,11 @@ class CrossStainFusion(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-        if x.shape[1] == 1 and self._single_key_is_exact():
+        if x.shape[1] == 1 and self.single_key_is_exact():
             return x + self._value_of_self(self.norm(x))
         return self.attend(x, valid)
 
-    def _single_key_is_exact(self) -> bool:
+    def single_key_is_exact(self) -> bool:
         a = self.attn
         return a.bias_k is None and not a.add_zero_attn and not (self.training and a.dropout > 0)
 

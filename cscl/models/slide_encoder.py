@@ -95,7 +95,7 @@ class SlideEncoder(nn.Module):
             not self.training
             and not torch.is_grad_enabled()
             and self.fusion is not None
-            and self.fusion._single_key_is_exact()
+            and self.fusion.single_key_is_exact()
             and self.abmil.skip is None
             and isinstance(self.abmil.pre[0], nn.Linear)
         )

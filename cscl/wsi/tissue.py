@@ -219,9 +219,14 @@ def _rows_with_halo(img: np.ndarray, y0: int, y1: int, halo: int, fill=0) -> tup
 
 
 class _SaturationStats:
-    """What `background_threshold` needs of the saturation values, gathered block by block:
-    count, min, max, then the 128-bin histogram over [min, max] that multi-Otsu uses, and the
-    256-bin [0, 1] histogram of the Otsu fallback."""
+    """The background saturation threshold, from statistics gathered block by block: count,
+    min, max, then the 128-bin histogram over [min, max] that multi-Otsu uses, and the 256-bin
+    [0, 1] histogram of the Otsu fallback.
+
+    The threshold is the lowest multi-Otsu (3-class) split: glass | light tissue | strongly
+    stained. Two-class Otsu puts its split between light tissue and strong stain (DAB, dense
+    nuclei) when those dominate, losing pale IHC tissue; the lowest of three splits sits above
+    the glass."""
 
     def __init__(self) -> None:
         self.n = 0
@@ -263,20 +268,6 @@ class _SaturationStats:
         except ValueError:  # too few distinct values for three classes
             t = _otsu_of_histogram(self.otsu_hist, self.otsu_edges)
         return max(floor, t)
-
-
-def background_threshold(values: np.ndarray, floor: float) -> float:
-    """Lowest multi-Otsu (3-class) threshold: glass | light tissue | strongly stained.
-
-    Two-class Otsu puts its split between light tissue and strong stain (DAB, dense nuclei) when
-    those dominate, losing pale IHC tissue; the lowest of three splits sits above the glass.
-    """
-    stats = _SaturationStats()
-    values = np.asarray(values).ravel()
-    stats.add_range(values)
-    if stats.needs_histogram:
-        stats.add_histogram(values)
-    return stats.threshold(floor)
 
 
 class _ValueCounts:

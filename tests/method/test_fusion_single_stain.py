@@ -30,9 +30,9 @@ def test_several_stains_and_training_dropout_use_attention():
     fusion = CrossStainFusion(32, 4, dropout=0.5)
     x = torch.randn(2, 1, 5, 32)
     fusion.train()
-    assert not fusion._single_key_is_exact()  # dropout would drop the single weight
+    assert not fusion.single_key_is_exact()  # dropout would drop the single weight
     fusion.eval()
-    assert fusion._single_key_is_exact()
+    assert fusion.single_key_is_exact()
     x3 = torch.randn(2, 3, 5, 32)
     with torch.no_grad():
         torch.testing.assert_close(fusion(x3), fusion.attend(x3))
