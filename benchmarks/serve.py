@@ -284,20 +284,28 @@ def load_test(client_factory, good: list[bytes], seconds: float, clients: int) -
             "throughput_rps": round(total / wall, 1), "first_errors": errors[:5]}  # fmt: skip
 
 
+def served_call(inst, swap: dict | None = None):
+    """A function posting a feature file to `inst`, one client per calling thread; `swap` maps
+    a body to the one this instance must get instead (the baseline's own extractor hash)."""
+    from cscl_platform.serving.client import ServingClient
+
+    local, swap = threading.local(), swap or {}
+
+    def call(body: bytes) -> dict:
+        if not hasattr(local, "c"):
+            local.c = ServingClient(inst.inference_url, "cscl", key_file=inst.key_file)
+        return local.c.predict_features_bytes(swap.get(body, body))
+
+    return call
+
+
 def alone(inst, bodies: list[bytes], args) -> dict:
     """c=1 and c=8 on the shipped package while it is the only TorchServe on the box.
 
     Side by side, every idle instance (a JVM and a Python worker each) still takes its share of
     2 cores: the interleaved table is for ratios, this row answers "p50 on this box"."""
-    from cscl_platform.serving.client import ServingClient
 
-    local = threading.local()
-
-    def call(body):
-        if not hasattr(local, "c"):
-            local.c = ServingClient(inst.inference_url, "cscl", key_file=inst.key_file)
-        return local.c.predict_features_bytes(body)
-
+    call = served_call(inst)
     for i in range(WARM_UP):
         call(bodies[i % len(bodies)])
     n = args.requests * args.rounds
@@ -406,15 +414,8 @@ def main() -> int:
                 else {}
             )  # fmt: skip
             for label, inst in instances.items():
-                local = threading.local()
                 swap = base_bodies if label.endswith("(before issue 14)") else {}
-
-                def call(body, inst=inst, local=local, swap=swap):
-                    if not hasattr(local, "c"):
-                        local.c = ServingClient(inst.inference_url, "cscl", key_file=inst.key_file)
-                    return local.c.predict_features_bytes(swap.get(body, body))
-
-                calls[label] = call
+                calls[label] = served_call(inst, swap)
             for fn in calls.values():
                 for i in range(WARM_UP):
                     fn(bodies[i % len(bodies)])
